@@ -1,0 +1,448 @@
+//! Events and what they carry: [`Event`], [`EventType`], [`Payload`] and [`Text`].
+
+use std::any::Any;
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// One event: an id, a type, a priority and a payload.
+///
+/// Cloning an event is cheap: text and typed payloads are reference-counted, never copied.
+///
+/// # Examples
+///
+/// ```
+/// use nexus_core::{Event, EventType};
+///
+/// let event = Event::new(1001, 99, 0, "TEAPOT!");
+/// assert_eq!(event.id, 1001);
+/// assert_eq!(event.event_type, EventType::from(99));
+/// assert_eq!(event.payload.as_str(), Some("TEAPOT!"));
+/// assert_eq!(event.to_string(), "Event(id=1001, type=99, priority=0, payload=TEAPOT!)");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The event's id, chosen by its source (see [`EventFactory`](crate::EventFactory)).
+    pub id: u64,
+    /// What kind of event this is; handlers are chosen by it.
+    pub event_type: EventType,
+    /// Lower numbers mean more urgent. Carried, not yet used for ordering.
+    pub priority: i32,
+    /// What the event carries.
+    pub payload: Payload,
+}
+
+impl Event {
+    /// Creates an event from its four fields.
+    ///
+    /// `event_type` takes an integer or an [`EventType`]; `payload` takes text, an integer or a
+    /// [`Payload`].
+    pub fn new(
+        id: u64,
+        event_type: impl Into<EventType>,
+        priority: i32,
+        payload: impl Into<Payload>,
+    ) -> Self {
+        Self {
+            id,
+            event_type: event_type.into(),
+            priority,
+            payload: payload.into(),
+        }
+    }
+
+    /// Creates a named event: its type is the name of `T` and its payload is `value`.
+    ///
+    /// This is the seed's `NamedEvent`: a type's qualified name is its event type.
+    ///
+    /// ```
+    /// use nexus_core::{Event, EventType};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct Ping(u32);
+    ///
+    /// let event = Event::named(7, Ping(3));
+    /// assert_eq!(event.event_type, EventType::of::<Ping>());
+    /// assert_eq!(event.payload.get::<Ping>(), Some(&Ping(3)));
+    /// ```
+    pub fn named<T: Any + Send + Sync + fmt::Debug>(id: u64, value: T) -> Self {
+        Self::new(id, EventType::of::<T>(), 0, Payload::value(value))
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Event(id={}, type={}, priority={}, payload={})",
+            self.id, self.event_type, self.priority, self.payload
+        )
+    }
+}
+
+/// Shared, immutable text: a `&'static str` kept as is, or an `Arc<str>`.
+///
+/// Cloning never copies the characters. It compares, hashes and prints as the `str` it holds.
+///
+/// ```
+/// use nexus_core::Text;
+///
+/// let a = Text::from("hello");
+/// let b = Text::from(String::from("hello"));
+/// assert_eq!(a, b);
+/// assert_eq!(&*a, "hello");
+/// ```
+#[derive(Clone)]
+pub struct Text(TextRepr);
+
+#[derive(Clone)]
+enum TextRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Text {
+    /// Returns the text as a `str`.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            TextRepr::Static(s) => s,
+            TextRepr::Shared(s) => s,
+        }
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl Hash for Text {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Self {
+        Self(TextRepr::Static(s))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Self(TextRepr::Shared(s.into()))
+    }
+}
+
+impl From<Arc<str>> for Text {
+    fn from(s: Arc<str>) -> Self {
+        Self(TextRepr::Shared(s))
+    }
+}
+
+/// The type of an event: an integer or a name.
+///
+/// Integer types are what most programs use. A named type is the name of a Rust type (see
+/// [`EventType::of`]), the seed's `NamedEvent`, or any text (see [`EventType::name`]), which is
+/// what arrives from other processes.
+///
+/// `-1` is not an event type to register a handler for: [`Selector`](crate::Selector) reads it as
+/// "the default handler", as the seed does.
+///
+/// ```
+/// use nexus_core::EventType;
+///
+/// struct Ping;
+/// assert_eq!(EventType::from(99), EventType::Int(99));
+/// assert_eq!(EventType::of::<Ping>().to_string(), std::any::type_name::<Ping>());
+/// assert_eq!(EventType::name("log.warning").as_name(), Some("log.warning"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// An integer event type.
+    Int(i64),
+    /// A named event type.
+    Named(Text),
+}
+
+impl EventType {
+    /// The event type named after the Rust type `T` (its full path, as
+    /// [`std::any::type_name`] gives it).
+    pub fn of<T: ?Sized + Any>() -> Self {
+        Self::Named(Text::from(std::any::type_name::<T>()))
+    }
+
+    /// A named event type from any text.
+    pub fn name(name: impl Into<Text>) -> Self {
+        Self::Named(name.into())
+    }
+
+    /// The integer, if this is an integer type.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Self::Int(i) => Some(*i),
+            Self::Named(_) => None,
+        }
+    }
+
+    /// The name, if this is a named type.
+    pub fn as_name(&self) -> Option<&str> {
+        match self {
+            Self::Int(_) => None,
+            Self::Named(n) => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Named(n) => f.write_str(n),
+        }
+    }
+}
+
+macro_rules! event_type_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for EventType {
+            fn from(i: $t) -> Self {
+                Self::Int(i64::from(i))
+            }
+        }
+    )*};
+}
+event_type_from_int!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<&'static str> for EventType {
+    fn from(name: &'static str) -> Self {
+        Self::Named(Text::from(name))
+    }
+}
+
+impl From<String> for EventType {
+    fn from(name: String) -> Self {
+        Self::Named(Text::from(name))
+    }
+}
+
+impl From<Text> for EventType {
+    fn from(name: Text) -> Self {
+        Self::Named(name)
+    }
+}
+
+/// What an event carries: nothing, an integer, text, or any typed value.
+///
+/// A typed value is read back with [`Payload::get`], never by parsing text. Cloning a payload
+/// never copies a large value.
+///
+/// ```
+/// use nexus_core::Payload;
+///
+/// #[derive(Debug)]
+/// struct Reading { celsius: f32 }
+///
+/// assert_eq!(Payload::from(4).as_int(), Some(4));
+/// assert_eq!(Payload::from("hi").as_str(), Some("hi"));
+/// let p = Payload::value(Reading { celsius: 21.5 });
+/// assert_eq!(p.get::<Reading>().map(|r| r.celsius), Some(21.5));
+/// assert!(p.get::<String>().is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Payload {
+    /// No payload.
+    #[default]
+    Empty,
+    /// An integer, such as a [`Timer`](../nexus_sources/struct.Timer.html)'s count.
+    Int(i64),
+    /// Text.
+    Text(Text),
+    /// Any typed value.
+    Value(AnyValue),
+}
+
+impl Payload {
+    /// Wraps any value as a payload, to be read back with [`Payload::get`].
+    pub fn value<T: Any + Send + Sync + fmt::Debug>(value: T) -> Self {
+        Self::Value(AnyValue::new(value))
+    }
+
+    /// The integer, if this payload is one.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Self::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The text, if this payload is text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The typed value, if this payload holds a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        match self {
+            Self::Value(v) => v.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the payload is [`Payload::Empty`].
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("None"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Text(t) => f.write_str(t),
+            Self::Value(v) => fmt::Debug::fmt(v, f),
+        }
+    }
+}
+
+macro_rules! payload_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Payload {
+            fn from(i: $t) -> Self {
+                Self::Int(i64::from(i))
+            }
+        }
+    )*};
+}
+payload_from_int!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<&'static str> for Payload {
+    fn from(s: &'static str) -> Self {
+        Self::Text(Text::from(s))
+    }
+}
+
+impl From<String> for Payload {
+    fn from(s: String) -> Self {
+        Self::Text(Text::from(s))
+    }
+}
+
+impl From<Text> for Payload {
+    fn from(s: Text) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<()> for Payload {
+    fn from((): ()) -> Self {
+        Self::Empty
+    }
+}
+
+/// A typed value held by a [`Payload`]: shared, immutable, and printable with `Debug`.
+#[derive(Clone)]
+pub struct AnyValue {
+    value: Arc<dyn Any + Send + Sync>,
+    debug: fn(&(dyn Any + Send + Sync), &mut fmt::Formatter<'_>) -> fmt::Result,
+}
+
+impl AnyValue {
+    /// Wraps `value`.
+    pub fn new<T: Any + Send + Sync + fmt::Debug>(value: T) -> Self {
+        fn debug<T: Any + fmt::Debug>(
+            v: &(dyn Any + Send + Sync),
+            f: &mut fmt::Formatter<'_>,
+        ) -> fmt::Result {
+            match v.downcast_ref::<T>() {
+                Some(v) => fmt::Debug::fmt(v, f),
+                None => f.write_str(std::any::type_name::<T>()),
+            }
+        }
+        Self {
+            value: Arc::new(value),
+            debug: debug::<T>,
+        }
+    }
+
+    /// The value, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.value.downcast_ref()
+    }
+}
+
+impl fmt::Debug for AnyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.debug)(&*self.value, f)
+    }
+}
+
+/// Two typed values are equal when they are the same shared value.
+impl PartialEq for AnyValue {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.value, &other.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_shares_large_payloads() {
+        let big = String::from_utf8(vec![b'x'; 1 << 20]).unwrap();
+        let event = Event::new(1, 2, 0, big);
+        let copy = event.clone();
+        let (Payload::Text(a), Payload::Text(b)) = (&event.payload, &copy.payload) else {
+            panic!("text payload expected");
+        };
+        assert_eq!(a.as_ptr(), b.as_ptr(), "clone must share the text, not copy it");
+    }
+
+    #[test]
+    fn named_and_int_types_differ() {
+        assert_ne!(EventType::from(1), EventType::name("1"));
+        assert_eq!(EventType::name(String::from("a")), EventType::from("a"));
+    }
+
+    #[test]
+    fn display_of_each_payload() {
+        assert_eq!(Payload::Empty.to_string(), "None");
+        assert_eq!(Payload::from(-3).to_string(), "-3");
+        assert_eq!(Payload::value(vec![1, 2]).to_string(), "[1, 2]");
+    }
+}

@@ -1,0 +1,368 @@
+//! What consumes events: handler functions and closures, [`EventConsumer`] objects, filters, and
+//! the [`Selector`] that says which events a handler takes.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::{Range, RangeInclusive};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+
+use crate::error::{BoxError, NexusError};
+use crate::event::{Event, EventType};
+use crate::queue::EventQueue;
+
+/// Which events a handler is registered for.
+///
+/// Built from what [`AsyncEventNexus::add_handler`](crate::AsyncEventNexus::add_handler) is given:
+///
+/// | written | selects |
+/// |---|---|
+/// | `99` | events of type 99 |
+/// | `-1` or `Selector::Default` | events no other handler takes (the default handler) |
+/// | `EventType::of::<Ping>()`, `"name"` | events of that named type |
+/// | `1000..=1999`, `1000..2000` | events whose integer type is in the range |
+/// | `[1, 2, 3]`, a `Vec` | each of the listed selectors |
+///
+/// A handler registered for an exact type wins over one for a range that holds it; a range
+/// handler wins over the default handler.
+///
+/// ```
+/// use nexus_core::{EventType, Selector};
+///
+/// assert_eq!(Selector::from(-1), Selector::Default);
+/// assert_eq!(Selector::from(99), Selector::Type(EventType::Int(99)));
+/// assert_eq!(Selector::from(10..=20), Selector::Range(10, 20));
+/// assert_eq!(Selector::from(10..20), Selector::Range(10, 19));
+/// assert_eq!(Selector::from([1, 2]).to_string(), "[1, 2]");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// Events of one type.
+    Type(EventType),
+    /// Events whose integer type lies in `start..=end`.
+    Range(i64, i64),
+    /// Events that no filter consumed and no type or range handler takes.
+    Default,
+    /// Each of these selectors.
+    List(Vec<Selector>),
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Type(t) => write!(f, "{t}"),
+            Self::Range(a, b) => write!(f, "{a}..={b}"),
+            Self::Default => f.write_str("default (-1)"),
+            Self::List(items) => {
+                f.write_str("[")?;
+                for (i, s) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{s}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+impl From<EventType> for Selector {
+    fn from(t: EventType) -> Self {
+        match t {
+            EventType::Int(-1) => Self::Default,
+            t => Self::Type(t),
+        }
+    }
+}
+
+macro_rules! selector_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Selector {
+            fn from(i: $t) -> Self {
+                Self::from(EventType::from(i))
+            }
+        }
+        impl From<RangeInclusive<$t>> for Selector {
+            fn from(r: RangeInclusive<$t>) -> Self {
+                Self::Range(i64::from(*r.start()), i64::from(*r.end()))
+            }
+        }
+        impl From<Range<$t>> for Selector {
+            fn from(r: Range<$t>) -> Self {
+                Self::Range(i64::from(r.start), i64::from(r.end) - 1)
+            }
+        }
+    )*};
+}
+selector_from!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<&'static str> for Selector {
+    fn from(name: &'static str) -> Self {
+        Self::Type(EventType::from(name))
+    }
+}
+
+impl From<String> for Selector {
+    fn from(name: String) -> Self {
+        Self::Type(EventType::from(name))
+    }
+}
+
+impl<T: Into<Selector>, const N: usize> From<[T; N]> for Selector {
+    fn from(items: [T; N]) -> Self {
+        Self::List(items.into_iter().map(Into::into).collect())
+    }
+}
+
+impl<T: Into<Selector>> From<Vec<T>> for Selector {
+    fn from(items: Vec<T>) -> Self {
+        Self::List(items.into_iter().map(Into::into).collect())
+    }
+}
+
+/// A handler written as an object: the seed's `EventConsumer`.
+///
+/// Register one with [`AsyncEventNexus::add_consumer`](crate::AsyncEventNexus::add_consumer).
+/// The nexus dispatches one event at a time, so `handle` is never called twice at once by one
+/// nexus; state behind `&self` still needs a `Mutex` or an atomic for Rust's sake, but it is
+/// never contended by the nexus.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use nexus_core::{async_trait, AsyncEventNexus, BoxError, Event, EventConsumer, EventQueue};
+///
+/// #[derive(Default)]
+/// struct Counter(AtomicU64);
+///
+/// #[async_trait]
+/// impl EventConsumer for Counter {
+///     async fn handle(&self, _event: Event, _queue: EventQueue) -> Result<(), BoxError> {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+///
+/// let nexus = AsyncEventNexus::new();
+/// nexus.add_consumer(5, Counter::default()).unwrap();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event consumer",
+    label = "this needs `impl EventConsumer for {Self}`",
+    note = "functions and closures are registered with `add_handler`, objects with `add_consumer`"
+)]
+#[async_trait]
+pub trait EventConsumer: Send + Sync + 'static {
+    /// Handles one event. Secondary events go on `queue`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the consumer reports; the nexus wraps it in [`NexusError::Handler`], naming the
+    /// event and the consumer.
+    async fn handle(&self, event: Event, queue: EventQueue) -> Result<(), BoxError>;
+}
+
+#[async_trait]
+impl<C: EventConsumer + ?Sized> EventConsumer for Arc<C> {
+    async fn handle(&self, event: Event, queue: EventQueue) -> Result<(), BoxError> {
+        (**self).handle(event, queue).await
+    }
+}
+
+/// Markers that tell the kinds of handler and filter functions apart; never named by users.
+pub mod marker {
+    /// A function that returns its result at once (a plain closure).
+    #[derive(Debug)]
+    pub struct Immediate;
+    /// A function that returns a future (an `async fn` or async closure).
+    #[derive(Debug)]
+    pub struct Deferred;
+}
+
+/// What a handler may return: `()` or `Result<(), E>` for any error `E`.
+pub trait HandlerOutput {
+    /// Converts to the nexus's result.
+    fn into_result(self) -> Result<(), BoxError>;
+}
+
+impl HandlerOutput for () {
+    fn into_result(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
+    fn into_result(self) -> Result<(), BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// What a handler function may return: a [`HandlerOutput`] at once, or a future of one.
+///
+/// The marker `M` lets one `add_handler` take plain closures and async functions alike.
+pub trait HandlerReturn<M>: Send + 'static {
+    #[doc(hidden)]
+    fn into_call(self) -> Call<'static, Result<(), BoxError>>;
+}
+
+impl<R: HandlerOutput + Send + 'static> HandlerReturn<marker::Immediate> for R {
+    fn into_call(self) -> Call<'static, Result<(), BoxError>> {
+        Call::Ready(Some(self.into_result()))
+    }
+}
+
+impl<F> HandlerReturn<marker::Deferred> for F
+where
+    F: Future + Send + 'static,
+    F::Output: HandlerOutput,
+{
+    fn into_call(self) -> Call<'static, Result<(), BoxError>> {
+        Call::Boxed(Box::pin(async move { self.await.into_result() }))
+    }
+}
+
+/// What a filter may return: `bool` or `Result<bool, E>`, at once or as a future.
+pub trait FilterReturn<M>: Send + 'static {
+    #[doc(hidden)]
+    fn into_call(self) -> Call<'static, Result<bool, BoxError>>;
+}
+
+/// A filter's answer: `true` when it consumed the event.
+pub trait FilterOutput {
+    /// Converts to the nexus's result.
+    fn into_result(self) -> Result<bool, BoxError>;
+}
+
+impl FilterOutput for bool {
+    fn into_result(self) -> Result<bool, BoxError> {
+        Ok(self)
+    }
+}
+
+impl<E: Into<BoxError>> FilterOutput for Result<bool, E> {
+    fn into_result(self) -> Result<bool, BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+impl<R: FilterOutput + Send + 'static> FilterReturn<marker::Immediate> for R {
+    fn into_call(self) -> Call<'static, Result<bool, BoxError>> {
+        Call::Ready(Some(self.into_result()))
+    }
+}
+
+impl<F> FilterReturn<marker::Deferred> for F
+where
+    F: Future + Send + 'static,
+    F::Output: FilterOutput,
+{
+    fn into_call(self) -> Call<'static, Result<bool, BoxError>> {
+        Call::Boxed(Box::pin(async move { self.await.into_result() }))
+    }
+}
+
+/// One call of a handler or filter: ready at once (no allocation) or a boxed future.
+#[doc(hidden)]
+pub enum Call<'a, T> {
+    Ready(Option<T>),
+    Boxed(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+}
+
+impl<T: Unpin> Future for Call<'_, T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.get_mut() {
+            Call::Ready(value) => Poll::Ready(value.take().expect("Call polled after completion")),
+            Call::Boxed(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Call<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Call::Ready(_) => "Call::Ready",
+            Call::Boxed(_) => "Call::Boxed",
+        })
+    }
+}
+
+/// A registered handler with its kind erased.
+pub(crate) trait ErasedHandler: Send + Sync + 'static {
+    fn call(&self, event: Event, queue: EventQueue) -> Call<'_, Result<(), BoxError>>;
+}
+
+pub(crate) struct FnHandler<F, M> {
+    f: F,
+    _marker: PhantomData<fn() -> M>,
+}
+
+impl<F, M> FnHandler<F, M> {
+    pub(crate) fn new(f: F) -> Self {
+        Self {
+            f,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<F, R, M> ErasedHandler for FnHandler<F, (R, M)>
+where
+    F: Fn(Event, EventQueue) -> R + Send + Sync + 'static,
+    R: HandlerReturn<M>,
+    M: 'static,
+{
+    fn call(&self, event: Event, queue: EventQueue) -> Call<'_, Result<(), BoxError>> {
+        (self.f)(event, queue).into_call()
+    }
+}
+
+pub(crate) struct ConsumerHandler<C>(pub(crate) C);
+
+impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
+    fn call(&self, event: Event, queue: EventQueue) -> Call<'_, Result<(), BoxError>> {
+        Call::Boxed(self.0.handle(event, queue))
+    }
+}
+
+/// A registered filter with its kind erased.
+pub(crate) trait ErasedFilter: Send + Sync + 'static {
+    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'_, Result<bool, BoxError>>;
+}
+
+impl<F, R, M> ErasedFilter for FnHandler<F, (R, M)>
+where
+    F: Fn(&Event, &EventQueue) -> R + Send + Sync + 'static,
+    R: FilterReturn<M>,
+    M: 'static,
+{
+    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'_, Result<bool, BoxError>> {
+        (self.f)(event, queue).into_call()
+    }
+}
+
+/// Converts a handler's error into the nexus's, naming the event and the handler. A
+/// [`NexusError`] returned by a handler (such as `QueueFull` from `queue.put(..)?`) passes through
+/// as it is.
+pub(crate) fn handler_error(
+    error: BoxError,
+    id: u64,
+    event_type: &EventType,
+    handler: &'static str,
+) -> NexusError {
+    match error.downcast::<NexusError>() {
+        Ok(own) => *own,
+        Err(source) => NexusError::Handler {
+            id,
+            event_type: event_type.clone(),
+            handler,
+            source,
+        },
+    }
+}

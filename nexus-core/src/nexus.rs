@@ -1,0 +1,827 @@
+//! [`AsyncEventNexus`]: registration, dispatch and the life cycle.
+
+mod dispatch;
+mod table;
+
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use futures_util::FutureExt;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::error::{LoopState, NexusError};
+use crate::event::{Event, EventType, Payload};
+use crate::factory::{EventFactory, EventId};
+use crate::handler::{
+    ConsumerHandler, EventConsumer, FilterReturn, FnHandler, HandlerReturn, Selector,
+};
+use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
+use crate::source::{EventProducer, IntoSource, SourceBox};
+
+use dispatch::Dispatcher;
+use table::{FilterEntry, HandlerEntry, Table};
+
+const READY: u8 = 0;
+const STARTING: u8 = 1;
+const LOOPING: u8 = 2;
+const STOPPED: u8 = 3;
+
+fn state_of(raw: u8) -> LoopState {
+    match raw {
+        READY => LoopState::Ready,
+        STARTING => LoopState::Starting,
+        LOOPING => LoopState::Looping,
+        _ => LoopState::Stopped,
+    }
+}
+
+/// Directs events from sources to filters and handlers.
+///
+/// A cheap cloneable handle: clones share one nexus, so a task can hold one and
+/// [`ingest`](Self::ingest) events (the seed's `teapot`). The nexus is dropped when the last
+/// handle is; producers hold it only weakly.
+///
+/// # Dispatch
+///
+/// Each event goes through the filters in registration order (the first that returns `true`
+/// consumes it), else to the handler(s) for its type, else to those of the first range holding
+/// its type, else to the default handler; else it is unhandled and `ingest` fails with
+/// [`NexusError::UnhandledEvent`]. Secondary events that handlers put on their
+/// [`EventQueue`] are dispatched the same way, first in first out, before `ingest` returns.
+///
+/// One event at a time: no two handlers or filters of one nexus ever run at once, and events
+/// from one source are dispatched in the order it produced them. An `ingest` made by a handler
+/// into its own nexus (from the task that is dispatching) is taken like a secondary event: it is
+/// queued, returns at once, and is dispatched after the current handler returns.
+///
+/// # Life cycle
+///
+/// `READY` → [`loop_forever`](Self::loop_forever) or [`start`](Self::start) → `STARTING` (every
+/// source's `start` is awaited, all at once) → `LOOPING` (converters are polled, producers push)
+/// → [`stop`](Self::stop) → `STOPPED`. A nexus runs once. [`cleanup`](Self::cleanup) closes the
+/// sources and forgets handlers and filters; [`scope`](Self::scope) runs it for you.
+///
+/// # Examples
+///
+/// ```
+/// use nexus_core::{AsyncEventNexus, Event, EventQueue, NexusError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), NexusError> {
+/// let nexus = AsyncEventNexus::new();
+/// nexus.add_handler(99, |event: Event, _queue: EventQueue| async move {
+///     println!("teapot ID: {}", event.id);
+/// })?;
+/// nexus.add_handler(-1, |event: Event, _queue: EventQueue| println!("{event}"))?;
+///
+/// let task = nexus.start()?;
+/// tokio::task::yield_now().await; // let the loop reach LOOPING
+/// nexus.ingest(Event::new(1001, 99, 0, "TEAPOT!")).await?;
+/// nexus.stop();
+/// task.await.expect("loop task")?;
+/// nexus.cleanup().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AsyncEventNexus {
+    inner: Arc<Inner>,
+}
+
+/// A weak handle to a nexus, as producers hold it.
+#[derive(Clone, Debug, Default)]
+pub struct WeakNexus {
+    inner: Weak<Inner>,
+}
+
+impl WeakNexus {
+    /// The nexus, if a strong handle to it still exists.
+    pub fn upgrade(&self) -> Option<AsyncEventNexus> {
+        self.inner.upgrade().map(|inner| AsyncEventNexus { inner })
+    }
+
+    /// Whether the nexus still exists.
+    pub fn is_alive(&self) -> bool {
+        self.inner.strong_count() > 0
+    }
+
+    pub(crate) fn points_to(&self, nexus: &AsyncEventNexus) -> bool {
+        std::ptr::eq(self.inner.as_ptr(), Arc::as_ptr(&nexus.inner))
+    }
+}
+
+pub(crate) struct Inner {
+    state: AtomicU8,
+    multiple: bool,
+    factory: EventFactory,
+    queue: EventQueue,
+    /// The table new dispatches will use; registration replaces it whole.
+    table: Mutex<Arc<Table>>,
+    /// Bumped on every table change so the dispatcher notices without locking.
+    table_version: AtomicU64,
+    /// One event at a time.
+    dispatcher: async_lock::Mutex<Dispatcher>,
+    /// Key of the task holding `dispatcher` (0: none, or not a tokio task), to spot re-entry.
+    owner: AtomicU64,
+    sources: Mutex<Vec<SourceBox>>,
+    stop_tx: watch::Sender<bool>,
+    running_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for AsyncEventNexus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncEventNexus")
+            .field("state", &self.state())
+            .field("multiple", &self.inner.multiple)
+            .field("queue", &self.inner.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncEventNexus")
+    }
+}
+
+impl Default for AsyncEventNexus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds an [`AsyncEventNexus`] with options other than the defaults.
+///
+/// ```
+/// use nexus_core::AsyncEventNexus;
+///
+/// let nexus = AsyncEventNexus::builder().multiple(true).queue_capacity(200).build();
+/// assert_eq!(nexus.queue().capacity(), 200);
+/// ```
+#[derive(Clone, Debug)]
+pub struct NexusBuilder {
+    multiple: bool,
+    queue_capacity: usize,
+    factory: Option<EventFactory>,
+}
+
+impl NexusBuilder {
+    /// Allows several handlers per event type, run in registration order (default `false`:
+    /// a second handler for a type is an error).
+    pub fn multiple(mut self, multiple: bool) -> Self {
+        self.multiple = multiple;
+        self
+    }
+
+    /// How many secondary events the queue holds (default 50, as the original). With 0,
+    /// handlers cannot queue secondary events at all.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Numbers events from `factory` instead of a new sequence, so that several nexuses can
+    /// share one id sequence.
+    pub fn event_factory(mut self, factory: EventFactory) -> Self {
+        self.factory = Some(factory);
+        self
+    }
+
+    /// Builds the nexus, in state `READY`.
+    pub fn build(self) -> AsyncEventNexus {
+        let (stop_tx, _) = watch::channel(false);
+        let (running_tx, _) = watch::channel(false);
+        AsyncEventNexus {
+            inner: Arc::new(Inner {
+                state: AtomicU8::new(READY),
+                multiple: self.multiple,
+                factory: self.factory.unwrap_or_default(),
+                queue: EventQueue::new(self.queue_capacity),
+                table: Mutex::new(Arc::default()),
+                table_version: AtomicU64::new(0),
+                dispatcher: async_lock::Mutex::new(Dispatcher::default()),
+                owner: AtomicU64::new(0),
+                sources: Mutex::new(Vec::new()),
+                stop_tx,
+                running_tx,
+            }),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its data consistent, so a poisoned lock is still sound.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A key for the current tokio task, or 0 outside one.
+#[inline]
+fn current_task_key() -> u64 {
+    match tokio::task::try_id() {
+        // Fx-hashing one integer is a multiplication by an odd constant: distinct ids give
+        // distinct keys. `| 1` keeps 0 free for "no task".
+        Some(id) => rustc_hash::FxBuildHasher.hash_one(id) | 1,
+        None => 0,
+    }
+}
+
+impl AsyncEventNexus {
+    /// A nexus with the defaults: one handler per type, a queue of 50 secondary events.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a nexus with other options.
+    pub fn builder() -> NexusBuilder {
+        NexusBuilder {
+            multiple: false,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            factory: None,
+        }
+    }
+
+    /// A weak handle, which does not keep the nexus alive.
+    pub fn downgrade(&self) -> WeakNexus {
+        WeakNexus {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// The life-cycle state.
+    pub fn state(&self) -> LoopState {
+        state_of(self.inner.state.load(Ordering::Acquire))
+    }
+
+    /// Whether several handlers may be registered per type.
+    pub fn is_multiple(&self) -> bool {
+        self.inner.multiple
+    }
+
+    /// The queue of secondary events (the one handlers are given).
+    pub fn queue(&self) -> &EventQueue {
+        &self.inner.queue
+    }
+
+    // ----- the event factory -------------------------------------------------------------
+
+    /// The nexus's event factory. It shares the nexus's id sequence but not the nexus itself.
+    pub fn event_factory(&self) -> EventFactory {
+        self.inner.factory.clone()
+    }
+
+    /// The next sequential event id (see [`EventFactory::next_id`]).
+    pub fn next_id(&self) -> u64 {
+        self.inner.factory.next_id()
+    }
+
+    /// A non-sequential event id (see [`EventFactory::random_id`]).
+    pub fn random_id(&self) -> u64 {
+        self.inner.factory.random_id()
+    }
+
+    /// Creates an event with the next sequential id and priority 0.
+    pub fn create_event(
+        &self,
+        payload: impl Into<Payload>,
+        event_type: impl Into<EventType>,
+    ) -> Event {
+        self.inner.factory.create_event(payload, event_type)
+    }
+
+    /// Creates an event, choosing its id as `id` says (see [`EventFactory::create_event_with`]).
+    pub fn create_event_with(
+        &self,
+        payload: impl Into<Payload>,
+        event_type: impl Into<EventType>,
+        id: EventId,
+        priority: i32,
+    ) -> Event {
+        self.inner
+            .factory
+            .create_event_with(payload, event_type, id, priority)
+    }
+
+    // ----- registration ------------------------------------------------------------------
+
+    /// Registers a handler function for the events `selector` names (see [`Selector`]: an
+    /// integer type, `-1` for the default handler, a named type, a range, a list).
+    ///
+    /// The handler takes the event and the nexus's [`EventQueue`], and may be an `async fn`, an
+    /// async closure, a closure returning a future, or a plain closure. It returns `()` or
+    /// `Result<(), E>`, at once or from its future.
+    ///
+    /// Handlers may be added while the nexus runs; the next event dispatched sees them.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::DuplicateHandler`] when a handler is already registered for one of the
+    /// types (outside `multiple` mode; nothing is registered then);
+    /// [`NexusError::InvalidArgument`] for an empty range or list.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nexus_core::{AsyncEventNexus, Event, EventQueue, NexusError};
+    ///
+    /// async fn teapot_handler(event: Event, _queue: EventQueue) {
+    ///     println!("teapot ID: {}", event.id);
+    /// }
+    ///
+    /// let nexus = AsyncEventNexus::new();
+    /// nexus.add_handler(99, teapot_handler)?;
+    /// nexus.add_handler(1000..=1999, |e: Event, _q: EventQueue| async move {
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// nexus.add_handler(-1, |e: Event, _q: EventQueue| println!("{e}"))?;
+    /// assert!(matches!(
+    ///     nexus.add_handler(99, teapot_handler),
+    ///     Err(NexusError::DuplicateHandler { .. })
+    /// ));
+    /// # Ok::<(), NexusError>(())
+    /// ```
+    pub fn add_handler<F, R, M>(
+        &self,
+        selector: impl Into<Selector>,
+        handler: F,
+    ) -> Result<(), NexusError>
+    where
+        F: Fn(Event, EventQueue) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
+        M: 'static,
+    {
+        let entry = HandlerEntry {
+            handler: Arc::new(FnHandler::<F, (R, M)>::new(handler)),
+            name: std::any::type_name::<F>(),
+        };
+        self.insert_handler(&selector.into(), entry)
+    }
+
+    /// Registers an [`EventConsumer`] object for the events `selector` names, as
+    /// [`add_handler`](Self::add_handler) does for functions.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_handler`](Self::add_handler).
+    pub fn add_consumer<C: EventConsumer>(
+        &self,
+        selector: impl Into<Selector>,
+        consumer: C,
+    ) -> Result<(), NexusError> {
+        let entry = HandlerEntry {
+            handler: Arc::new(ConsumerHandler(consumer)),
+            name: std::any::type_name::<C>(),
+        };
+        self.insert_handler(&selector.into(), entry)
+    }
+
+    fn insert_handler(&self, selector: &Selector, entry: HandlerEntry) -> Result<(), NexusError> {
+        self.edit_table(|table| table.insert(selector, entry, self.inner.multiple))
+    }
+
+    /// Registers a filter: it sees every event before the handlers, in registration order, and
+    /// returns `true` when it has consumed the event (processing stops there).
+    ///
+    /// It takes `&Event` and `&EventQueue` and returns `bool` or `Result<bool, E>`, at once or
+    /// from a future (which must not borrow the event: copy what it needs first).
+    ///
+    /// ```
+    /// use nexus_core::{AsyncEventNexus, Event, EventQueue};
+    ///
+    /// let nexus = AsyncEventNexus::new();
+    /// // Discard events with an empty payload.
+    /// nexus.add_filter(|event: &Event, _queue: &EventQueue| event.payload.is_empty());
+    /// ```
+    pub fn add_filter<F, R, M>(&self, filter: F)
+    where
+        F: Fn(&Event, &EventQueue) -> R + Send + Sync + 'static,
+        R: FilterReturn<M>,
+        M: 'static,
+    {
+        let entry = FilterEntry {
+            filter: Arc::new(FnHandler::<F, (R, M)>::new(filter)),
+            name: std::any::type_name::<F>(),
+        };
+        let _ = self.edit_table(|table| {
+            table.filters.push(entry);
+            Ok(())
+        });
+    }
+
+    fn edit_table(
+        &self,
+        edit: impl FnOnce(&mut Table) -> Result<(), NexusError>,
+    ) -> Result<(), NexusError> {
+        let mut current = lock(&self.inner.table);
+        let mut next = Table::clone(&current);
+        edit(&mut next)?;
+        *current = Arc::new(next);
+        self.inner.table_version.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Registers an event source of any of the three kinds: a [`SimpleEventConverter`], an
+    /// [`EventConverter`] or an [`EventProducer`]. A producer is linked to this nexus (weakly).
+    ///
+    /// Sources are started when the loop starts, so they are registered while the nexus is
+    /// `READY`.
+    ///
+    /// [`SimpleEventConverter`]: crate::SimpleEventConverter
+    /// [`EventConverter`]: crate::EventConverter
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::InvalidLoopState`] once the loop has started.
+    pub fn register<M>(&self, source: impl IntoSource<M>) -> Result<(), NexusError> {
+        self.add_source(source.into_source().0)
+    }
+
+    /// Registers a pull-mode source ([`SimpleEventConverter`](crate::SimpleEventConverter) or
+    /// [`EventConverter`](crate::EventConverter)).
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register).
+    pub fn add_converter<M>(&self, converter: impl IntoSource<M>) -> Result<(), NexusError> {
+        self.register(converter)
+    }
+
+    /// Registers a push-mode source and links it to this nexus.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register).
+    pub fn add_producer<P: EventProducer>(&self, producer: P) -> Result<(), NexusError> {
+        self.add_source(SourceBox::Producer(Box::new(producer)))
+    }
+
+    fn add_source(&self, source: SourceBox) -> Result<(), NexusError> {
+        let mut sources = lock(&self.inner.sources);
+        let state = self.state();
+        if state != LoopState::Ready {
+            return Err(NexusError::InvalidLoopState {
+                operation: "register",
+                expected: "READY",
+                state,
+            });
+        }
+        if let SourceBox::Producer(p) = &source {
+            p.link().add_nexus(self);
+        }
+        sources.push(source);
+        Ok(())
+    }
+
+    // ----- ingest ------------------------------------------------------------------------
+
+    /// Dispatches `event` and every secondary event it leads to, then returns.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::NotRunning`] (handing the event back) before the loop started or after it
+    /// stopped; [`NexusError::UnhandledEvent`] when nothing consumed an event; the error of a
+    /// failing handler or filter. Secondary events are all dispatched even when one fails; the
+    /// first error is returned.
+    pub async fn ingest(&self, event: Event) -> Result<(), NexusError> {
+        let raw = self.inner.state.load(Ordering::Acquire);
+        if raw != LOOPING && raw != STARTING {
+            return Err(NexusError::NotRunning {
+                event: Box::new(event),
+                state: state_of(raw),
+            });
+        }
+        self.dispatch(event).await
+    }
+
+    /// Dispatches without the state check: for the loop's own converters, whose events were
+    /// obtained while the loop ran and must not be lost to a concurrent `stop`.
+    async fn dispatch(&self, event: Event) -> Result<(), NexusError> {
+        let inner = &*self.inner;
+        let me = current_task_key();
+        let mut dispatcher = match inner.dispatcher.try_lock() {
+            Some(guard) => guard,
+            None => {
+                if me != 0 && inner.owner.load(Ordering::Relaxed) == me {
+                    // Re-entry from a handler of this very dispatch: waiting would deadlock.
+                    return inner.queue.put(event);
+                }
+                inner.dispatcher.lock().await
+            }
+        };
+        inner.owner.store(me, Ordering::Relaxed);
+        let result = dispatcher.run(inner, event).await;
+        inner.owner.store(0, Ordering::Relaxed);
+        result
+    }
+
+    // ----- life cycle --------------------------------------------------------------------
+
+    /// Runs the loop until [`stop`](Self::stop) is called or this future is dropped.
+    ///
+    /// Starts every source at once (`STARTING`), then (`LOOPING`) polls every converter in a
+    /// task of its own, ingesting what each yields and dropping those that are exhausted, while
+    /// producers push events themselves. After `stop`, each converter finishes the event it is
+    /// ingesting, then the loop returns (`STOPPED`). Ctrl-C does not stop it unless
+    /// [`stop_on_ctrl_c`](Self::stop_on_ctrl_c) was called.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::LoopAlreadyStarted`] while the loop runs; [`NexusError::LoopStopped`] after
+    /// it stopped. A source that fails to start, a converter that fails, and any error of
+    /// `ingest` for a converter's event (such as an unhandled event) end the loop with that
+    /// error.
+    pub async fn loop_forever(&self) -> Result<(), NexusError> {
+        self.begin("loop_forever")?;
+        self.run_loop().await
+    }
+
+    /// Runs the loop in a background task and returns its handle (the seed's `start()`).
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::InvalidLoopState`] unless the nexus is `READY`.
+    pub fn start(&self) -> Result<JoinHandle<Result<(), NexusError>>, NexusError> {
+        let raw = self.inner.state.load(Ordering::Acquire);
+        if raw != READY {
+            return Err(NexusError::InvalidLoopState {
+                operation: "start",
+                expected: "READY",
+                state: state_of(raw),
+            });
+        }
+        self.begin("start")?;
+        let nexus = self.clone();
+        Ok(tokio::spawn(async move { nexus.run_loop().await }))
+    }
+
+    fn begin(&self, operation: &'static str) -> Result<(), NexusError> {
+        match self.inner.state.compare_exchange(
+            READY,
+            STARTING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(STOPPED) => Err(NexusError::LoopStopped { operation }),
+            Err(raw) => Err(NexusError::LoopAlreadyStarted {
+                operation,
+                state: state_of(raw),
+            }),
+        }
+    }
+
+    async fn run_loop(&self) -> Result<(), NexusError> {
+        let inner = &*self.inner;
+        inner.running_tx.send_replace(true);
+        let _running = RunningGuard(&inner.running_tx);
+
+        let mut sources = std::mem::take(&mut *lock(&inner.sources));
+        let started = futures_util::future::join_all(sources.iter_mut().map(|s| s.start())).await;
+        let (converters, producers): (Vec<_>, Vec<_>) = sources
+            .into_iter()
+            .partition(|s| !matches!(s, SourceBox::Producer(_)));
+        lock(&inner.sources).extend(producers);
+        if let Some(err) = started.into_iter().find_map(Result::err) {
+            self.stop();
+            lock(&inner.sources).extend(converters);
+            return Err(err);
+        }
+        if inner
+            .state
+            .compare_exchange(STARTING, LOOPING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Stopped while starting.
+            lock(&inner.sources).extend(converters);
+            return Ok(());
+        }
+
+        let mut tasks = JoinSet::new();
+        for converter in converters {
+            tasks.spawn(drive(self.clone(), converter, inner.stop_tx.subscribe()));
+        }
+        let mut stop_rx = inner.stop_tx.subscribe();
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop_rx.wait_for(|stop| *stop) => break,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Some(err) = self.settle(done) {
+                        failure = Some(err);
+                        self.stop();
+                    }
+                }
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Some(err) = self.settle(done) {
+                failure.get_or_insert(err);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Takes back a converter task's converter (unless exhausted) and returns its error.
+    fn settle(
+        &self,
+        done: Result<(Option<SourceBox>, Result<(), NexusError>), tokio::task::JoinError>,
+    ) -> Option<NexusError> {
+        match done {
+            Ok((kept, result)) => {
+                lock(&self.inner.sources).extend(kept);
+                result.err()
+            }
+            Err(join) => Some(NexusError::source(
+                "converter",
+                "obtain_event",
+                format!("its task ended abnormally: {join}"),
+            )),
+        }
+    }
+
+    /// Stops the loop: from now on `ingest` is refused, converters finish the event in hand and
+    /// the loop returns. Producers keep their state until [`cleanup`](Self::cleanup) closes them.
+    /// Stopping a `READY` nexus means it will never run. Stopping twice does nothing more.
+    pub fn stop(&self) {
+        self.inner.state.store(STOPPED, Ordering::Release);
+        self.inner.stop_tx.send_replace(true);
+    }
+
+    /// Stops the loop on the first Ctrl-C, from a background task that does not keep the nexus
+    /// alive. Returns the task's handle; abort it to stop listening.
+    pub fn stop_on_ctrl_c(&self) -> JoinHandle<()> {
+        let weak = self.downgrade();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                if let Some(nexus) = weak.upgrade() {
+                    nexus.stop();
+                }
+            }
+        })
+    }
+
+    /// Closes every producer and converter, then forgets every handler and filter.
+    ///
+    /// A running loop is stopped first and awaited. A source whose `close` fails does not keep
+    /// the others from being closed.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::CloseFailed`], listing each source that failed to close.
+    pub async fn cleanup(&self) -> Result<(), NexusError> {
+        let inner = &*self.inner;
+        if *inner.running_tx.borrow() {
+            self.stop();
+            let mut running = inner.running_tx.subscribe();
+            let _ = running.wait_for(|running| !running).await;
+        }
+        let sources = std::mem::take(&mut *lock(&inner.sources));
+        let mut failures = Vec::new();
+        for mut source in sources.into_iter().rev() {
+            let name = source.name();
+            if let Err(err) = source.close().await {
+                tracing::warn!(source = %name, error = %err, "event source failed to close");
+                failures.push(err);
+            }
+        }
+        *lock(&inner.table) = Arc::default();
+        inner.table_version.fetch_add(1, Ordering::Release);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(NexusError::CloseFailed { failures })
+        }
+    }
+
+    /// Runs `body` with this nexus, then always runs [`cleanup`](Self::cleanup): after success,
+    /// after an error, and after a panic (which then goes on unwinding). This is the seed's
+    /// `with AsyncEventNexus() as nexus:` block.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::NotPristine`] when the nexus is not `READY` or already has sources; else
+    /// `body`'s error, or else cleanup's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nexus_core::{AsyncEventNexus, Event, EventQueue, NexusError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), NexusError> {
+    /// AsyncEventNexus::new()
+    ///     .scope(|nexus| async move {
+    ///         nexus.add_handler(-1, |e: Event, _q: EventQueue| println!("{e}"))?;
+    ///         nexus.stop(); // something stops it; here, at once
+    ///         nexus.loop_forever().await.or_else(|e| match e {
+    ///             NexusError::LoopStopped { .. } => Ok(()),
+    ///             e => Err(e),
+    ///         })
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn scope<F, Fut, T>(&self, body: F) -> Result<T, NexusError>
+    where
+        F: FnOnce(AsyncEventNexus) -> Fut,
+        Fut: Future<Output = Result<T, NexusError>>,
+    {
+        if self.state() != LoopState::Ready {
+            return Err(NexusError::NotPristine {
+                reason: "its loop has already run",
+            });
+        }
+        if !lock(&self.inner.sources).is_empty() {
+            return Err(NexusError::NotPristine {
+                reason: "it already has event sources",
+            });
+        }
+        let outcome = AssertUnwindSafe(body(self.clone())).catch_unwind().await;
+        let cleaned = self.cleanup().await;
+        match outcome {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(Err(err)) => {
+                if let Err(close) = cleaned {
+                    tracing::warn!(error = %close, "cleanup after a failed scope also failed");
+                }
+                Err(err)
+            }
+            Ok(Ok(value)) => cleaned.map(|()| value),
+        }
+    }
+
+    /// Whether no handler or filter is registered.
+    pub fn has_no_consumers(&self) -> bool {
+        lock(&self.inner.table).is_empty()
+    }
+
+    /// How many event sources are registered (converters that were exhausted are gone).
+    pub fn source_count(&self) -> usize {
+        lock(&self.inner.sources).len()
+    }
+}
+
+struct RunningGuard<'a>(&'a watch::Sender<bool>);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
+/// Polls one converter until it is exhausted, fails, or the loop stops. Returns the converter
+/// (unless exhausted) and the outcome.
+async fn drive(
+    nexus: AsyncEventNexus,
+    mut source: SourceBox,
+    mut stop: watch::Receiver<bool>,
+) -> (Option<SourceBox>, Result<(), NexusError>) {
+    let (exhausted, result) = match &mut source {
+        SourceBox::Simple(converter) => loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break (false, Ok(())),
+                next = converter.obtain_event() => next,
+            };
+            match next {
+                Ok(event) => {
+                    if let Err(err) = nexus.dispatch(event).await {
+                        break (false, Err(err));
+                    }
+                }
+                Err(NexusError::NoMoreEvents) => break (true, Ok(())),
+                Err(err) => break (false, Err(err)),
+            }
+        },
+        SourceBox::Generator(converter) => {
+            use futures_util::StreamExt;
+            let mut events = converter.event_generator(nexus.event_factory());
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => break (false, Ok(())),
+                    next = events.next() => next,
+                };
+                match next {
+                    Some(event) => {
+                        if let Err(err) = nexus.dispatch(event).await {
+                            break (false, Err(err));
+                        }
+                    }
+                    None => break (true, Ok(())),
+                }
+            }
+        }
+        SourceBox::Producer(_) => (false, Ok(())),
+    };
+    if exhausted {
+        tracing::debug!(source = %source.name(), "converter exhausted; dropped");
+        (None, result)
+    } else {
+        (Some(source), result)
+    }
+}

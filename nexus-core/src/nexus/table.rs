@@ -1,0 +1,150 @@
+//! The handler table: which handlers and filters an event goes to.
+//!
+//! Registration edits a copy and publishes it whole; the dispatcher reads its own snapshot
+//! without any lock.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::NexusError;
+use crate::event::{EventType, Text};
+use crate::handler::{ErasedFilter, ErasedHandler, Selector};
+
+#[derive(Clone)]
+pub(crate) struct HandlerEntry {
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+    pub(crate) name: &'static str,
+}
+
+#[derive(Clone)]
+pub(crate) struct FilterEntry {
+    pub(crate) filter: Arc<dyn ErasedFilter>,
+    pub(crate) name: &'static str,
+}
+
+/// The handlers of one selector: exactly one outside `multiple` mode.
+type Slot = Vec<HandlerEntry>;
+
+#[derive(Clone, Default)]
+pub(crate) struct Table {
+    pub(crate) filters: Vec<FilterEntry>,
+    ints: FxHashMap<i64, Slot>,
+    named: FxHashMap<Text, Slot>,
+    /// Inclusive ranges in registration order; the first that holds a type wins.
+    ranges: Vec<(i64, i64, Slot)>,
+    default: Slot,
+}
+
+impl Table {
+    /// The handlers for an event of type `event_type`: its exact type's, else the first range
+    /// holding it, else the default's. Empty when unhandled.
+    #[inline]
+    pub(crate) fn lookup(&self, event_type: &EventType) -> &[HandlerEntry] {
+        let exact = match event_type {
+            EventType::Int(i) => {
+                if let Some(slot) = self.ints.get(i) {
+                    return slot;
+                }
+                self.ranges
+                    .iter()
+                    .find(|(start, end, _)| (*start..=*end).contains(i))
+                    .map(|(_, _, slot)| slot.as_slice())
+            }
+            EventType::Named(name) => self.named.get(name.as_str()).map(Vec::as_slice),
+        };
+        exact.unwrap_or(&self.default)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+            && self.ints.is_empty()
+            && self.named.is_empty()
+            && self.ranges.is_empty()
+            && self.default.is_empty()
+    }
+
+    /// Adds `entry` for every type `selector` names. Either all of them are added or, on error,
+    /// none.
+    pub(crate) fn insert(
+        &mut self,
+        selector: &Selector,
+        entry: HandlerEntry,
+        multiple: bool,
+    ) -> Result<(), NexusError> {
+        let mut flat = Vec::new();
+        flatten(selector, &mut flat)?;
+        if !multiple {
+            for (i, s) in flat.iter().enumerate() {
+                if self.is_taken(s) || flat[..i].iter().any(|earlier| overlaps(earlier, s)) {
+                    return Err(NexusError::DuplicateHandler {
+                        selector: s.to_string(),
+                    });
+                }
+            }
+        }
+        for s in flat {
+            self.slot_mut(s).push(entry.clone());
+        }
+        Ok(())
+    }
+
+    fn is_taken(&self, selector: &Selector) -> bool {
+        match selector {
+            Selector::Type(EventType::Int(i)) => self.ints.contains_key(i),
+            Selector::Type(EventType::Named(n)) => self.named.contains_key(n.as_str()),
+            Selector::Range(a, b) => self.ranges.iter().any(|(s, e, _)| s <= b && a <= e),
+            Selector::Default => !self.default.is_empty(),
+            Selector::List(_) => false,
+        }
+    }
+
+    fn slot_mut(&mut self, selector: &Selector) -> &mut Slot {
+        match selector {
+            Selector::Type(EventType::Int(i)) => self.ints.entry(*i).or_default(),
+            Selector::Type(EventType::Named(n)) => self.named.entry(n.clone()).or_default(),
+            Selector::Range(a, b) => {
+                let at = match self.ranges.iter().position(|(s, e, _)| s == a && e == b) {
+                    Some(at) => at,
+                    None => {
+                        self.ranges.push((*a, *b, Vec::new()));
+                        self.ranges.len() - 1
+                    }
+                };
+                &mut self.ranges[at].2
+            }
+            Selector::Default | Selector::List(_) => &mut self.default,
+        }
+    }
+}
+
+fn overlaps(a: &Selector, b: &Selector) -> bool {
+    match (a, b) {
+        (Selector::Range(a0, a1), Selector::Range(b0, b1)) => a0 <= b1 && b0 <= a1,
+        _ => a == b,
+    }
+}
+
+fn flatten<'a>(selector: &'a Selector, out: &mut Vec<&'a Selector>) -> Result<(), NexusError> {
+    match selector {
+        Selector::List(items) => {
+            if items.is_empty() {
+                return Err(NexusError::InvalidArgument {
+                    what: "selector []".to_owned(),
+                    reason: "a list of event types must name at least one",
+                });
+            }
+            for item in items {
+                flatten(item, out)?;
+            }
+        }
+        Selector::Range(a, b) if a > b => {
+            return Err(NexusError::InvalidArgument {
+                what: format!("range {a}..={b}"),
+                reason: "a range of event types must not be empty",
+            });
+        }
+        other => out.push(other),
+    }
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! Where events come from: [`EventSource`], the pull-mode converters
+//! ([`SimpleEventConverter`], [`EventConverter`]) and the push-mode [`EventProducer`] with its
+//! [`ProducerLink`].
+
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use futures_core::stream::BoxStream;
+
+use crate::error::NexusError;
+use crate::event::Event;
+use crate::factory::EventFactory;
+use crate::nexus::{AsyncEventNexus, WeakNexus};
+
+/// Anything that creates events. Both methods are optional.
+///
+/// A nexus awaits [`start`](Self::start) of every registered source, all at once, when its loop
+/// starts, and [`close`](Self::close) in [`cleanup`](crate::AsyncEventNexus::cleanup).
+#[async_trait]
+pub trait EventSource: Send + 'static {
+    /// Gets the source ready to make events. A producer begins emitting here and not before.
+    ///
+    /// # Errors
+    ///
+    /// A source that cannot start says why; the nexus's loop ends with that error.
+    async fn start(&mut self) -> Result<(), NexusError> {
+        Ok(())
+    }
+
+    /// Releases what the source holds. Called once, by `cleanup`.
+    ///
+    /// # Errors
+    ///
+    /// A failure is reported by `cleanup`, which still closes every other source.
+    async fn close(&mut self) -> Result<(), NexusError> {
+        Ok(())
+    }
+
+    /// The source's name in error messages: its type name unless overridden.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
+}
+
+/// A pull-mode source: the nexus asks it for one event after another.
+///
+/// # Examples
+///
+/// The seed's `MyEventConverter`, counting ids from 1000:
+///
+/// ```
+/// use std::time::Duration;
+/// use nexus_core::{async_trait, Event, EventSource, NexusError, SimpleEventConverter};
+///
+/// struct MyEventConverter { id: u64 }
+///
+/// impl EventSource for MyEventConverter {}
+///
+/// #[async_trait]
+/// impl SimpleEventConverter for MyEventConverter {
+///     async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+///         tokio::time::sleep(Duration::from_millis(200)).await;
+///         self.id += 1;
+///         Ok(Event::new(self.id, 50, 0, "hi"))
+///     }
+/// }
+///
+/// let nexus = nexus_core::AsyncEventNexus::new();
+/// nexus.register(MyEventConverter { id: 1000 }).unwrap();
+/// ```
+#[async_trait]
+pub trait SimpleEventConverter: EventSource {
+    /// Waits for and returns the next event.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::NoMoreEvents`] when the converter is exhausted: the nexus drops it and goes
+    /// on with its other sources. Any other error ends the nexus's loop with that error.
+    async fn obtain_event(&mut self) -> Result<Event, NexusError>;
+}
+
+/// A pull-mode source written as a generator: an async stream of events, so that its state lives
+/// in the generator rather than in fields. The stream's end means "no more events".
+///
+/// # Examples
+///
+/// ```
+/// use futures_core::stream::BoxStream;
+/// use nexus_core::{Event, EventConverter, EventFactory, EventSource};
+///
+/// struct Countdown;
+///
+/// impl EventSource for Countdown {}
+///
+/// impl EventConverter for Countdown {
+///     fn event_generator(&mut self, factory: EventFactory) -> BoxStream<'_, Event> {
+///         Box::pin(async_stream::stream! {
+///             for n in (0..3).rev() {
+///                 yield factory.create_event(n, 7);
+///             }
+///         })
+///     }
+/// }
+/// ```
+pub trait EventConverter: EventSource {
+    /// Returns the stream of events. Called once, when the loop starts; `factory` is the nexus's,
+    /// for sequential ids ([`EventFactory::next_id`]).
+    fn event_generator(&mut self, factory: EventFactory) -> BoxStream<'_, Event>;
+}
+
+/// A push-mode source: it emits events when it has them, through its [`ProducerLink`].
+///
+/// Implement [`EventSource::start`] to begin emitting (usually by spawning a task that holds a
+/// clone of the link) and [`EventSource::close`] to stop. The nexus checks the link before it
+/// calls `start`: a producer with no nexus fails with
+/// [`NexusError::MisconfiguredEventProducer`], and one that emits before it was started gets the
+/// same error.
+///
+/// # Examples
+///
+/// ```
+/// use nexus_core::{async_trait, EventProducer, EventSource, NexusError, ProducerLink};
+///
+/// #[derive(Default)]
+/// struct Greeter { link: ProducerLink }
+///
+/// #[async_trait]
+/// impl EventSource for Greeter {
+///     async fn start(&mut self) -> Result<(), NexusError> {
+///         let link = self.link.clone();
+///         tokio::spawn(async move {
+///             let event = link.create_event("hello", 12);
+///             if let Err(err) = link.distribute_event(event).await {
+///                 eprintln!("{err}");
+///             }
+///         });
+///         Ok(())
+///     }
+/// }
+///
+/// impl EventProducer for Greeter {
+///     fn link(&self) -> &ProducerLink { &self.link }
+/// }
+/// ```
+pub trait EventProducer: EventSource {
+    /// The producer's link to the nexuses it is registered with.
+    fn link(&self) -> &ProducerLink;
+}
+
+/// A producer's weak link to the nexuses it sends to, and its event factory.
+///
+/// Cheap to clone: clones share the list, so a task spawned by the producer reaches every nexus
+/// the producer is registered with, including those registered later. The link never keeps a
+/// nexus alive.
+#[derive(Clone, Debug, Default)]
+pub struct ProducerLink {
+    shared: Arc<LinkShared>,
+}
+
+#[derive(Debug, Default)]
+struct LinkShared {
+    nexuses: RwLock<Vec<WeakNexus>>,
+    started: std::sync::atomic::AtomicBool,
+    factory: OnceLock<EventFactory>,
+    name: OnceLock<String>,
+}
+
+impl ProducerLink {
+    /// A link with no nexus yet; registering the producer adds one.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A link whose events are numbered by `factory` rather than by the first nexus's factory.
+    pub fn with_factory(factory: EventFactory) -> Self {
+        let link = Self::default();
+        let _ = link.shared.factory.set(factory);
+        link
+    }
+
+    /// Adds a nexus to send to. [`AsyncEventNexus::register`] does this; call it directly to
+    /// reach a nexus that does not own the producer.
+    pub fn add_nexus(&self, nexus: &AsyncEventNexus) {
+        let _ = self.shared.factory.get_or_init(|| nexus.event_factory());
+        let mut list = self.write();
+        list.retain(|w| w.is_alive());
+        if !list.iter().any(|w| w.points_to(nexus)) {
+            list.push(nexus.downgrade());
+        }
+    }
+
+    /// How many registered nexuses are still alive.
+    pub fn nexus_count(&self) -> usize {
+        self.read().iter().filter(|w| w.is_alive()).count()
+    }
+
+    /// The factory for this producer's events: the one it was given, else the first nexus's.
+    pub fn event_factory(&self) -> EventFactory {
+        self.shared.factory.get_or_init(EventFactory::new).clone()
+    }
+
+    /// Creates an event with the next id of [`event_factory`](Self::event_factory).
+    pub fn create_event(
+        &self,
+        payload: impl Into<crate::Payload>,
+        event_type: impl Into<crate::EventType>,
+    ) -> Event {
+        self.event_factory().create_event(payload, event_type)
+    }
+
+    /// Marks the producer started, after checking it has a nexus to send to.
+    ///
+    /// The nexus calls this before [`EventSource::start`]; a producer started by other means
+    /// should call it first.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::MisconfiguredEventProducer`] when no live nexus is registered.
+    pub fn begin(&self, producer: &str) -> Result<(), NexusError> {
+        let _ = self.shared.name.set(producer.to_owned());
+        if self.nexus_count() == 0 {
+            return Err(self.misconfigured("no nexus registered"));
+        }
+        self.shared
+            .started
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether [`begin`](Self::begin) has succeeded.
+    pub fn is_started(&self) -> bool {
+        self.shared
+            .started
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ingests `event` into every registered nexus in turn.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::MisconfiguredEventProducer`] before the producer was started or when no
+    /// registered nexus is alive; otherwise the first error of a nexus's
+    /// [`ingest`](AsyncEventNexus::ingest), after which later nexuses are not tried.
+    pub async fn distribute_event(&self, event: Event) -> Result<(), NexusError> {
+        if !self.is_started() {
+            return Err(self.misconfigured("distribute_event called before start"));
+        }
+        let targets: Vec<AsyncEventNexus> = {
+            let list = self.read();
+            if let [only] = list.as_slice() {
+                let nexus = only.upgrade();
+                drop(list);
+                return match nexus {
+                    Some(nexus) => nexus.ingest(event).await,
+                    None => Err(self.misconfigured("every registered nexus was dropped")),
+                };
+            }
+            list.iter().filter_map(WeakNexus::upgrade).collect()
+        };
+        let Some((last, rest)) = targets.split_last() else {
+            return Err(self.misconfigured("every registered nexus was dropped"));
+        };
+        for nexus in rest {
+            nexus.ingest(event.clone()).await?;
+        }
+        last.ingest(event).await
+    }
+
+    fn misconfigured(&self, reason: &'static str) -> NexusError {
+        NexusError::MisconfiguredEventProducer {
+            producer: self
+                .shared
+                .name
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "producer".to_owned()),
+            reason,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<WeakNexus>> {
+        self.shared
+            .nexuses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<WeakNexus>> {
+        self.shared
+            .nexuses
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A registered source, by kind.
+pub(crate) enum SourceBox {
+    Simple(Box<dyn SimpleEventConverter>),
+    Generator(Box<dyn EventConverter>),
+    Producer(Box<dyn EventProducer>),
+}
+
+impl SourceBox {
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Self::Simple(s) => s.name().to_owned(),
+            Self::Generator(s) => s.name().to_owned(),
+            Self::Producer(s) => s.name().to_owned(),
+        }
+    }
+
+    pub(crate) async fn start(&mut self) -> Result<(), NexusError> {
+        match self {
+            Self::Simple(s) => s.start().await,
+            Self::Generator(s) => s.start().await,
+            Self::Producer(s) => {
+                s.link().begin(s.name())?;
+                s.start().await
+            }
+        }
+    }
+
+    pub(crate) async fn close(&mut self) -> Result<(), NexusError> {
+        match self {
+            Self::Simple(s) => s.close().await,
+            Self::Generator(s) => s.close().await,
+            Self::Producer(s) => s.close().await,
+        }
+    }
+}
+
+/// Markers that tell source kinds apart in [`IntoSource`]; never named by users.
+pub mod source_marker {
+    /// A [`SimpleEventConverter`](super::SimpleEventConverter).
+    #[derive(Debug)]
+    pub struct Simple;
+    /// An [`EventConverter`](super::EventConverter).
+    #[derive(Debug)]
+    pub struct Generator;
+    /// An [`EventProducer`](super::EventProducer).
+    #[derive(Debug)]
+    pub struct Producer;
+}
+
+/// Any of the three kinds of source, as [`AsyncEventNexus::register`] takes them.
+///
+/// A type that implements more than one source trait is ambiguous here; register it with
+/// [`AsyncEventNexus::add_converter`] or [`AsyncEventNexus::add_producer`] instead.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event source the nexus can register",
+    label = "this needs `impl SimpleEventConverter`, `impl EventConverter` or `impl EventProducer`"
+)]
+pub trait IntoSource<M> {
+    #[doc(hidden)]
+    fn into_source(self) -> SourceBoxPublic;
+}
+
+/// A source ready to register (opaque).
+#[doc(hidden)]
+#[allow(missing_debug_implementations)]
+pub struct SourceBoxPublic(pub(crate) SourceBox);
+
+impl<T: SimpleEventConverter> IntoSource<source_marker::Simple> for T {
+    fn into_source(self) -> SourceBoxPublic {
+        SourceBoxPublic(SourceBox::Simple(Box::new(self)))
+    }
+}
+
+impl<T: EventConverter> IntoSource<source_marker::Generator> for T {
+    fn into_source(self) -> SourceBoxPublic {
+        SourceBoxPublic(SourceBox::Generator(Box::new(self)))
+    }
+}
+
+impl<T: EventProducer> IntoSource<source_marker::Producer> for T {
+    fn into_source(self) -> SourceBoxPublic {
+        SourceBoxPublic(SourceBox::Producer(Box::new(self)))
+    }
+}
