@@ -1,1 +1,31 @@
-//! x
+//! nexus: async event dispatch for tokio.
+//!
+//! Sources of events are written apart from the handlers of events; an [`AsyncEventNexus`] in
+//! the middle sends each event where it needs to go. This crate gathers the family:
+//! everything of [`nexus_core`] at the root, and the ready-made sources under [`sources`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use nexus::sources::{Timer, TimerKind};
+//! use nexus::{AsyncEventNexus, Event, EventQueue};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), nexus::NexusError> {
+//! let nexus = AsyncEventNexus::new();
+//! nexus.add_producer(Timer::new(Duration::from_secs(1), TimerKind::CountUp(3), 7)?)?;
+//! nexus.add_handler(7, |e: Event, _q: EventQueue| println!("tick {}", e.payload))?;
+//! let running = nexus.start()?;
+//! tokio::time::sleep(Duration::from_millis(3500)).await;
+//! nexus.stop();
+//! running.await.expect("loop task")?;
+//! nexus.cleanup().await
+//! # }
+//! ```
+#![doc(test(attr(deny(warnings))))]
+
+pub use nexus_core::*;
+
+/// Ready-made event sources: the [`Timer`](sources::Timer).
+pub mod sources {
+    pub use nexus_sources::*;
+}

@@ -245,17 +245,10 @@ impl ProducerLink {
         if !self.is_started() {
             return Err(self.misconfigured("distribute_event called before start"));
         }
-        let targets: Vec<AsyncEventNexus> = {
-            let list = self.read();
-            if let [only] = list.as_slice() {
-                let nexus = only.upgrade();
-                drop(list);
-                return match nexus {
-                    Some(nexus) => nexus.ingest(event).await,
-                    None => Err(self.misconfigured("every registered nexus was dropped")),
-                };
-            }
-            list.iter().filter_map(WeakNexus::upgrade).collect()
+        let targets = match self.targets() {
+            Targets::One(Some(nexus)) => return nexus.ingest(event).await,
+            Targets::One(None) => Vec::new(),
+            Targets::Many(targets) => targets,
         };
         let Some((last, rest)) = targets.split_last() else {
             return Err(self.misconfigured("every registered nexus was dropped"));
@@ -264,6 +257,15 @@ impl ProducerLink {
             nexus.ingest(event.clone()).await?;
         }
         last.ingest(event).await
+    }
+
+    /// The live nexuses, without allocating in the common case of one.
+    fn targets(&self) -> Targets {
+        let list = self.read();
+        match list.as_slice() {
+            [only] => Targets::One(only.upgrade()),
+            many => Targets::Many(many.iter().filter_map(WeakNexus::upgrade).collect()),
+        }
     }
 
     fn misconfigured(&self, reason: &'static str) -> NexusError {
@@ -291,6 +293,11 @@ impl ProducerLink {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+enum Targets {
+    One(Option<AsyncEventNexus>),
+    Many(Vec<AsyncEventNexus>),
 }
 
 /// A registered source, by kind.
