@@ -430,7 +430,11 @@ mod tests {
         let (Payload::Text(a), Payload::Text(b)) = (&event.payload, &copy.payload) else {
             panic!("text payload expected");
         };
-        assert_eq!(a.as_ptr(), b.as_ptr(), "clone must share the text, not copy it");
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "clone must share the text, not copy it"
+        );
     }
 
     #[test]

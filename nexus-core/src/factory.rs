@@ -118,6 +118,10 @@ mod tests {
         let ids: Vec<u64> = (0..100).map(|_| factory.random_id()).collect();
         assert!(ids.iter().all(|&id| id != 0));
         assert!(ids.windows(2).any(|w| w[1] != w[0] + 1));
-        assert_eq!(factory.next_id(), 1, "random ids do not consume the sequence");
+        assert_eq!(
+            factory.next_id(),
+            1,
+            "random ids do not consume the sequence"
+        );
     }
 }

@@ -186,20 +186,41 @@ pub mod marker {
 }
 
 /// What a handler may return: `()` or `Result<(), E>` for any error `E`.
-pub trait HandlerOutput {
+pub trait HandlerOutput: Sized {
     /// Converts to the nexus's result.
     fn into_result(self) -> Result<(), BoxError>;
+
+    #[doc(hidden)]
+    /// Boxes a future of this output as one call.
+    fn boxed<F>(future: F) -> Call<'static, Result<(), BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static;
 }
 
 impl HandlerOutput for () {
     fn into_result(self) -> Result<(), BoxError> {
         Ok(())
     }
+
+    fn boxed<F>(future: F) -> Call<'static, Result<(), BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static,
+    {
+        // No wrapper: the most common handler output needs no conversion.
+        Call::Unit(Box::pin(future))
+    }
 }
 
 impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
     fn into_result(self) -> Result<(), BoxError> {
         self.map_err(Into::into)
+    }
+
+    fn boxed<F>(future: F) -> Call<'static, Result<(), BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static,
+    {
+        Call::Boxed(Box::pin(async move { future.await.into_result() }))
     }
 }
 
@@ -223,7 +244,7 @@ where
     F::Output: HandlerOutput,
 {
     fn into_call(self) -> Call<'static, Result<(), BoxError>> {
-        Call::Boxed(Box::pin(async move { self.await.into_result() }))
+        F::Output::boxed(self)
     }
 }
 
@@ -272,14 +293,18 @@ where
 pub enum Call<'a, T> {
     Ready(Option<T>),
     Boxed(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+    Unit(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
 }
 
-impl<T: Unpin> Future for Call<'_, T> {
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+impl<T: Unpin + Default> Future for Call<'_, Result<T, BoxError>> {
+    type Output = Result<T, BoxError>;
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Call::Ready(value) => Poll::Ready(value.take().expect("Call polled after completion")),
+            // Taken once: a `Call` is never polled again after it is ready.
+            Call::Ready(value) => Poll::Ready(value.take().unwrap_or(Ok(T::default()))),
             Call::Boxed(fut) => fut.as_mut().poll(cx),
+            Call::Unit(fut) => fut.as_mut().poll(cx).map(|()| Ok(T::default())),
         }
     }
 }
@@ -289,6 +314,7 @@ impl<T> fmt::Debug for Call<'_, T> {
         f.write_str(match self {
             Call::Ready(_) => "Call::Ready",
             Call::Boxed(_) => "Call::Boxed",
+            Call::Unit(_) => "Call::Unit",
         })
     }
 }

@@ -1,12 +1,12 @@
 //! [`AsyncEventNexus`]: registration, dispatch and the life cycle.
 
 mod dispatch;
+mod gate;
 mod table;
 
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use futures_util::FutureExt;
@@ -23,6 +23,7 @@ use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox};
 
 use dispatch::Dispatcher;
+
 use table::{FilterEntry, HandlerEntry, Table};
 
 const READY: u8 = 0;
@@ -124,10 +125,10 @@ pub(crate) struct Inner {
     /// Bumped on every table change so the dispatcher notices without locking.
     table_version: AtomicU64,
     /// One event at a time.
-    dispatcher: async_lock::Mutex<Dispatcher>,
-    /// Key of the task holding `dispatcher` (0: none, or not a tokio task), to spot re-entry.
-    owner: AtomicU64,
+    dispatcher: gate::Gate<Dispatcher>,
     sources: Mutex<Vec<SourceBox>>,
+    /// Converters out in the loop's tasks, not in `sources` until they come back.
+    converters_out: AtomicUsize,
     stop_tx: watch::Sender<bool>,
     running_tx: watch::Sender<bool>,
 }
@@ -203,9 +204,9 @@ impl NexusBuilder {
                 queue: EventQueue::new(self.queue_capacity),
                 table: Mutex::new(Arc::default()),
                 table_version: AtomicU64::new(0),
-                dispatcher: async_lock::Mutex::new(Dispatcher::default()),
-                owner: AtomicU64::new(0),
+                dispatcher: gate::Gate::new(Dispatcher::default()),
                 sources: Mutex::new(Vec::new()),
+                converters_out: AtomicUsize::new(0),
                 stop_tx,
                 running_tx,
             }),
@@ -216,17 +217,6 @@ impl NexusBuilder {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here leaves its data consistent, so a poisoned lock is still sound.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A key for the current tokio task, or 0 outside one.
-#[inline]
-fn current_task_key() -> u64 {
-    match tokio::task::try_id() {
-        // Fx-hashing one integer is a multiplication by an odd constant: distinct ids give
-        // distinct keys. `| 1` keeps 0 free for "no task".
-        Some(id) => rustc_hash::FxBuildHasher.hash_one(id) | 1,
-        None => 0,
-    }
 }
 
 impl AsyncEventNexus {
@@ -333,7 +323,7 @@ impl AsyncEventNexus {
     ///
     /// let nexus = AsyncEventNexus::new();
     /// nexus.add_handler(99, teapot_handler)?;
-    /// nexus.add_handler(1000..=1999, |e: Event, _q: EventQueue| async move {
+    /// nexus.add_handler(1000..=1999, |_e: Event, _q: EventQueue| async move {
     ///     Ok::<(), std::io::Error>(())
     /// })?;
     /// nexus.add_handler(-1, |e: Event, _q: EventQueue| println!("{e}"))?;
@@ -485,36 +475,8 @@ impl AsyncEventNexus {
     /// stopped; [`NexusError::UnhandledEvent`] when nothing consumed an event; the error of a
     /// failing handler or filter. Secondary events are all dispatched even when one fails; the
     /// first error is returned.
-    pub async fn ingest(&self, event: Event) -> Result<(), NexusError> {
-        let raw = self.inner.state.load(Ordering::Acquire);
-        if raw != LOOPING && raw != STARTING {
-            return Err(NexusError::NotRunning {
-                event: Box::new(event),
-                state: state_of(raw),
-            });
-        }
-        self.dispatch(event).await
-    }
-
-    /// Dispatches without the state check: for the loop's own converters, whose events were
-    /// obtained while the loop ran and must not be lost to a concurrent `stop`.
-    async fn dispatch(&self, event: Event) -> Result<(), NexusError> {
-        let inner = &*self.inner;
-        let me = current_task_key();
-        let mut dispatcher = match inner.dispatcher.try_lock() {
-            Some(guard) => guard,
-            None => {
-                if me != 0 && inner.owner.load(Ordering::Relaxed) == me {
-                    // Re-entry from a handler of this very dispatch: waiting would deadlock.
-                    return inner.queue.put(event);
-                }
-                inner.dispatcher.lock().await
-            }
-        };
-        inner.owner.store(me, Ordering::Relaxed);
-        let result = dispatcher.run(inner, event).await;
-        inner.owner.store(0, Ordering::Relaxed);
-        result
+    pub fn ingest(&self, event: Event) -> impl Future<Output = Result<(), NexusError>> + Send + '_ {
+        self.dispatch(event, true)
     }
 
     // ----- life cycle --------------------------------------------------------------------
@@ -601,6 +563,7 @@ impl AsyncEventNexus {
 
         let mut tasks = JoinSet::new();
         for converter in converters {
+            inner.converters_out.fetch_add(1, Ordering::AcqRel);
             tasks.spawn(drive(self.clone(), converter, inner.stop_tx.subscribe()));
         }
         let mut stop_rx = inner.stop_tx.subscribe();
@@ -630,6 +593,7 @@ impl AsyncEventNexus {
         &self,
         done: Result<(Option<SourceBox>, Result<(), NexusError>), tokio::task::JoinError>,
     ) -> Option<NexusError> {
+        self.inner.converters_out.fetch_sub(1, Ordering::AcqRel);
         match done {
             Ok((kept, result)) => {
                 lock(&self.inner.sources).extend(kept);
@@ -759,9 +723,10 @@ impl AsyncEventNexus {
         lock(&self.inner.table).is_empty()
     }
 
-    /// How many event sources are registered (converters that were exhausted are gone).
+    /// How many event sources are registered, including converters being polled by the loop
+    /// (exhausted converters are gone).
     pub fn source_count(&self) -> usize {
-        lock(&self.inner.sources).len()
+        lock(&self.inner.sources).len() + self.inner.converters_out.load(Ordering::Acquire)
     }
 }
 
@@ -789,7 +754,7 @@ async fn drive(
             };
             match next {
                 Ok(event) => {
-                    if let Err(err) = nexus.dispatch(event).await {
+                    if let Err(err) = nexus.dispatch(event, false).await {
                         break (false, Err(err));
                     }
                 }
@@ -808,7 +773,7 @@ async fn drive(
                 };
                 match next {
                     Some(event) => {
-                        if let Err(err) = nexus.dispatch(event).await {
+                        if let Err(err) = nexus.dispatch(event, false).await {
                             break (false, Err(err));
                         }
                     }

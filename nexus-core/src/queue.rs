@@ -94,6 +94,7 @@ impl EventQueue {
     }
 
     /// Takes the oldest waiting event. Only the dispatcher takes events.
+    #[inline]
     pub(crate) fn pop(&self) -> Option<Event> {
         if self.is_empty() {
             return None;

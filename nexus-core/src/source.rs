@@ -101,6 +101,8 @@ pub trait SimpleEventConverter: EventSource {
 ///         })
 ///     }
 /// }
+///
+/// nexus_core::AsyncEventNexus::new().register(Countdown).unwrap();
 /// ```
 pub trait EventConverter: EventSource {
     /// Returns the stream of events. Called once, when the loop starts; `factory` is the nexus's,
@@ -141,6 +143,8 @@ pub trait EventConverter: EventSource {
 /// impl EventProducer for Greeter {
 ///     fn link(&self) -> &ProducerLink { &self.link }
 /// }
+///
+/// nexus_core::AsyncEventNexus::new().add_producer(Greeter::default()).unwrap();
 /// ```
 pub trait EventProducer: EventSource {
     /// The producer's link to the nexuses it is registered with.

@@ -42,6 +42,9 @@ enum Step {
     Down,
 }
 
+/// The timer's task, once started.
+type TaskSlot = Mutex<Option<JoinHandle<Result<(), NexusError>>>>;
+
 type Hook = dyn Fn(u64, &EventFactory) -> Option<Event> + Send + Sync;
 
 /// The one source usable as it is: a producer that emits an event each time its interval
@@ -85,7 +88,7 @@ pub struct Timer {
     event_type: EventType,
     hook: Option<Arc<Hook>>,
     link: ProducerLink,
-    task: Arc<Mutex<Option<JoinHandle<Result<(), NexusError>>>>>,
+    task: Arc<TaskSlot>,
 }
 
 impl Timer {
@@ -146,6 +149,7 @@ impl Timer {
     /// // Emit only on even counts, with a text payload.
     /// let timer = Timer::new(Duration::from_secs(1), TimerKind::Ongoing, 7)?
     ///     .on_fire(|n, factory| (n % 2 == 0).then(|| factory.create_event(format!("tick {n}"), 7)));
+    /// nexus_core::AsyncEventNexus::new().add_producer(timer)?;
     /// # Ok::<(), nexus_core::NexusError>(())
     /// ```
     pub fn on_fire(

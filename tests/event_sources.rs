@@ -1,0 +1,494 @@
+//! The guide's "Event Sources" section: simple converters, generator converters, producers and
+//! the Timer.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nexus::sources::{Timer, TimerKind};
+use nexus::{
+    AsyncEventNexus, BoxStream, Event, EventConverter, EventFactory, EventProducer, EventQueue,
+    EventSource, LoopState, NexusError, ProducerLink, SimpleEventConverter, async_trait,
+};
+use support::{Log, running};
+use tokio::time::Instant;
+
+/// The guide's `MyEventConverter`: sleeps 0.2 s, counts ids from 1000; this one ends after
+/// `limit` events.
+struct MyEventConverter {
+    id: u64,
+    limit: u64,
+}
+
+impl EventSource for MyEventConverter {}
+
+#[async_trait]
+impl SimpleEventConverter for MyEventConverter {
+    async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+        if self.id >= 1000 + self.limit {
+            return Err(NexusError::NoMoreEvents);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.id += 1;
+        Ok(Event::new(self.id, 50, 0, "hi"))
+    }
+}
+
+/// A generator converter numbering its events from the nexus's sequence.
+struct Counter {
+    count: i64,
+}
+
+impl EventSource for Counter {}
+
+impl EventConverter for Counter {
+    fn event_generator(&mut self, factory: EventFactory) -> BoxStream<'_, Event> {
+        Box::pin(async_stream::stream! {
+            for n in 0..self.count {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                yield factory.create_event(n, 60);
+            }
+        })
+    }
+}
+
+/// What a recording handler saw: (type, id, when).
+type Seen = Arc<Mutex<Vec<(i64, u64, Instant)>>>;
+
+fn record_types(nexus: &AsyncEventNexus) -> Seen {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    nexus
+        .add_handler(-1, move |e: Event, _q: EventQueue| {
+            s.lock()
+                .unwrap()
+                .push((e.event_type.as_int().unwrap(), e.id, Instant::now()));
+        })
+        .unwrap();
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_converters_are_dropped_while_the_others_go_on() {
+    let nexus = AsyncEventNexus::new();
+    let seen = record_types(&nexus);
+    nexus
+        .register(MyEventConverter { id: 1000, limit: 2 })
+        .unwrap();
+    nexus.register(Counter { count: 4 }).unwrap();
+    assert_eq!(nexus.source_count(), 2);
+    let task = running(&nexus).await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen: Vec<(i64, u64)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, id, _)| (*t, *id))
+        .collect();
+    let simple: Vec<u64> = seen
+        .iter()
+        .filter(|(t, _)| *t == 50)
+        .map(|(_, id)| *id)
+        .collect();
+    let generated: Vec<u64> = seen
+        .iter()
+        .filter(|(t, _)| *t == 60)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(
+        simple,
+        [1001, 1002],
+        "the simple converter's events, in order"
+    );
+    assert_eq!(
+        generated,
+        [1, 2, 3, 4],
+        "the generator's ids come from the nexus"
+    );
+    nexus.stop();
+    task.await.unwrap().unwrap();
+    assert_eq!(nexus.source_count(), 0, "both were exhausted and dropped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_keeps_unexhausted_converters_for_cleanup() {
+    let nexus = AsyncEventNexus::new();
+    let _seen = record_types(&nexus);
+    nexus
+        .register(MyEventConverter {
+            id: 1000,
+            limit: 1_000,
+        })
+        .unwrap();
+    let task = running(&nexus).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nexus.stop();
+    task.await.unwrap().unwrap();
+    assert_eq!(nexus.source_count(), 1);
+    nexus.cleanup().await.unwrap();
+    assert_eq!(nexus.source_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_converter_whose_event_is_unhandled_ends_the_loop_with_that_error() {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .register(MyEventConverter { id: 1000, limit: 5 })
+        .unwrap();
+    let err = nexus.loop_forever().await.unwrap_err();
+    assert!(
+        matches!(&err, NexusError::UnhandledEvent { event } if event.id == 1001),
+        "{err}"
+    );
+    assert_eq!(nexus.state(), LoopState::Stopped);
+}
+
+struct Broken;
+
+impl EventSource for Broken {}
+
+#[async_trait]
+impl SimpleEventConverter for Broken {
+    async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+        Err(NexusError::source(
+            "Broken",
+            "obtain_event",
+            "sensor offline",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_converter_ends_the_loop_with_its_error() {
+    let nexus = AsyncEventNexus::new();
+    nexus.register(Broken).unwrap();
+    let err = nexus.loop_forever().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "event source Broken failed in obtain_event"
+    );
+}
+
+/// The guide's producer: creates its events through its event factory.
+#[derive(Default)]
+struct MyEventProducer {
+    link: ProducerLink,
+    count: u64,
+}
+
+#[async_trait]
+impl EventSource for MyEventProducer {
+    async fn start(&mut self) -> Result<(), NexusError> {
+        let link = self.link.clone();
+        let count = self.count;
+        tokio::spawn(async move {
+            for n in 0..count {
+                let event = link.create_event(format!("produced {n}"), 70);
+                link.distribute_event(event).await.expect("distribute");
+            }
+        });
+        Ok(())
+    }
+}
+
+impl EventProducer for MyEventProducer {
+    fn link(&self) -> &ProducerLink {
+        &self.link
+    }
+}
+
+#[tokio::test]
+async fn a_producer_pushes_through_its_link_with_the_nexus_ids() {
+    let nexus = AsyncEventNexus::new();
+    let seen = record_types(&nexus);
+    nexus
+        .register(MyEventProducer {
+            count: 3,
+            ..Default::default()
+        })
+        .unwrap();
+    let _task = running(&nexus).await;
+    while seen.lock().unwrap().len() < 3 {
+        tokio::task::yield_now().await;
+    }
+    let ids: Vec<u64> = seen.lock().unwrap().iter().map(|(_, id, _)| *id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_producer_reaches_every_nexus_it_is_registered_with() {
+    let (a, b) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let (seen_a, seen_b) = (record_types(&a), record_types(&b));
+    let producer = MyEventProducer {
+        count: 2,
+        ..Default::default()
+    };
+    producer.link().add_nexus(&b);
+    a.add_producer(producer).unwrap();
+    let _tb = running(&b).await;
+    let _ta = running(&a).await;
+    while seen_a.lock().unwrap().len() < 2 || seen_b.lock().unwrap().len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let ids = |s: &Seen| -> Vec<u64> { s.lock().unwrap().iter().map(|(_, id, _)| *id).collect() };
+    assert_eq!(ids(&seen_a), [1, 2]);
+    assert_eq!(
+        ids(&seen_b),
+        [1, 2],
+        "the same events reached the second nexus"
+    );
+}
+
+#[tokio::test]
+async fn producers_refuse_to_start_or_emit_without_a_nexus() {
+    let link = ProducerLink::new();
+    let err = link.begin("Lonely").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "misconfigured event producer Lonely: no nexus registered"
+    );
+    assert!(err.is_bad_call());
+
+    let err = link
+        .distribute_event(Event::new(1, 1, 0, ()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("distribute_event called before start"),
+        "{err}"
+    );
+
+    let mut timer = Timer::new(Duration::from_secs(1), TimerKind::OneShot, 1).unwrap();
+    let err = timer.start().await.unwrap_err();
+    assert!(
+        matches!(err, NexusError::MisconfiguredEventProducer { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_producer_does_not_emit_before_start() {
+    let nexus = AsyncEventNexus::new();
+    let producer = MyEventProducer::default();
+    let link = producer.link().clone();
+    nexus.add_producer(producer).unwrap();
+    let err = link
+        .distribute_event(Event::new(1, 70, 0, ()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NexusError::MisconfiguredEventProducer { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_nexus_is_not_kept_alive_by_its_producers() {
+    let nexus = AsyncEventNexus::new();
+    let producer = MyEventProducer::default();
+    let link = producer.link().clone();
+    nexus.add_producer(producer).unwrap();
+    let weak = nexus.downgrade();
+    assert_eq!(link.nexus_count(), 1);
+    drop(nexus);
+    assert!(!weak.is_alive(), "the producer kept the nexus alive");
+    assert_eq!(link.nexus_count(), 0);
+}
+
+// ----- the Timer ----------------------------------------------------------------------------
+
+async fn timer_payloads(kind: TimerKind, run_for: Duration) -> Vec<i64> {
+    let nexus = AsyncEventNexus::new();
+    let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let s = seen.clone();
+    nexus
+        .add_handler(98, move |e: Event, _q: EventQueue| {
+            s.lock().unwrap().push(e.payload.as_int().unwrap());
+        })
+        .unwrap();
+    nexus
+        .add_producer(Timer::new(Duration::from_millis(1500), kind, 98).unwrap())
+        .unwrap();
+    let task = running(&nexus).await;
+    tokio::time::sleep(run_for).await;
+    nexus.stop();
+    task.await.unwrap().unwrap();
+    nexus.cleanup().await.unwrap();
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn timer_count_down_emits_n_minus_1_to_0() {
+    let got = timer_payloads(TimerKind::CountDown(5), Duration::from_secs(60)).await;
+    assert_eq!(got, [4, 3, 2, 1, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timer_count_up_emits_1_to_n() {
+    let got = timer_payloads(TimerKind::CountUp(5), Duration::from_secs(60)).await;
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timer_ongoing_counts_until_stopped() {
+    // 1.5 s interval: by 10 s it fired at 1.5, 3, 4.5, 6, 7.5, 9.
+    let got = timer_payloads(TimerKind::Ongoing, Duration::from_secs(10)).await;
+    assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timer_one_shot_emits_1_once() {
+    let got = timer_payloads(TimerKind::OneShot, Duration::from_secs(60)).await;
+    assert_eq!(got, [1]);
+}
+
+#[test]
+fn timer_counts_of_zero_are_refused() {
+    for kind in [TimerKind::CountDown(0), TimerKind::CountUp(0)] {
+        let err = Timer::new(Duration::from_secs(1), kind, 1).unwrap_err();
+        assert!(matches!(err, NexusError::InvalidArgument { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("{kind:?}")), "{err}");
+    }
+    let err = Timer::new(Duration::ZERO, TimerKind::Ongoing, 1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid interval of Timer: the interval must be longer than zero"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn timer_firings_keep_to_their_schedule_without_drift() {
+    let nexus = AsyncEventNexus::new();
+    let fired: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let f = fired.clone();
+    // Each handler takes 40% of the interval: a timer that slept after each firing would drift
+    // by that much every time.
+    nexus
+        .add_handler(1, move |_e: Event, _q: EventQueue| {
+            f.lock().unwrap().push(Instant::now());
+            tokio::time::sleep(Duration::from_millis(400))
+        })
+        .unwrap();
+    let timer = Timer::new(Duration::from_secs(1), TimerKind::CountUp(20), 1).unwrap();
+    nexus.add_producer(timer).unwrap();
+    let start = Instant::now();
+    let task = running(&nexus).await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let fired = fired.lock().unwrap().clone();
+    assert_eq!(fired.len(), 20);
+    for (k, at) in fired.iter().enumerate() {
+        let expected = start + Duration::from_secs(k as u64 + 1);
+        assert_eq!(
+            at.duration_since(start),
+            expected.duration_since(start),
+            "firing {k} drifted"
+        );
+    }
+    nexus.stop();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn timer_stop_says_whether_it_cancelled_or_had_finished() {
+    let never = Timer::new(Duration::from_secs(1), TimerKind::OneShot, 1).unwrap();
+    assert!(never.stop(), "never started: true");
+
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(-1, |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    let short = Timer::new(Duration::from_secs(1), TimerKind::OneShot, 1).unwrap();
+    let long = Timer::new(Duration::from_secs(1), TimerKind::Ongoing, 2).unwrap();
+    nexus.add_producer(short.clone()).unwrap();
+    nexus.add_producer(long.clone()).unwrap();
+    let _task = running(&nexus).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!short.is_running());
+    assert!(long.is_running());
+    assert!(!short.stop(), "finished by itself: false");
+    assert!(long.stop(), "cancelled while running: true");
+    assert!(!long.is_running());
+    assert!(long.stop(), "stopped again: nothing left to cancel");
+}
+
+#[tokio::test(start_paused = true)]
+async fn starting_a_running_timer_is_multiple_start() {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(-1, |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    let timer = Timer::new(Duration::from_secs(1), TimerKind::Ongoing, 1).unwrap();
+    nexus.add_producer(timer.clone()).unwrap();
+    let _task = running(&nexus).await;
+    let mut again = timer.clone();
+    let err = again.start().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Timer was started twice: stop it before starting it again"
+    );
+    timer.stop();
+    again
+        .start()
+        .await
+        .expect("a stopped timer may start again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_hook_chooses_each_firing_event_or_none() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    let l = log.clone();
+    nexus
+        .add_handler(5, move |e: Event, _q: EventQueue| {
+            l.push(e.payload.to_string())
+        })
+        .unwrap();
+    let timer = Timer::new(Duration::from_secs(1), TimerKind::CountUp(6), 5)
+        .unwrap()
+        .on_fire(|n, factory| (n % 2 == 0).then(|| factory.create_event(format!("even {n}"), 5)));
+    nexus.add_producer(timer).unwrap();
+    let _task = running(&nexus).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(log.lines(), ["even 2", "even 4", "even 6"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_with_its_own_factory_numbers_from_it() {
+    let nexus = AsyncEventNexus::new();
+    let seen = record_types(&nexus);
+    let factory = EventFactory::new();
+    for _ in 0..100 {
+        factory.next_id();
+    }
+    let timer = Timer::new(Duration::from_secs(1), TimerKind::CountUp(2), 3)
+        .unwrap()
+        .with_factory(factory);
+    nexus.add_producer(timer).unwrap();
+    let _task = running(&nexus).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids: Vec<u64> = seen.lock().unwrap().iter().map(|(_, id, _)| *id).collect();
+    assert_eq!(ids, [101, 102]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn generator_converters_accept_any_async_stream() {
+    struct Ticks;
+    impl EventSource for Ticks {}
+    impl EventConverter for Ticks {
+        fn event_generator(&mut self, factory: EventFactory) -> BoxStream<'_, Event> {
+            futures_util::stream::iter(0..3)
+                .map(move |n| factory.create_event(n, 80))
+                .boxed()
+        }
+    }
+    let nexus = AsyncEventNexus::new();
+    let seen = record_types(&nexus);
+    nexus.add_converter(Ticks).unwrap();
+    let _task = running(&nexus).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
