@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Prints criterion's figures, then one line per path with the median ns per event and the
-//! ratio to the floor.
+//! ratio to the floor, then how long a Timer takes for 1000 ticks of 1 ms beside
+//! `tokio::time::interval` (the schedule both should keep: 1.000 s).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +16,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use nexus::sources::{Timer, TimerKind};
 use nexus::{AsyncEventNexus, Event, EventQueue, Payload};
 
 type BoxedHandler =
@@ -104,6 +106,44 @@ fn median_ns(group: &str, function: &str) -> Option<f64> {
     json["median"]["point_estimate"].as_f64()
 }
 
+/// Real time for `ticks` firings of a 1 ms Timer into a nexus, and for as many ticks of a tokio
+/// interval.
+fn timer_schedule(ticks: u64) -> (Duration, Duration) {
+    let rt = runtime();
+    rt.block_on(async {
+        let nexus = AsyncEventNexus::new();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let done_tx = std::sync::Mutex::new(Some(done_tx));
+        nexus
+            .add_handler(1, move |event: Event, _queue: EventQueue| {
+                if event.payload.as_int() == Some(ticks as i64) {
+                    if let Some(tx) = done_tx.lock().expect("lock").take() {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+            })
+            .expect("handler");
+        let timer = Timer::new(Duration::from_millis(1), TimerKind::CountUp(ticks), 1);
+        nexus.add_producer(timer.expect("timer")).expect("producer");
+        let start = Instant::now();
+        let running = nexus.start().expect("start");
+        let end = done_rx.await.expect("last tick");
+        nexus.stop();
+        running.await.expect("loop task").expect("loop");
+        let timer_took = end - start;
+
+        let start = Instant::now();
+        let mut interval = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_millis(1),
+            Duration::from_millis(1),
+        );
+        for _ in 0..ticks {
+            interval.tick().await;
+        }
+        (timer_took, start.elapsed())
+    })
+}
+
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     bench_ingest(&mut criterion);
@@ -119,4 +159,10 @@ fn main() {
             );
         }
     }
+    let (timer, interval) = timer_schedule(1000);
+    println!(
+        "Timer, 1000 ticks of 1 ms: {:.4} s (tokio interval: {:.4} s; schedule 1.0000 s)",
+        timer.as_secs_f64(),
+        interval.as_secs_f64()
+    );
 }
