@@ -29,3 +29,8 @@ pub use nexus_core::*;
 pub mod sources {
     pub use nexus_sources::*;
 }
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
