@@ -341,3 +341,62 @@ async fn the_nexus_is_an_event_factory() {
     assert_eq!(r.priority, 2);
     assert_eq!(nexus.next_id(), 4, "random ids leave the sequence alone");
 }
+
+/// A converter that never yields, and records its close.
+struct Waits(Log);
+
+#[async_trait]
+impl EventSource for Waits {
+    async fn close(&mut self) -> Result<(), NexusError> {
+        self.0.push("closed");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SimpleEventConverter for Waits {
+    async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn cancelling_the_loop_stops_the_nexus_and_keeps_its_converters_for_cleanup() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    nexus.register(Waits(log.clone())).unwrap();
+    let task = running(&nexus).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(nexus.state(), LoopState::Stopped);
+    nexus.cleanup().await.unwrap();
+    assert_eq!(
+        log.lines(),
+        ["closed"],
+        "the converter came back and was closed"
+    );
+}
+
+struct Panics;
+
+impl EventSource for Panics {}
+
+#[async_trait]
+impl SimpleEventConverter for Panics {
+    async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+        panic!("converter bug")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_converter_ends_the_loop_with_an_error_not_a_hang() {
+    let nexus = AsyncEventNexus::new();
+    nexus.register(Panics).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), nexus.loop_forever())
+        .await
+        .expect("the loop must not hang")
+        .unwrap_err();
+    assert!(err.to_string().contains("Panics"), "{err}");
+    assert_eq!(nexus.state(), LoopState::Stopped);
+    nexus.cleanup().await.unwrap();
+}

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use futures_util::FutureExt;
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::error::{LoopState, NexusError};
 use crate::event::{Event, EventType, Payload};
@@ -130,7 +130,8 @@ pub(crate) struct Inner {
     /// Converters out in the loop's tasks, not in `sources` until they come back.
     converters_out: AtomicUsize,
     stop_tx: watch::Sender<bool>,
-    running_tx: watch::Sender<bool>,
+    /// How many loops and converter tasks are running; cleanup waits for 0.
+    active: watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for AsyncEventNexus {
@@ -195,7 +196,7 @@ impl NexusBuilder {
     /// Builds the nexus, in state `READY`.
     pub fn build(self) -> AsyncEventNexus {
         let (stop_tx, _) = watch::channel(false);
-        let (running_tx, _) = watch::channel(false);
+        let (active, _) = watch::channel(0);
         AsyncEventNexus {
             inner: Arc::new(Inner {
                 state: AtomicU8::new(READY),
@@ -208,7 +209,7 @@ impl NexusBuilder {
                 sources: Mutex::new(Vec::new()),
                 converters_out: AtomicUsize::new(0),
                 stop_tx,
-                running_tx,
+                active,
             }),
         }
     }
@@ -537,8 +538,9 @@ impl AsyncEventNexus {
 
     async fn run_loop(&self) -> Result<(), NexusError> {
         let inner = &*self.inner;
-        inner.running_tx.send_replace(true);
-        let _running = RunningGuard(&inner.running_tx);
+        let _active = Active::enter(self.clone());
+        // Dropping this future (cancelling the loop) stops the nexus, like `stop`.
+        let _stop = StopOnDrop(self);
 
         let mut sources = std::mem::take(&mut *lock(&inner.sources));
         let started = futures_util::future::join_all(sources.iter_mut().map(|s| s.start())).await;
@@ -547,7 +549,6 @@ impl AsyncEventNexus {
             .partition(|s| !matches!(s, SourceBox::Producer(_)));
         lock(&inner.sources).extend(producers);
         if let Some(err) = started.into_iter().find_map(Result::err) {
-            self.stop();
             lock(&inner.sources).extend(converters);
             return Err(err);
         }
@@ -561,50 +562,35 @@ impl AsyncEventNexus {
             return Ok(());
         }
 
-        let mut tasks = JoinSet::new();
+        let (failed_tx, mut failed) = mpsc::channel(converters.len().max(1));
         for converter in converters {
             inner.converters_out.fetch_add(1, Ordering::AcqRel);
-            tasks.spawn(drive(self.clone(), converter, inner.stop_tx.subscribe()));
+            tokio::spawn(converter_task(
+                self.clone(),
+                converter,
+                inner.stop_tx.subscribe(),
+                failed_tx.clone(),
+            ));
         }
+        drop(failed_tx);
         let mut stop_rx = inner.stop_tx.subscribe();
         let mut failure = None;
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop_rx.wait_for(|stop| *stop) => break,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Some(err) = self.settle(done) {
-                        failure = Some(err);
-                        self.stop();
-                    }
-                }
-            }
+        tokio::select! {
+            biased;
+            _ = stop_rx.wait_for(|stop| *stop) => {}
+            Some(err) = failed.recv() => failure = Some(err),
         }
-        while let Some(done) = tasks.join_next().await {
-            if let Some(err) = self.settle(done) {
-                failure.get_or_insert(err);
+        self.stop();
+        // Each converter finishes the event in hand and comes back; the channel closes when
+        // the last one has.
+        while let Some(err) = failed.recv().await {
+            if failure.is_none() {
+                failure = Some(err);
+            } else {
+                tracing::error!(error = %err, "converter failed while the loop stopped");
             }
         }
         failure.map_or(Ok(()), Err)
-    }
-
-    /// Takes back a converter task's converter (unless exhausted) and returns its error.
-    fn settle(
-        &self,
-        done: Result<(Option<SourceBox>, Result<(), NexusError>), tokio::task::JoinError>,
-    ) -> Option<NexusError> {
-        self.inner.converters_out.fetch_sub(1, Ordering::AcqRel);
-        match done {
-            Ok((kept, result)) => {
-                lock(&self.inner.sources).extend(kept);
-                result.err()
-            }
-            Err(join) => Some(NexusError::source(
-                "converter",
-                "obtain_event",
-                format!("its task ended abnormally: {join}"),
-            )),
-        }
     }
 
     /// Stops the loop: from now on `ingest` is refused, converters finish the event in hand and
@@ -638,10 +624,10 @@ impl AsyncEventNexus {
     /// [`NexusError::CloseFailed`], listing each source that failed to close.
     pub async fn cleanup(&self) -> Result<(), NexusError> {
         let inner = &*self.inner;
-        if *inner.running_tx.borrow() {
+        if *inner.active.borrow() > 0 {
             self.stop();
-            let mut running = inner.running_tx.subscribe();
-            let _ = running.wait_for(|running| !running).await;
+            let mut active = inner.active.subscribe();
+            let _ = active.wait_for(|active| *active == 0).await;
         }
         let sources = std::mem::take(&mut *lock(&inner.sources));
         let mut failures = Vec::new();
@@ -730,11 +716,60 @@ impl AsyncEventNexus {
     }
 }
 
-struct RunningGuard<'a>(&'a watch::Sender<bool>);
+/// Counts a loop or converter task as running until dropped, also when cancelled or panicking.
+struct Active(AsyncEventNexus);
 
-impl Drop for RunningGuard<'_> {
+impl Active {
+    fn enter(nexus: AsyncEventNexus) -> Self {
+        nexus.inner.active.send_modify(|n| *n += 1);
+        Self(nexus)
+    }
+}
+
+impl Drop for Active {
     fn drop(&mut self) {
-        self.0.send_replace(false);
+        self.0.inner.active.send_modify(|n| *n -= 1);
+    }
+}
+
+struct StopOnDrop<'a>(&'a AsyncEventNexus);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// Runs one converter in a task of its own, then puts it back among the sources (unless it
+/// was exhausted) and reports its error, if any, to the loop.
+async fn converter_task(
+    nexus: AsyncEventNexus,
+    source: SourceBox,
+    stop: watch::Receiver<bool>,
+    failed: mpsc::Sender<NexusError>,
+) {
+    let _active = Active::enter(nexus.clone());
+    let name = source.name();
+    let outcome = AssertUnwindSafe(drive(nexus.clone(), source, stop))
+        .catch_unwind()
+        .await;
+    let result = match outcome {
+        Ok((kept, result)) => {
+            lock(&nexus.inner.sources).extend(kept);
+            result
+        }
+        Err(_) => Err(NexusError::source(
+            name.clone(),
+            "obtain_event",
+            "the converter panicked; it was dropped",
+        )),
+    };
+    nexus.inner.converters_out.fetch_sub(1, Ordering::AcqRel);
+    if let Err(err) = result {
+        if let Err(mpsc::error::SendError(err)) = failed.send(err).await {
+            // The loop itself was cancelled: nobody is left to return the error to.
+            tracing::error!(source = %name, error = %err, "converter failed after its loop ended");
+        }
     }
 }
 
