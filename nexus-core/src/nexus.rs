@@ -780,48 +780,59 @@ async fn drive(
     mut source: SourceBox,
     mut stop: watch::Receiver<bool>,
 ) -> (Option<SourceBox>, Result<(), NexusError>) {
-    let (exhausted, result) = match &mut source {
-        SourceBox::Simple(converter) => loop {
+    let factory = nexus.event_factory();
+    let (exhausted, result) = match Pull::of(&mut source, factory) {
+        None => (false, Ok(())),
+        Some(mut pull) => loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => break (false, Ok(())),
-                next = converter.obtain_event() => next,
+                next = pull.next() => next,
             };
             match next {
-                Ok(event) => {
+                Ok(Some(event)) => {
                     if let Err(err) = nexus.dispatch(event, false).await {
                         break (false, Err(err));
                     }
                 }
-                Err(NexusError::NoMoreEvents) => break (true, Ok(())),
+                Ok(None) => break (true, Ok(())),
                 Err(err) => break (false, Err(err)),
             }
         },
-        SourceBox::Generator(converter) => {
-            use futures_util::StreamExt;
-            let mut events = converter.event_generator(nexus.event_factory());
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|stop| *stop) => break (false, Ok(())),
-                    next = events.next() => next,
-                };
-                match next {
-                    Some(event) => {
-                        if let Err(err) = nexus.dispatch(event, false).await {
-                            break (false, Err(err));
-                        }
-                    }
-                    None => break (true, Ok(())),
-                }
-            }
-        }
-        SourceBox::Producer(_) => (false, Ok(())),
     };
     if exhausted {
         tracing::debug!(source = %source.name(), "converter exhausted; dropped");
         (None, result)
     } else {
         (Some(source), result)
+    }
+}
+
+/// Either kind of converter, seen as "the next event, or none when exhausted".
+enum Pull<'a> {
+    Simple(&'a mut dyn crate::source::SimpleEventConverter),
+    Stream(crate::BoxStream<'a, Event>),
+}
+
+impl<'a> Pull<'a> {
+    fn of(source: &'a mut SourceBox, factory: EventFactory) -> Option<Self> {
+        match source {
+            SourceBox::Simple(converter) => Some(Self::Simple(converter.as_mut())),
+            SourceBox::Generator(converter) => {
+                Some(Self::Stream(converter.event_generator(factory)))
+            }
+            SourceBox::Producer(_) => None,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Event>, NexusError> {
+        match self {
+            Self::Simple(converter) => match converter.obtain_event().await {
+                Ok(event) => Ok(Some(event)),
+                Err(NexusError::NoMoreEvents) => Ok(None),
+                Err(err) => Err(err),
+            },
+            Self::Stream(events) => Ok(futures_util::StreamExt::next(events).await),
+        }
     }
 }
