@@ -23,7 +23,6 @@ use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox};
 
 use dispatch::Dispatcher;
-
 use table::{FilterEntry, HandlerEntry, Table};
 
 const READY: u8 = 0;
