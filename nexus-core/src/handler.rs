@@ -357,9 +357,13 @@ impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
     }
 }
 
-/// A registered filter with its kind erased.
+/// A registered filter with its kind erased. Its call may borrow the event and the queue.
 pub(crate) trait ErasedFilter: Send + Sync + 'static {
-    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'_, Result<bool, BoxError>>;
+    fn call<'a>(
+        &'a self,
+        event: &'a Event,
+        queue: &'a EventQueue,
+    ) -> Call<'a, Result<bool, BoxError>>;
 }
 
 impl<F, R, M> ErasedFilter for FnHandler<F, (R, M)>
@@ -368,8 +372,31 @@ where
     R: FilterReturn<M>,
     M: 'static,
 {
-    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'_, Result<bool, BoxError>> {
+    fn call<'a>(
+        &'a self,
+        event: &'a Event,
+        queue: &'a EventQueue,
+    ) -> Call<'a, Result<bool, BoxError>> {
         (self.f)(event, queue).into_call()
+    }
+}
+
+/// The future of a filter that borrows the event and the queue (an `async fn` taking
+/// `&Event, &EventQueue`, as `#[filter]` registers it).
+pub type FilterFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, BoxError>> + Send + 'a>>;
+
+/// A filter function whose future borrows its arguments.
+pub(crate) struct BorrowingFilter(
+    pub(crate) for<'a> fn(&'a Event, &'a EventQueue) -> FilterFuture<'a>,
+);
+
+impl ErasedFilter for BorrowingFilter {
+    fn call<'a>(
+        &'a self,
+        event: &'a Event,
+        queue: &'a EventQueue,
+    ) -> Call<'a, Result<bool, BoxError>> {
+        Call::Boxed((self.0)(event, queue))
     }
 }
 

@@ -17,7 +17,8 @@ use crate::error::{LoopState, NexusError};
 use crate::event::{Event, EventType, Payload};
 use crate::factory::{EventFactory, EventId};
 use crate::handler::{
-    ConsumerHandler, EventConsumer, FilterReturn, FnHandler, HandlerReturn, Selector,
+    BorrowingFilter, ConsumerHandler, EventConsumer, FilterFuture, FilterReturn, FnHandler,
+    HandlerReturn, Selector,
 };
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox};
@@ -131,6 +132,8 @@ pub(crate) struct Inner {
     stop_tx: watch::Sender<bool>,
     /// How many loops and converter tasks are running; cleanup waits for 0.
     active: watch::Sender<usize>,
+    /// Sources not yet exhausted or finished, for `loop_until_exhausted`.
+    unfinished: watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for AsyncEventNexus {
@@ -196,6 +199,7 @@ impl NexusBuilder {
     pub fn build(self) -> AsyncEventNexus {
         let (stop_tx, _) = watch::channel(false);
         let (active, _) = watch::channel(0);
+        let (unfinished, _) = watch::channel(0);
         AsyncEventNexus {
             inner: Arc::new(Inner {
                 state: AtomicU8::new(READY),
@@ -209,6 +213,7 @@ impl NexusBuilder {
                 converters_out: AtomicUsize::new(0),
                 stop_tx,
                 active,
+                unfinished,
             }),
         }
     }
@@ -391,10 +396,26 @@ impl AsyncEventNexus {
         R: FilterReturn<M>,
         M: 'static,
     {
-        let entry = FilterEntry {
+        self.insert_filter(FilterEntry {
             filter: Arc::new(FnHandler::<F, (R, M)>::new(filter)),
             name: std::any::type_name::<F>(),
-        };
+        });
+    }
+
+    /// Registers a filter whose future borrows the event and the queue (what `#[filter]` on an
+    /// `async fn(&Event, &EventQueue) -> bool` registers). `name` names it in errors.
+    pub fn add_borrowing_filter(
+        &self,
+        name: &'static str,
+        filter: for<'a> fn(&'a Event, &'a EventQueue) -> FilterFuture<'a>,
+    ) {
+        self.insert_filter(FilterEntry {
+            filter: Arc::new(BorrowingFilter(filter)),
+            name,
+        });
+    }
+
+    fn insert_filter(&self, entry: FilterEntry) {
         let _ = self.edit_table(|table| {
             table.filters.push(entry);
             Ok(())
@@ -487,7 +508,7 @@ impl AsyncEventNexus {
     /// task of its own, ingesting what each yields and dropping those that are exhausted, while
     /// producers push events themselves. After `stop`, each converter finishes the event it is
     /// ingesting, then the loop returns (`STOPPED`). Ctrl-C does not stop it unless
-    /// [`stop_on_ctrl_c`](Self::stop_on_ctrl_c) was called.
+    /// [`stop_on_signals`](Self::stop_on_signals) was called.
     ///
     /// # Errors
     ///
@@ -497,7 +518,20 @@ impl AsyncEventNexus {
     /// error.
     pub async fn loop_forever(&self) -> Result<(), NexusError> {
         self.begin("loop_forever")?;
-        self.run_loop().await
+        self.run_loop(false).await
+    }
+
+    /// Runs the loop as [`loop_forever`](Self::loop_forever) does, but also stops it once every
+    /// source has finished: each converter exhausted, each producer having called
+    /// [`ProducerLink::finish`](crate::ProducerLink::finish) (a counting `Timer` does when its
+    /// count is done). With no sources, it stops at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`loop_forever`](Self::loop_forever).
+    pub async fn loop_until_exhausted(&self) -> Result<(), NexusError> {
+        self.begin("loop_until_exhausted")?;
+        self.run_loop(true).await
     }
 
     /// Runs the loop in a background task and returns its handle (the seed's `start()`).
@@ -516,7 +550,7 @@ impl AsyncEventNexus {
         }
         self.begin("start")?;
         let nexus = self.clone();
-        Ok(tokio::spawn(async move { nexus.run_loop().await }))
+        Ok(tokio::spawn(async move { nexus.run_loop(false).await }))
     }
 
     fn begin(&self, operation: &'static str) -> Result<(), NexusError> {
@@ -535,14 +569,16 @@ impl AsyncEventNexus {
         }
     }
 
-    async fn run_loop(&self) -> Result<(), NexusError> {
+    async fn run_loop(&self, until_exhausted: bool) -> Result<(), NexusError> {
         let inner = &*self.inner;
         let _active = Active::enter(self.clone());
         // Dropping this future (cancelling the loop) stops the nexus, like `stop`.
         let _stop = StopOnDrop(self);
 
         let mut sources = std::mem::take(&mut *lock(&inner.sources));
-        let started = futures_util::future::join_all(sources.iter_mut().map(|s| s.start())).await;
+        inner.unfinished.send_replace(sources.len());
+        let started =
+            futures_util::future::join_all(sources.iter_mut().map(|s| s.start(self))).await;
         let (converters, producers): (Vec<_>, Vec<_>) = sources
             .into_iter()
             .partition(|s| !matches!(s, SourceBox::Producer(_)));
@@ -573,11 +609,13 @@ impl AsyncEventNexus {
         }
         drop(failed_tx);
         let mut stop_rx = inner.stop_tx.subscribe();
+        let mut unfinished = inner.unfinished.subscribe();
         let mut failure = None;
         tokio::select! {
             biased;
             _ = stop_rx.wait_for(|stop| *stop) => {}
             Some(err) = failed.recv() => failure = Some(err),
+            _ = unfinished.wait_for(|n| *n == 0), if until_exhausted => {}
         }
         self.stop();
         // Each converter finishes the event in hand and comes back; the channel closes when
@@ -600,17 +638,25 @@ impl AsyncEventNexus {
         self.inner.stop_tx.send_replace(true);
     }
 
-    /// Stops the loop on the first Ctrl-C, from a background task that does not keep the nexus
-    /// alive. Returns the task's handle; abort it to stop listening.
-    pub fn stop_on_ctrl_c(&self) -> JoinHandle<()> {
+    /// Stops the loop on the first Ctrl-C or (on Unix) SIGTERM, from a background task that
+    /// does not keep the nexus alive. Returns the task's handle; abort it to stop listening.
+    pub fn stop_on_signals(&self) -> JoinHandle<()> {
         let weak = self.downgrade();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if wait_for_signal().await.is_ok() {
                 if let Some(nexus) = weak.upgrade() {
+                    tracing::info!("signal received: stopping the nexus");
                     nexus.stop();
                 }
             }
         })
+    }
+
+    /// Counts one source as finished (a converter exhausted, a producer that said so).
+    pub(crate) fn source_finished(&self) {
+        self.inner
+            .unfinished
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 
     /// Closes every producer and converter, then forgets every handler and filter.
@@ -715,6 +761,22 @@ impl AsyncEventNexus {
     }
 }
 
+/// Waits for Ctrl-C or, on Unix, SIGTERM.
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
 /// Counts a loop or converter task as running until dropped, also when cancelled or panicking.
 struct Active(AsyncEventNexus);
 
@@ -753,8 +815,12 @@ async fn converter_task(
         .catch_unwind()
         .await;
     let result = match outcome {
-        Ok((kept, result)) => {
-            lock(&nexus.inner.sources).extend(kept);
+        Ok((None, result)) => {
+            nexus.source_finished();
+            result
+        }
+        Ok((Some(kept), result)) => {
+            lock(&nexus.inner.sources).push(kept);
             result
         }
         Err(_) => Err(NexusError::source(

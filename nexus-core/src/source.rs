@@ -164,7 +164,10 @@ pub struct ProducerLink {
 #[derive(Debug, Default)]
 struct LinkShared {
     nexuses: RwLock<Vec<WeakNexus>>,
+    /// The nexuses that started this producer and count it among their unfinished sources.
+    counted_by: std::sync::Mutex<Vec<WeakNexus>>,
     started: std::sync::atomic::AtomicBool,
+    finished: std::sync::atomic::AtomicBool,
     factory: OnceLock<EventFactory>,
     name: OnceLock<String>,
 }
@@ -229,6 +232,47 @@ impl ProducerLink {
             .started
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Says that the producer will emit no more events. A nexus running
+    /// [`loop_until_exhausted`](AsyncEventNexus::loop_until_exhausted) stops once every source
+    /// has finished. Calling it again does nothing.
+    pub fn finish(&self) {
+        if self
+            .shared
+            .finished
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let counted: Vec<WeakNexus> = self
+            .shared
+            .counted_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for nexus in counted.iter().filter_map(WeakNexus::upgrade) {
+            nexus.source_finished();
+        }
+    }
+
+    /// Whether [`finish`](Self::finish) was called.
+    pub fn is_finished(&self) -> bool {
+        self.shared
+            .finished
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that `nexus` started this producer and counts it as unfinished.
+    pub(crate) fn counted_by(&self, nexus: &AsyncEventNexus) {
+        self.shared
+            .counted_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(nexus.downgrade());
+        if self.is_finished() {
+            nexus.source_finished();
+        }
     }
 
     /// Whether [`begin`](Self::begin) has succeeded.
@@ -320,12 +364,15 @@ impl SourceBox {
         }
     }
 
-    pub(crate) async fn start(&mut self) -> Result<(), NexusError> {
+    /// Starts the source for `nexus`, which counts it as unfinished until it is exhausted or,
+    /// for a producer, until it calls [`ProducerLink::finish`].
+    pub(crate) async fn start(&mut self, nexus: &AsyncEventNexus) -> Result<(), NexusError> {
         match self {
             Self::Simple(s) => s.start().await,
             Self::Generator(s) => s.start().await,
             Self::Producer(s) => {
                 s.link().begin(s.name())?;
+                s.link().counted_by(nexus);
                 s.start().await
             }
         }

@@ -175,11 +175,13 @@ impl Timer {
         self.slot().as_ref().is_some_and(|task| !task.is_finished())
     }
 
-    /// Stops the timer.
+    /// Stops the timer; it counts as finished (see
+    /// [`loop_until_exhausted`](nexus_core::AsyncEventNexus::loop_until_exhausted)).
     ///
     /// Returns `true` if it was cancelled while running, or had never been started; `false` if
     /// it had already finished by itself (its count was done).
     pub fn stop(&self) -> bool {
+        self.link.finish();
         match self.slot().take() {
             None => true,
             Some(task) => {
@@ -194,7 +196,15 @@ impl Timer {
         self.task.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Fires until the count is done or an event is refused, then tells the nexus that this
+    /// source has finished.
     async fn run(self) -> Result<(), NexusError> {
+        let result = self.fire().await;
+        self.link.finish();
+        result
+    }
+
+    async fn fire(&self) -> Result<(), NexusError> {
         let (mut value, step, last) = self.kind.plan();
         let factory = self.link.event_factory();
         let mut ticks = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
