@@ -81,6 +81,20 @@ pub enum NexusError {
         selector: String,
     },
 
+    /// Two handlers registered by attribute take one event type (outside `multiple` mode).
+    #[error(
+        "handlers {first} and {second} are both registered for event type {selector}: keep one, \
+         or build the nexus in `multiple` mode"
+    )]
+    DuplicateRegisteredHandler {
+        /// The event types of the second handler, as written.
+        selector: String,
+        /// The path of the handler registered first.
+        first: &'static str,
+        /// The path of the handler that could not be registered.
+        second: &'static str,
+    },
+
     /// A producer has no live nexus to send to, or was asked to send before it was started.
     #[error("misconfigured event producer {producer}: {reason}")]
     MisconfiguredEventProducer {

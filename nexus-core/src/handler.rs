@@ -186,6 +186,10 @@ pub mod marker {
 }
 
 /// What a handler may return: `()` or `Result<(), E>` for any error `E`.
+#[diagnostic::on_unimplemented(
+    message = "a handler returns `()` or `Result<(), E>`, not `{Self}`",
+    label = "return `()` or `Result<(), E>` here"
+)]
 pub trait HandlerOutput: Sized {
     /// Converts to the nexus's result.
     fn into_result(self) -> Result<(), BoxError>;
@@ -255,6 +259,10 @@ pub trait FilterReturn<M>: Send + 'static {
 }
 
 /// A filter's answer: `true` when it consumed the event.
+#[diagnostic::on_unimplemented(
+    message = "a filter returns `bool` or `Result<bool, E>`, not `{Self}`",
+    label = "return `bool` (`true`: the event is consumed) here"
+)]
 pub trait FilterOutput {
     /// Converts to the nexus's result.
     fn into_result(self) -> Result<bool, BoxError>;

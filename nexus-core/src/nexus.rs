@@ -2,7 +2,7 @@
 
 mod dispatch;
 mod gate;
-mod table;
+pub(crate) mod table;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -348,11 +348,27 @@ impl AsyncEventNexus {
         R: HandlerReturn<M>,
         M: 'static,
     {
+        self.add_handler_named(selector.into(), std::any::type_name::<F>(), handler)
+    }
+
+    /// As [`add_handler`](Self::add_handler), naming the handler `name` in errors instead of its
+    /// type's name.
+    pub(crate) fn add_handler_named<F, R, M>(
+        &self,
+        selector: Selector,
+        name: &'static str,
+        handler: F,
+    ) -> Result<(), NexusError>
+    where
+        F: Fn(Event, EventQueue) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
+        M: 'static,
+    {
         let entry = HandlerEntry {
             handler: Arc::new(FnHandler::<F, (R, M)>::new(handler)),
-            name: std::any::type_name::<F>(),
+            name,
         };
-        self.insert_handler(&selector.into(), entry)
+        self.insert_handler(&selector, entry)
     }
 
     /// Registers an [`EventConsumer`] object for the events `selector` names, as

@@ -118,6 +118,16 @@ impl Table {
     }
 }
 
+/// Whether two selectors take a type in common, so that outside `multiple` mode they could not
+/// both be registered. Invalid selectors (an empty range or list) overlap nothing.
+pub(crate) fn selectors_overlap(a: &Selector, b: &Selector) -> bool {
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    if flatten(a, &mut left).is_err() || flatten(b, &mut right).is_err() {
+        return false;
+    }
+    left.iter().any(|l| right.iter().any(|r| overlaps(l, r)))
+}
+
 fn overlaps(a: &Selector, b: &Selector) -> bool {
     match (a, b) {
         (Selector::Range(a0, a1), Selector::Range(b0, b1)) => a0 <= b1 && b0 <= a1,

@@ -1,0 +1,297 @@
+//! The three attributes: check what they are put on, then emit the item unchanged and its
+//! registration beside it. On a mistake the item is still emitted, with one error beside it.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Expr, FnArg, Item, ItemFn, ItemStruct, ReturnType, Type};
+
+use crate::args::{self, Given};
+use crate::selector;
+
+/// The path of the crate the user depends on: the `nexus` facade, else `nexus-core`.
+fn krate() -> TokenStream {
+    use proc_macro_crate::{FoundCrate, crate_name};
+    let found = |name: &str, own: &str| match crate_name(name) {
+        Ok(FoundCrate::Name(name)) => {
+            let ident = format_ident!("{}", name);
+            Some(quote!(::#ident))
+        }
+        Ok(FoundCrate::Itself) => {
+            let ident = format_ident!("{}", own);
+            Some(quote!(::#ident))
+        }
+        Err(_) => None,
+    };
+    found("nexus", "nexus")
+        .or_else(|| found("nexus-core", "nexus_core"))
+        .unwrap_or_else(|| quote!(::nexus_core))
+}
+
+/// The item as written, followed by `error`: one mistake, one message, and the IDE still sees
+/// the item.
+fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
+    let error = error.into_compile_error();
+    quote!(#item #error)
+}
+
+fn parse_fn(item: &TokenStream, attribute: &str, shape: &str) -> syn::Result<ItemFn> {
+    match syn::parse2::<Item>(item.clone())? {
+        Item::Fn(function) => {
+            let sig = &function.sig;
+            if sig.asyncness.is_none() {
+                return Err(syn::Error::new(
+                    sig.fn_token.span(),
+                    format!("`#[{attribute}]` needs an `async fn`: write `{shape}`"),
+                ));
+            }
+            if let Some(FnArg::Receiver(receiver)) = sig.inputs.first() {
+                return Err(syn::Error::new(
+                    receiver.span(),
+                    format!("`#[{attribute}]` goes on a free function, not a method: write `{shape}`"),
+                ));
+            }
+            if !sig.generics.params.is_empty() {
+                return Err(syn::Error::new(
+                    sig.generics.span(),
+                    format!("`#[{attribute}]` functions cannot be generic: write `{shape}`"),
+                ));
+            }
+            if sig.inputs.len() != 2 {
+                let span = if sig.inputs.is_empty() {
+                    sig.paren_token.span.join()
+                } else {
+                    sig.inputs.span()
+                };
+                return Err(syn::Error::new(
+                    span,
+                    format!("`#[{attribute}]` functions take two parameters: write `{shape}`"),
+                ));
+            }
+            Ok(function)
+        }
+        other => Err(syn::Error::new(
+            item_span(&other),
+            format!("`#[{attribute}]` goes on a free `async fn`: write `{shape}`"),
+        )),
+    }
+}
+
+/// Where to point for an item of the wrong kind: its keyword and name.
+fn item_span(item: &Item) -> Span {
+    let mut tokens = item.to_token_stream().into_iter();
+    tokens.next().map_or_else(Span::call_site, |t| t.span())
+}
+
+/// The types of the two parameters (checked to be two).
+fn param_types(function: &ItemFn) -> [&Type; 2] {
+    let mut types = function.sig.inputs.iter().filter_map(|arg| match arg {
+        FnArg::Typed(typed) => Some(&*typed.ty),
+        FnArg::Receiver(_) => None,
+    });
+    let first = types.next().expect("two parameters were checked");
+    let second = types.next().expect("two parameters were checked");
+    [first, second]
+}
+
+fn return_type(function: &ItemFn) -> TokenStream {
+    match &function.sig.output {
+        ReturnType::Default => quote_spanned!(function.sig.ident.span()=> ()),
+        ReturnType::Type(_, ty) => ty.to_token_stream(),
+    }
+}
+
+const HANDLER_SHAPE: &str = "async fn name(event: Event, queue: EventQueue)";
+const HANDLER_KEYS: &str = "`event_type`";
+
+pub(crate) fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    match expand_handler(args, &item) {
+        Ok(tokens) => tokens,
+        Err(err) => with_error(item, err),
+    }
+}
+
+fn expand_handler(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
+    let mut event_type: Option<Given<Expr>> = None;
+    args::parse(args, "handler", HANDLER_KEYS, |key, meta| {
+        if key == "event_type" {
+            args::set(&mut event_type, key, args::expr(&meta)?)?;
+            return Ok(true);
+        }
+        Ok(false)
+    })?;
+    let function = parse_fn(item, "handler", HANDLER_SHAPE)?;
+    let Some(event_type) = event_type else {
+        return Err(args::missing(
+            "`#[handler]` needs the event types it takes: write `#[handler(event_type = 99)]` \
+             (`-1` for the default handler)"
+                .to_owned(),
+        ));
+    };
+    let krate = krate();
+    let private = quote!(#krate::__private);
+    let selector = selector::tokens(&event_type.value, &krate)?;
+    let name = &function.sig.ident;
+    let name_text = name.to_string();
+    let [event_ty, queue_ty] = param_types(&function);
+    let output = return_type(&function);
+    let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event::<#event_ty>(event));
+    let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue::<#queue_ty>(queue));
+    let result = quote_spanned!(output.span()=> #private::handler_result::<#output>);
+    Ok(quote! {
+        #function
+
+        const _: () = {
+            fn __nexus_selector() -> #private::Selector {
+                #selector
+            }
+
+            fn __nexus_register(
+                nexus: &#private::AsyncEventNexus,
+            ) -> #private::Result<(), #private::NexusError> {
+                #private::add_handler(
+                    nexus,
+                    __nexus_selector(),
+                    ::core::concat!(::core::module_path!(), "::", #name_text),
+                    |event: #private::Event, queue: #private::EventQueue| async move {
+                        #result(#name(#event_arg, #queue_arg).await)
+                    },
+                )
+            }
+
+            #private::inventory::submit! {
+                #private::HandlerRecord {
+                    path: ::core::concat!(::core::module_path!(), "::", #name_text),
+                    selector: __nexus_selector,
+                    register: __nexus_register,
+                }
+            }
+        };
+    })
+}
+
+const FILTER_SHAPE: &str = "async fn name(event: &Event, queue: &EventQueue) -> bool";
+const FILTER_KEYS: &str = "`order`";
+
+pub(crate) fn filter(args: TokenStream, item: TokenStream) -> TokenStream {
+    match expand_filter(args, &item) {
+        Ok(tokens) => tokens,
+        Err(err) => with_error(item, err),
+    }
+}
+
+fn expand_filter(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
+    let mut order: Option<Given<i64>> = None;
+    args::parse(args, "filter", FILTER_KEYS, |key, meta| {
+        if key == "order" {
+            let value: syn::LitInt = meta.value()?.parse().map_err(|err| {
+                syn::Error::new(err.span(), "`order` takes an integer, as in `order = 1`")
+            })?;
+            args::set(&mut order, key, value.base10_parse()?)?;
+            return Ok(true);
+        }
+        Ok(false)
+    })?;
+    let function = parse_fn(item, "filter", FILTER_SHAPE)?;
+    let order = order.map_or(0, |given| given.value);
+    let krate = krate();
+    let private = quote!(#krate::__private);
+    let name = &function.sig.ident;
+    let name_text = name.to_string();
+    let [event_ty, queue_ty] = param_types(&function);
+    let output = return_type(&function);
+    let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event_ref::<#event_ty>(event));
+    let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue_ref::<#queue_ty>(queue));
+    let boxed = quote_spanned!(output.span()=> #private::boxed_filter::<#output, _>);
+    Ok(quote! {
+        #function
+
+        const _: () = {
+            fn __nexus_filter<'a>(
+                event: &'a #private::Event,
+                queue: &'a #private::EventQueue,
+            ) -> #private::FilterFuture<'a> {
+                #boxed(#name(#event_arg, #queue_arg))
+            }
+
+            fn __nexus_register(nexus: &#private::AsyncEventNexus) {
+                nexus.add_borrowing_filter(
+                    ::core::concat!(::core::module_path!(), "::", #name_text),
+                    __nexus_filter,
+                );
+            }
+
+            #private::inventory::submit! {
+                #private::FilterRecord {
+                    path: ::core::concat!(::core::module_path!(), "::", #name_text),
+                    order: #order,
+                    register: __nexus_register,
+                }
+            }
+        };
+    })
+}
+
+const SOURCE_KEYS: &str = "`new`";
+
+pub(crate) fn event_source(args: TokenStream, item: TokenStream) -> TokenStream {
+    match expand_source(args, &item) {
+        Ok(tokens) => tokens,
+        Err(err) => with_error(item, err),
+    }
+}
+
+fn expand_source(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
+    let mut new: Option<Given<Expr>> = None;
+    args::parse(args, "event_source", SOURCE_KEYS, |key, meta| {
+        if key == "new" {
+            args::set(&mut new, key, args::expr(&meta)?)?;
+            return Ok(true);
+        }
+        Ok(false)
+    })?;
+    let parsed: ItemStruct = match syn::parse2::<Item>(item.clone())? {
+        Item::Struct(parsed) => parsed,
+        other => {
+            return Err(syn::Error::new(
+                item_span(&other),
+                "`#[event_source]` goes on a struct that implements `SimpleEventConverter`, \
+                 `EventConverter` or `EventProducer`",
+            ));
+        }
+    };
+    if !parsed.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            parsed.generics.span(),
+            "`#[event_source]` structs cannot be generic: register an instance of a concrete \
+             type by hand with `nexus.register(...)`",
+        ));
+    }
+    let krate = krate();
+    let private = quote!(#krate::__private);
+    let name = &parsed.ident;
+    let name_text = name.to_string();
+    let instance = match new {
+        Some(given) => given.value.into_token_stream(),
+        None => quote_spanned!(name.span()=> <#name as ::core::default::Default>::default()),
+    };
+    let register = quote_spanned!(name.span()=> #private::register_source::<#name, _>);
+    Ok(quote! {
+        #parsed
+
+        const _: () = {
+            fn __nexus_register(
+                nexus: &#private::AsyncEventNexus,
+            ) -> #private::Result<(), #private::NexusError> {
+                #register(nexus, #instance)
+            }
+
+            #private::inventory::submit! {
+                #private::SourceRecord {
+                    path: ::core::concat!(::core::module_path!(), "::", #name_text),
+                    register: __nexus_register,
+                }
+            }
+        };
+    })
+}

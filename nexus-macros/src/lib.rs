@@ -1,0 +1,58 @@
+//! Attributes for nexus: register handlers, filters and event sources where they are written,
+//! then build and run a nexus from all of them with `nexus_core::run_registered()`.
+//!
+//! Use them through `nexus` or `nexus-core`, which re-export them; this crate is their
+//! implementation. The generated code names only the crate you depend on (`::nexus` or
+//! `::nexus_core`) and `::core`, so you need no dependency on `inventory` or `async-trait`.
+
+mod args;
+mod expand;
+mod selector;
+
+use proc_macro::TokenStream;
+
+/// Registers a free `async fn(event: Event, queue: EventQueue)` as the handler for the event
+/// types `event_type` names: an integer (`99`), `-1` for the default handler, a name (`"log"`),
+/// a named type (`Ping`), an integer constant (`Demo::Ping as i64`), a range (`1000..=1999`) or a
+/// list (`[1, 2, 3]`). It returns `()` or `Result<(), E>`.
+///
+/// The function stays an ordinary function, callable directly.
+///
+/// ```ignore
+/// #[handler(event_type = 99)]
+/// async fn teapot_handler(event: Event, _queue: EventQueue) {
+///     println!("teapot ID: {}", event.id);
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::handler(args.into(), item.into()).into()
+}
+
+/// Registers a free `async fn(event: &Event, queue: &EventQueue) -> bool` as a filter: it sees
+/// every event before the handlers and returns `true` when it consumed it. Filters run in the
+/// order of their `order` key (default 0), then of their paths.
+///
+/// ```ignore
+/// #[filter(order = 1)]
+/// async fn low_id(event: &Event, _queue: &EventQueue) -> bool {
+///     event.id < 10
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn filter(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::filter(args.into(), item.into()).into()
+}
+
+/// Registers an instance of the struct as an event source: a `SimpleEventConverter`, an
+/// `EventConverter` or an `EventProducer`, whichever it implements. The instance is made with
+/// `Default`, or with the expression given as `new`.
+///
+/// ```ignore
+/// #[event_source(new = MyEventConverter { id: 1000 })]
+/// struct MyEventConverter { id: u64 }
+/// ```
+#[proc_macro_attribute]
+pub fn event_source(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::event_source(args.into(), item.into()).into()
+}
