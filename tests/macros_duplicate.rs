@@ -16,7 +16,10 @@ async fn the_error_names_both_functions() {
     let NexusError::DuplicateRegisteredHandler { first, second, .. } = &err else {
         panic!("expected a duplicate error, got {err}");
     };
-    assert_eq!((*first, *second), (&*format!("{here}::first"), &*format!("{here}::second")));
+    assert_eq!(
+        (*first, *second),
+        (&*format!("{here}::first"), &*format!("{here}::second"))
+    );
     assert_eq!(
         err.to_string(),
         format!(

@@ -97,7 +97,12 @@ async fn every_selector_form_receives_its_events_after_the_filters_in_order() {
             4 => vec!["ping:4"],
             5 => vec!["alarm:5"],
             6 => vec!["thousands:6"],
-            7 => vec!["thousands:7", "first_filter:8", "drops_empty:8", "two_or_three:8"],
+            7 => vec![
+                "thousands:7",
+                "first_filter:8",
+                "drops_empty:8",
+                "two_or_three:8",
+            ],
             9 => vec!["two_or_three:9"],
             10 => vec![],
             _ => unreachable!(),
@@ -138,10 +143,26 @@ fn the_listing_shows_everything_registered() {
             handler(Selector::from([2, 3]), "two_or_three"),
         ]
     );
-    let filters: Vec<String> = listing.filters.iter().map(|(o, p)| format!("{o} {p}")).collect();
-    assert_eq!(filters, [format!("0 {here}::first_filter"), format!("2 {here}::drops_empty")]);
+    let filters: Vec<String> = listing
+        .filters
+        .iter()
+        .map(|(o, p)| format!("{o} {p}"))
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            format!("0 {here}::first_filter"),
+            format!("2 {here}::drops_empty")
+        ]
+    );
     assert!(listing.sources.is_empty());
     let text = listing.to_string();
-    assert!(text.contains(&format!("handler 1000..=1999 -> {here}::thousands\n")), "{text}");
-    assert!(text.contains(&format!("filter 2 -> {here}::drops_empty\n")), "{text}");
+    assert!(
+        text.contains(&format!("handler 1000..=1999 -> {here}::thousands\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("filter 2 -> {here}::drops_empty\n")),
+        "{text}"
+    );
 }

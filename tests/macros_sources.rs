@@ -79,7 +79,9 @@ impl EventProducer for Producer {
 
 #[handler(event_type = [10, 20, 30])]
 async fn record(event: Event, _queue: nexus::EventQueue) {
-    SEEN.lock().unwrap().push(format!("{}:{}", event.event_type, event.payload));
+    SEEN.lock()
+        .unwrap()
+        .push(format!("{}:{}", event.event_type, event.payload));
 }
 
 #[tokio::test]
@@ -95,7 +97,15 @@ async fn every_kind_of_source_is_started_and_drained() {
     assert_eq!(
         seen,
         [
-            "10:simple", "10:simple", "10:simple", "20:0", "20:1", "20:2", "30:0", "30:1", "30:2"
+            "10:simple",
+            "10:simple",
+            "10:simple",
+            "20:0",
+            "20:1",
+            "20:2",
+            "30:0",
+            "30:1",
+            "30:2"
         ]
     );
     let sources = nexus::registrations().sources;

@@ -278,7 +278,8 @@ impl RegisteredNexus {
         for handler in handler_records() {
             let selector = (handler.selector)();
             if !self.multiple {
-                if let Some((_, first)) = taken.iter().find(|(s, _)| selectors_overlap(s, &selector))
+                if let Some((_, first)) =
+                    taken.iter().find(|(s, _)| selectors_overlap(s, &selector))
                 {
                     return Err(NexusError::DuplicateRegisteredHandler {
                         selector: selector.to_string(),

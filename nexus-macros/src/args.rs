@@ -5,12 +5,6 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::{Expr, Ident};
 
-/// One argument's value, remembered with its key so that errors can point at either.
-pub(crate) struct Given<T> {
-    pub(crate) key: Ident,
-    pub(crate) value: T,
-}
-
 /// Parses `args` as `key = value, ...`, handing each pair to `each`, which returns whether it
 /// knew the key. `attribute` and `expected` name the attribute and its keys in messages.
 pub(crate) fn parse(
@@ -38,19 +32,14 @@ pub(crate) fn parse(
 }
 
 /// Stores a key's value, or fails if the key was already given.
-pub(crate) fn set<T>(slot: &mut Option<Given<T>>, key: &Ident, value: T) -> syn::Result<()> {
-    if let Some(first) = slot {
-        let mut err = syn::Error::new(
+pub(crate) fn set<T>(slot: &mut Option<T>, key: &Ident, value: T) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new(
             key.span(),
             format!("`{key}` given twice; keep one"),
-        );
-        err.combine(syn::Error::new(first.key.span(), format!("`{key}` first given here")));
-        return Err(err);
+        ));
     }
-    *slot = Some(Given {
-        key: key.clone(),
-        value,
-    });
+    *slot = Some(value);
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, FnArg, Item, ItemFn, ItemStruct, ReturnType, Type};
 
-use crate::args::{self, Given};
+use crate::args;
 use crate::selector;
 
 /// The path of the crate the user depends on: the `nexus` facade, else `nexus-core`.
@@ -48,25 +48,25 @@ fn parse_fn(item: &TokenStream, attribute: &str, shape: &str) -> syn::Result<Ite
             if let Some(FnArg::Receiver(receiver)) = sig.inputs.first() {
                 return Err(syn::Error::new(
                     receiver.span(),
-                    format!("`#[{attribute}]` goes on a free function, not a method: write `{shape}`"),
+                    format!(
+                        "`#[{attribute}]` goes on a free function, not a method: write `{shape}`"
+                    ),
                 ));
             }
             if !sig.generics.params.is_empty() {
-                return Err(syn::Error::new(
-                    sig.generics.span(),
+                return Err(syn::Error::new_spanned(
+                    &sig.generics,
                     format!("`#[{attribute}]` functions cannot be generic: write `{shape}`"),
                 ));
             }
             if sig.inputs.len() != 2 {
-                let span = if sig.inputs.is_empty() {
-                    sig.paren_token.span.join()
+                let message =
+                    format!("`#[{attribute}]` functions take two parameters: write `{shape}`");
+                return Err(if sig.inputs.is_empty() {
+                    syn::Error::new(sig.paren_token.span.join(), message)
                 } else {
-                    sig.inputs.span()
-                };
-                return Err(syn::Error::new(
-                    span,
-                    format!("`#[{attribute}]` functions take two parameters: write `{shape}`"),
-                ));
+                    syn::Error::new_spanned(&sig.inputs, message)
+                });
             }
             Ok(function)
         }
@@ -77,10 +77,25 @@ fn parse_fn(item: &TokenStream, attribute: &str, shape: &str) -> syn::Result<Ite
     }
 }
 
-/// Where to point for an item of the wrong kind: its keyword and name.
+/// Where to point for an item of the wrong kind: its keyword, past any attributes.
 fn item_span(item: &Item) -> Span {
-    let mut tokens = item.to_token_stream().into_iter();
-    tokens.next().map_or_else(Span::call_site, |t| t.span())
+    match item {
+        Item::Enum(item) => item.enum_token.span,
+        Item::Struct(item) => item.struct_token.span,
+        Item::Union(item) => item.union_token.span,
+        Item::Fn(item) => item.sig.fn_token.span,
+        Item::Trait(item) => item.trait_token.span,
+        Item::Impl(item) => item.impl_token.span,
+        Item::Type(item) => item.type_token.span,
+        Item::Const(item) => item.const_token.span,
+        Item::Static(item) => item.static_token.span,
+        Item::Mod(item) => item.mod_token.span,
+        other => other
+            .to_token_stream()
+            .into_iter()
+            .next()
+            .map_or_else(Span::call_site, |t| t.span()),
+    }
 }
 
 /// The types of the two parameters (checked to be two).
@@ -112,7 +127,7 @@ pub(crate) fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand_handler(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
-    let mut event_type: Option<Given<Expr>> = None;
+    let mut event_type: Option<Expr> = None;
     args::parse(args, "handler", HANDLER_KEYS, |key, meta| {
         if key == "event_type" {
             args::set(&mut event_type, key, args::expr(&meta)?)?;
@@ -130,7 +145,7 @@ fn expand_handler(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStr
     };
     let krate = krate();
     let private = quote!(#krate::__private);
-    let selector = selector::tokens(&event_type.value, &krate)?;
+    let selector = selector::tokens(&event_type, &krate)?;
     let name = &function.sig.ident;
     let name_text = name.to_string();
     let [event_ty, queue_ty] = param_types(&function);
@@ -181,7 +196,7 @@ pub(crate) fn filter(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand_filter(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
-    let mut order: Option<Given<i64>> = None;
+    let mut order: Option<i64> = None;
     args::parse(args, "filter", FILTER_KEYS, |key, meta| {
         if key == "order" {
             let value: syn::LitInt = meta.value()?.parse().map_err(|err| {
@@ -193,7 +208,7 @@ fn expand_filter(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStre
         Ok(false)
     })?;
     let function = parse_fn(item, "filter", FILTER_SHAPE)?;
-    let order = order.map_or(0, |given| given.value);
+    let order = order.unwrap_or(0);
     let krate = krate();
     let private = quote!(#krate::__private);
     let name = &function.sig.ident;
@@ -242,7 +257,7 @@ pub(crate) fn event_source(args: TokenStream, item: TokenStream) -> TokenStream 
 }
 
 fn expand_source(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
-    let mut new: Option<Given<Expr>> = None;
+    let mut new: Option<Expr> = None;
     args::parse(args, "event_source", SOURCE_KEYS, |key, meta| {
         if key == "new" {
             args::set(&mut new, key, args::expr(&meta)?)?;
@@ -261,8 +276,8 @@ fn expand_source(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStre
         }
     };
     if !parsed.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            parsed.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &parsed.generics,
             "`#[event_source]` structs cannot be generic: register an instance of a concrete \
              type by hand with `nexus.register(...)`",
         ));
@@ -272,7 +287,7 @@ fn expand_source(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStre
     let name = &parsed.ident;
     let name_text = name.to_string();
     let instance = match new {
-        Some(given) => given.value.into_token_stream(),
+        Some(expr) => expr.into_token_stream(),
         None => quote_spanned!(name.span()=> <#name as ::core::default::Default>::default()),
     };
     let register = quote_spanned!(name.span()=> #private::register_source::<#name, _>);

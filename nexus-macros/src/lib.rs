@@ -4,6 +4,10 @@
 //! Use them through `nexus` or `nexus-core`, which re-export them; this crate is their
 //! implementation. The generated code names only the crate you depend on (`::nexus` or
 //! `::nexus_core`) and `::core`, so you need no dependency on `inventory` or `async-trait`.
+//!
+//! Registration happens at link time: the items of a library crate register only if the binary
+//! links that crate, so refer to something in it from the binary.
+#![doc(test(attr(deny(warnings))))]
 
 mod args;
 mod expand;
@@ -18,11 +22,21 @@ use proc_macro::TokenStream;
 ///
 /// The function stays an ordinary function, callable directly.
 ///
-/// ```ignore
+/// ```
+/// use nexus_core::{Event, EventQueue, NexusError, handler};
+///
 /// #[handler(event_type = 99)]
 /// async fn teapot_handler(event: Event, _queue: EventQueue) {
 ///     println!("teapot ID: {}", event.id);
 /// }
+///
+/// #[handler(event_type = 1000..=1999)]
+/// async fn thousands(event: Event, queue: EventQueue) -> Result<(), NexusError> {
+///     queue.put(Event::new(event.id, 99, 0, "forwarded"))
+/// }
+///
+/// let listing = nexus_core::registrations();
+/// assert_eq!(listing.handlers.len(), 2);
 /// ```
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -33,11 +47,15 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
 /// every event before the handlers and returns `true` when it consumed it. Filters run in the
 /// order of their `order` key (default 0), then of their paths.
 ///
-/// ```ignore
+/// ```
+/// use nexus_core::{Event, EventQueue, filter};
+///
 /// #[filter(order = 1)]
 /// async fn low_id(event: &Event, _queue: &EventQueue) -> bool {
 ///     event.id < 10
 /// }
+///
+/// assert_eq!(nexus_core::registrations().filters.len(), 1);
 /// ```
 #[proc_macro_attribute]
 pub fn filter(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -48,9 +66,27 @@ pub fn filter(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `EventConverter` or an `EventProducer`, whichever it implements. The instance is made with
 /// `Default`, or with the expression given as `new`.
 ///
-/// ```ignore
+/// ```
+/// use nexus_core::{async_trait, event_source, Event, EventSource, NexusError, SimpleEventConverter};
+///
 /// #[event_source(new = MyEventConverter { id: 1000 })]
-/// struct MyEventConverter { id: u64 }
+/// struct MyEventConverter {
+///     id: u64,
+/// }
+///
+/// impl EventSource for MyEventConverter {}
+///
+/// #[async_trait]
+/// impl SimpleEventConverter for MyEventConverter {
+///     async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+///         self.id += 1;
+///         Ok(Event::new(self.id, 50, 0, "hi"))
+///     }
+/// }
+///
+/// let nexus = nexus_core::registered().build()?;
+/// assert_eq!(nexus.source_count(), 1);
+/// # Ok::<(), NexusError>(())
 /// ```
 #[proc_macro_attribute]
 pub fn event_source(args: TokenStream, item: TokenStream) -> TokenStream {

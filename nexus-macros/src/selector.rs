@@ -2,7 +2,6 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Lit, RangeLimits, UnOp};
 
 const FORMS: &str = "`event_type` takes an integer (`99`, or `-1` for the default handler), \
@@ -28,8 +27,8 @@ pub(crate) fn tokens(expr: &Expr, krate: &TokenStream) -> syn::Result<TokenStrea
         }
         Expr::Range(range) => {
             let (Some(start), Some(end)) = (&range.start, &range.end) else {
-                return Err(syn::Error::new(
-                    range.span(),
+                return Err(syn::Error::new_spanned(
+                    range,
                     "a range of event types needs both ends, as in `1000..=1999`",
                 ));
             };
@@ -40,8 +39,8 @@ pub(crate) fn tokens(expr: &Expr, krate: &TokenStream) -> syn::Result<TokenStrea
                 RangeLimits::HalfOpen(_) => end - 1,
             };
             if start > end {
-                return Err(syn::Error::new(
-                    range.span(),
+                return Err(syn::Error::new_spanned(
+                    range,
                     "this range of event types is empty; write it as `low..=high`",
                 ));
             }
@@ -49,8 +48,8 @@ pub(crate) fn tokens(expr: &Expr, krate: &TokenStream) -> syn::Result<TokenStrea
         }
         Expr::Array(list) => {
             if list.elems.is_empty() {
-                return Err(syn::Error::new(
-                    list.span(),
+                return Err(syn::Error::new_spanned(
+                    list,
                     "an empty list names no event type; give at least one",
                 ));
             }
@@ -82,9 +81,9 @@ fn integer(expr: &Expr) -> syn::Result<i64> {
             Expr::Lit(ExprLit {
                 lit: Lit::Int(int), ..
             }) => int.base10_parse::<i64>().map(|i| -i),
-            other => Err(syn::Error::new(other.span(), FORMS)),
+            other => Err(syn::Error::new_spanned(other, FORMS)),
         },
         Expr::Paren(inner) => integer(&inner.expr),
-        other => Err(syn::Error::new(other.span(), FORMS)),
+        other => Err(syn::Error::new_spanned(other, FORMS)),
     }
 }

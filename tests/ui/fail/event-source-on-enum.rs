@@ -1,0 +1,10 @@
+use nexus::event_source;
+
+#[event_source]
+#[derive(Default)]
+enum NotAStruct {
+    #[default]
+    Only,
+}
+
+fn main() {}

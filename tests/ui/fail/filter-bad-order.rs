@@ -1,0 +1,8 @@
+use nexus::{Event, EventQueue, filter};
+
+#[filter(order = "first")]
+async fn ordered(_event: &Event, _queue: &EventQueue) -> bool {
+    false
+}
+
+fn main() {}

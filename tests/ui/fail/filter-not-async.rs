@@ -1,0 +1,8 @@
+use nexus::{Event, EventQueue, filter};
+
+#[filter]
+fn not_async(_event: &Event, _queue: &EventQueue) -> bool {
+    false
+}
+
+fn main() {}
