@@ -2,7 +2,8 @@
 //!
 //! Sources of events are written apart from the handlers of events; an [`AsyncEventNexus`] in
 //! the middle sends each event where it needs to go. This crate gathers the family:
-//! everything of [`nexus_core`] at the root, and the ready-made sources under [`sources`].
+//! everything of [`nexus_core`] at the root, the ready-made sources under [`sources`], and the
+//! buses under [`bus`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -25,9 +26,16 @@
 
 pub use nexus_core::*;
 
-/// Ready-made event sources: the [`Timer`](sources::Timer).
+/// Ready-made event sources: the [`Timer`](sources::Timer), and adapters from streams,
+/// closures and channels.
 pub mod sources {
     pub use nexus_sources::*;
+}
+
+/// Buses: [`EventFanout`](bus::EventFanout), [`EventDiscarder`](bus::EventDiscarder),
+/// [`AsyncEventBoundary`](bus::AsyncEventBoundary).
+pub mod bus {
+    pub use nexus_bus::*;
 }
 
 /// The README's examples, compiled as doc tests so that they stay true.

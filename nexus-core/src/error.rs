@@ -166,6 +166,19 @@ pub enum NexusError {
         capacity: usize,
     },
 
+    /// An event was handed to something that was closed (such as an event boundary); the event
+    /// is handed back.
+    #[error(
+        "event {} of type {} refused: {what} is closed",
+        .event.id, .event.event_type
+    )]
+    Closed {
+        /// What was closed.
+        what: String,
+        /// The refused event.
+        event: Box<Event>,
+    },
+
     /// A source that was already running was started again.
     #[error("{source_name} was started twice: stop it before starting it again")]
     MultipleStart {
@@ -241,6 +254,7 @@ impl NexusError {
                 | Self::InvalidLoopState { .. }
                 | Self::NotRunning { .. }
                 | Self::NotPristine { .. }
+                | Self::Closed { .. }
         )
     }
 
@@ -269,6 +283,7 @@ impl NexusError {
     pub fn into_event(self) -> Option<Event> {
         match self {
             Self::NotRunning { event, .. }
+            | Self::Closed { event, .. }
             | Self::QueueFull { event, .. }
             | Self::UnhandledEvent { event } => Some(*event),
             _ => None,

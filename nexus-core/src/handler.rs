@@ -365,6 +365,88 @@ impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
     }
 }
 
+/// A handler of any kind, ready to call: a function or closure ([`Handler::new`]) or an
+/// [`EventConsumer`] ([`Handler::consumer`]), with the name its errors carry.
+///
+/// This is what a nexus keeps for each registration, and what buses such as a fanout hold.
+/// Cloning it is cheap.
+///
+/// ```
+/// use nexus_core::{AsyncEventNexus, Event, EventQueue, Handler};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nexus_core::NexusError> {
+/// let handler = Handler::new(|event: Event, _queue: EventQueue| println!("{event}"));
+/// let queue = AsyncEventNexus::new().queue().clone();
+/// handler.call(Event::new(1, 2, 0, "direct"), queue).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Handler {
+    inner: Arc<dyn ErasedHandler>,
+    name: &'static str,
+}
+
+impl Handler {
+    /// A handler from a function or closure, as
+    /// [`AsyncEventNexus::add_handler`](crate::AsyncEventNexus::add_handler) takes it.
+    pub fn new<F, R, M>(handler: F) -> Self
+    where
+        F: Fn(Event, EventQueue) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
+        M: 'static,
+    {
+        Self {
+            inner: Arc::new(FnHandler::<F, (R, M)>::new(handler)),
+            name: std::any::type_name::<F>(),
+        }
+    }
+
+    /// A handler from an [`EventConsumer`] object.
+    pub fn consumer<C: EventConsumer>(consumer: C) -> Self {
+        Self {
+            inner: Arc::new(ConsumerHandler(consumer)),
+            name: std::any::type_name::<C>(),
+        }
+    }
+
+    /// The same handler, named `name` in errors.
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// The name its errors carry: a function's or type's path unless [`named`](Self::named).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Handles `event`.
+    ///
+    /// # Errors
+    ///
+    /// The handler's own error as [`NexusError::Handler`], naming the event and this handler
+    /// (a [`NexusError`] it returned passes through as it is).
+    pub async fn call(&self, event: Event, queue: EventQueue) -> Result<(), NexusError> {
+        let (id, event_type) = (event.id, event.event_type.clone());
+        self.start(event, queue)
+            .await
+            .map_err(|err| handler_error(err, id, &event_type, self.name))
+    }
+
+    /// Starts a call without wrapping its error (the dispatch path does that itself).
+    #[inline]
+    pub(crate) fn start(&self, event: Event, queue: EventQueue) -> Call<'_, Result<(), BoxError>> {
+        self.inner.call(event, queue)
+    }
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Handler").field(&self.name).finish()
+    }
+}
+
 /// A registered filter with its kind erased. Its call may borrow the event and the queue.
 pub(crate) trait ErasedFilter: Send + Sync + 'static {
     fn call<'a>(

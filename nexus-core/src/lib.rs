@@ -59,8 +59,8 @@ pub use error::{BoxError, LoopState, NexusError};
 pub use event::{AnyValue, Event, EventType, Payload, Text};
 pub use factory::{EventFactory, EventId};
 pub use handler::{
-    Call, EventConsumer, FilterFuture, FilterOutput, FilterReturn, HandlerOutput, HandlerReturn,
-    Selector, marker,
+    Call, EventConsumer, FilterFuture, FilterOutput, FilterReturn, Handler, HandlerOutput,
+    HandlerReturn, Selector, marker,
 };
 pub use nexus::{AsyncEventNexus, NexusBuilder, WeakNexus};
 pub use queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};

@@ -17,8 +17,8 @@ use crate::error::{LoopState, NexusError};
 use crate::event::{Event, EventType, Payload};
 use crate::factory::{EventFactory, EventId};
 use crate::handler::{
-    BorrowingFilter, ConsumerHandler, EventConsumer, FilterFuture, FilterReturn, FnHandler,
-    HandlerReturn, Selector,
+    BorrowingFilter, EventConsumer, FilterFuture, FilterReturn, FnHandler, Handler, HandlerReturn,
+    Selector,
 };
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox};
@@ -364,11 +364,7 @@ impl AsyncEventNexus {
         R: HandlerReturn<M>,
         M: 'static,
     {
-        let entry = HandlerEntry {
-            handler: Arc::new(FnHandler::<F, (R, M)>::new(handler)),
-            name,
-        };
-        self.insert_handler(&selector, entry)
+        self.insert_handler(&selector, Handler::new(handler).named(name))
     }
 
     /// Registers an [`EventConsumer`] object for the events `selector` names, as
@@ -382,11 +378,16 @@ impl AsyncEventNexus {
         selector: impl Into<Selector>,
         consumer: C,
     ) -> Result<(), NexusError> {
-        let entry = HandlerEntry {
-            handler: Arc::new(ConsumerHandler(consumer)),
-            name: std::any::type_name::<C>(),
-        };
-        self.insert_handler(&selector.into(), entry)
+        self.insert_handler(&selector.into(), Handler::consumer(consumer))
+    }
+
+    /// Registers a [`Handler`] for the events `selector` names.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_handler`](Self::add_handler).
+    pub fn add(&self, selector: impl Into<Selector>, handler: Handler) -> Result<(), NexusError> {
+        self.insert_handler(&selector.into(), handler)
     }
 
     fn insert_handler(&self, selector: &Selector, entry: HandlerEntry) -> Result<(), NexusError> {

@@ -123,7 +123,7 @@ impl AsyncEventNexus {
                     });
                 };
                 for entry in rest {
-                    let call = entry.handler.call(event.clone(), inner.queue.clone());
+                    let call = entry.start(event.clone(), inner.queue.clone());
                     if let Err(err) = (Marked {
                         call,
                         inner: marker,
@@ -134,18 +134,18 @@ impl AsyncEventNexus {
                             err,
                             event.id,
                             &event.event_type,
-                            entry.name,
+                            entry.name(),
                         ));
                     }
                 }
                 let (id, event_type) = (event.id, event.event_type.clone());
-                let call = last.handler.call(event, inner.queue.clone());
+                let call = last.start(event, inner.queue.clone());
                 let outcome: Result<(), BoxError> = (Marked {
                     call,
                     inner: marker,
                 })
                 .await;
-                outcome.map_err(|err| handler_error(err, id, &event_type, last.name))
+                outcome.map_err(|err| handler_error(err, id, &event_type, last.name()))
             };
             if let Err(err) = result {
                 match first_error {

@@ -9,13 +9,9 @@ use rustc_hash::FxHashMap;
 
 use crate::error::NexusError;
 use crate::event::{EventType, Text};
-use crate::handler::{ErasedFilter, ErasedHandler, Selector};
+use crate::handler::{ErasedFilter, Selector};
 
-#[derive(Clone)]
-pub(crate) struct HandlerEntry {
-    pub(crate) handler: Arc<dyn ErasedHandler>,
-    pub(crate) name: &'static str,
-}
+pub(crate) use crate::handler::Handler as HandlerEntry;
 
 #[derive(Clone)]
 pub(crate) struct FilterEntry {

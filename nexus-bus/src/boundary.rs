@@ -1,0 +1,363 @@
+//! [`AsyncEventBoundary`]: chosen events cross from one event domain to another.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nexus_core::{
+    BoxError, Event, EventConsumer, EventProducer, EventQueue, EventSource, NexusError,
+    ProducerLink, async_trait,
+};
+use tokio::sync::{mpsc, watch};
+
+/// Joins two event domains, each with its own nexus.
+///
+/// In the sending domain the boundary is a handler ([`handler`](Self::handler)), registered for
+/// the event types that should cross; in the receiving domain it is a producer
+/// ([`producer`](Self::producer)) that ingests them there. Between the two is a bounded queue:
+/// when it is full, the sending handler waits, so the sending domain slows to the pace of the
+/// receiving one and nothing is dropped.
+///
+/// Replies travel the other way through the same boundary: register
+/// [`reply_handler`](Self::reply_handler) in the receiving domain for the types of the replies,
+/// and [`reply_producer`](Self::reply_producer) in the sending domain.
+///
+/// [`close`](Self::close) refuses new events (`NexusError::Closed`, a bad call) and returns once
+/// every event already accepted has been delivered, or handed back inside its error.
+///
+/// The boundary is a cheap cloneable handle.
+///
+/// # Examples
+///
+/// A logging domain with its own nexus, fed by an application domain:
+///
+/// ```
+/// use nexus_bus::AsyncEventBoundary;
+/// use nexus_core::{AsyncEventNexus, Event, EventQueue};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nexus_core::NexusError> {
+/// const LOG: i64 = 500;
+/// let app = AsyncEventNexus::new();
+/// let logging = AsyncEventNexus::new();
+/// let boundary = AsyncEventBoundary::new(64);
+///
+/// app.add_consumer(LOG, boundary.handler())?; // only LOG events cross
+/// logging.add_producer(boundary.producer())?;
+/// logging.add_handler(LOG, |e: Event, _q: EventQueue| println!("log: {}", e.payload))?;
+///
+/// let _logging = logging.start()?;
+/// let _app = app.start()?;
+/// app.ingest(Event::new(1, LOG, 0, "started")).await?;
+/// boundary.close().await?; // returns once "started" was logged
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AsyncEventBoundary {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    closed: AtomicBool,
+    forward: Lane,
+    replies: Lane,
+}
+
+/// One direction of the boundary.
+#[derive(Debug)]
+struct Lane {
+    tx: mpsc::Sender<Event>,
+    /// Taken by the producer that starts; still here if none ever did.
+    rx: Mutex<Option<mpsc::Receiver<Event>>>,
+    /// Handlers between their check of `closed` and the end of their send.
+    in_flight: AtomicUsize,
+    /// Producers of this direction in existence (registered somewhere, or about to be).
+    producers: AtomicUsize,
+    /// Events accepted into the queue.
+    sent: AtomicU64,
+    /// Events delivered or failed; watched by `close`.
+    settled: watch::Sender<u64>,
+    failures: Mutex<Vec<NexusError>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Lane {
+    fn new(capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            in_flight: AtomicUsize::new(0),
+            producers: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            settled: watch::channel(0).0,
+            failures: Mutex::new(Vec::new()),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    async fn send(&self, closed: &AtomicBool, event: Event) -> Result<(), NexusError> {
+        self.in_flight.fetch_add(1, SeqCst);
+        let _in_flight = InFlight { lane: self, closed };
+        if closed.load(SeqCst) {
+            return Err(closed_error(event));
+        }
+        self.tx
+            .send(event)
+            .await
+            .map_err(|mpsc::error::SendError(event)| closed_error(event))?;
+        self.sent.fetch_add(1, SeqCst);
+        Ok(())
+    }
+
+    fn settle(&self, outcome: Result<(), NexusError>) {
+        if let Err(err) = outcome {
+            tracing::error!(error = %err, "event boundary could not deliver an event");
+            lock(&self.failures).push(err);
+        }
+        self.settled.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes `close` to look again.
+    fn wake(&self) {
+        self.settled.send_modify(|_| {});
+    }
+
+    /// Waits until every accepted event is settled, then ends the producer's task. With no
+    /// producer left to start, hands the queued events back instead of waiting forever.
+    async fn drain(&self) -> Vec<NexusError> {
+        let mut settled = self.settled.subscribe();
+        let _ = settled
+            .wait_for(|&n| {
+                let started = lock(&self.rx).is_none();
+                if started {
+                    self.in_flight.load(SeqCst) == 0 && n >= self.sent.load(SeqCst)
+                } else {
+                    self.producers.load(SeqCst) == 0
+                }
+            })
+            .await;
+        let unstarted = lock(&self.rx).take();
+        if let Some(mut rx) = unstarted {
+            rx.close();
+            while let Ok(event) = rx.try_recv() {
+                self.settle(Err(NexusError::Closed {
+                    what: "event boundary (no producer was started to deliver it)".to_owned(),
+                    event: Box::new(event),
+                }));
+            }
+        }
+        self.stop.send_replace(true);
+        std::mem::take(&mut *lock(&self.failures))
+    }
+}
+
+/// Counts a send as in flight until it ends, also when cancelled; wakes `close` if closing.
+struct InFlight<'a> {
+    lane: &'a Lane,
+    closed: &'a AtomicBool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.lane.in_flight.fetch_sub(1, SeqCst);
+        if self.closed.load(SeqCst) {
+            self.lane.wake();
+        }
+    }
+}
+
+fn closed_error(event: Event) -> NexusError {
+    NexusError::Closed {
+        what: "event boundary".to_owned(),
+        event: Box::new(event),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Direction {
+    Forward,
+    Reply,
+}
+
+impl AsyncEventBoundary {
+    /// A boundary whose queues hold `capacity` events in each direction (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                closed: AtomicBool::new(false),
+                forward: Lane::new(capacity),
+                replies: Lane::new(capacity),
+            }),
+        }
+    }
+
+    fn lane(&self, direction: Direction) -> &Lane {
+        match direction {
+            Direction::Forward => &self.shared.forward,
+            Direction::Reply => &self.shared.replies,
+        }
+    }
+
+    /// The handler to register in the sending domain, for the types that should cross.
+    pub fn handler(&self) -> BoundaryHandler {
+        BoundaryHandler {
+            boundary: self.clone(),
+            direction: Direction::Forward,
+        }
+    }
+
+    /// The producer to register in the receiving domain.
+    pub fn producer(&self) -> BoundaryProducer {
+        BoundaryProducer::new(self, Direction::Forward)
+    }
+
+    /// The handler to register in the receiving domain, for the types of replies to send back.
+    pub fn reply_handler(&self) -> BoundaryHandler {
+        BoundaryHandler {
+            boundary: self.clone(),
+            direction: Direction::Reply,
+        }
+    }
+
+    /// The producer to register in the sending domain, which ingests the replies there.
+    pub fn reply_producer(&self) -> BoundaryProducer {
+        BoundaryProducer::new(self, Direction::Reply)
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(SeqCst)
+    }
+
+    /// Refuses new events, then waits until every event already accepted, in both directions,
+    /// has been delivered; then ends the producers' tasks. Closing again does the same.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::CloseFailed`] listing each event that could not be delivered (its error
+    /// hands the event back): because the receiving nexus refused it, or because no producer
+    /// was ever started to deliver it.
+    pub async fn close(&self) -> Result<(), NexusError> {
+        self.shared.closed.store(true, SeqCst);
+        let mut failures = self.shared.forward.drain().await;
+        failures.extend(self.shared.replies.drain().await);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(NexusError::CloseFailed { failures })
+        }
+    }
+}
+
+/// The sending side of an [`AsyncEventBoundary`]: a consumer that puts each event it gets on
+/// the boundary's queue, waiting while the queue is full.
+#[derive(Clone, Debug)]
+pub struct BoundaryHandler {
+    boundary: AsyncEventBoundary,
+    direction: Direction,
+}
+
+#[async_trait]
+impl EventConsumer for BoundaryHandler {
+    /// # Errors
+    ///
+    /// [`NexusError::Closed`], handing the event back, once the boundary is closed.
+    async fn handle(&self, event: Event, _queue: EventQueue) -> Result<(), BoxError> {
+        let lane = self.boundary.lane(self.direction);
+        lane.send(&self.boundary.shared.closed, event)
+            .await
+            .map_err(Into::into)
+    }
+}
+
+/// The receiving side of an [`AsyncEventBoundary`]: a producer that ingests what crosses into
+/// every nexus it is registered with. One producer per direction can start.
+#[derive(Debug)]
+pub struct BoundaryProducer {
+    boundary: AsyncEventBoundary,
+    direction: Direction,
+    link: ProducerLink,
+}
+
+impl BoundaryProducer {
+    fn new(boundary: &AsyncEventBoundary, direction: Direction) -> Self {
+        boundary.lane(direction).producers.fetch_add(1, SeqCst);
+        Self {
+            boundary: boundary.clone(),
+            direction,
+            link: ProducerLink::new(),
+        }
+    }
+}
+
+impl Drop for BoundaryProducer {
+    fn drop(&mut self) {
+        let lane = self.boundary.lane(self.direction);
+        lane.producers.fetch_sub(1, SeqCst);
+        lane.wake();
+    }
+}
+
+#[async_trait]
+impl EventSource for BoundaryProducer {
+    /// Starts delivering.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::MisconfiguredEventProducer`] with no nexus; [`NexusError::MultipleStart`]
+    /// when a producer of this direction already started.
+    async fn start(&mut self) -> Result<(), NexusError> {
+        self.link.begin(self.name())?;
+        let lane = self.boundary.lane(self.direction);
+        let taken = lock(&lane.rx).take();
+        let Some(mut rx) = taken else {
+            return Err(NexusError::MultipleStart {
+                source_name: self.name().to_owned(),
+            });
+        };
+        lane.wake();
+        let (boundary, direction, link) =
+            (self.boundary.clone(), self.direction, self.link.clone());
+        tokio::spawn(async move {
+            let lane = boundary.lane(direction);
+            let mut stop = lane.stop.subscribe();
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    event = rx.recv() => match event {
+                        Some(event) => event,
+                        None => break,
+                    },
+                    _ = stop.wait_for(|stop| *stop) => break,
+                };
+                lane.settle(link.distribute_event(event).await);
+            }
+            link.finish();
+        });
+        Ok(())
+    }
+
+    /// Closes the whole boundary (see [`AsyncEventBoundary::close`]).
+    async fn close(&mut self) -> Result<(), NexusError> {
+        self.boundary.close().await
+    }
+
+    fn name(&self) -> &str {
+        match self.direction {
+            Direction::Forward => "AsyncEventBoundary producer",
+            Direction::Reply => "AsyncEventBoundary reply producer",
+        }
+    }
+}
+
+impl EventProducer for BoundaryProducer {
+    fn link(&self) -> &ProducerLink {
+        &self.link
+    }
+}

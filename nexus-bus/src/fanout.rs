@@ -1,0 +1,167 @@
+//! [`EventFanout`] and [`EventDiscarder`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nexus_core::{BoxError, Event, EventConsumer, EventQueue, Handler, NexusError, async_trait};
+
+/// A consumer that sends a copy of each event to every handler registered with it, one after
+/// the other, in registration order.
+///
+/// Simpler than a second nexus: no queue, no task. Register it with a nexus for the types to
+/// fan out; it is a cheap cloneable handle, so keep a clone to register and deregister handlers
+/// while it runs.
+///
+/// Every handler gets the event even if an earlier one fails; the first error is returned and
+/// later ones are logged.
+///
+/// # Examples
+///
+/// ```
+/// use nexus_bus::EventFanout;
+/// use nexus_core::{AsyncEventNexus, Event, EventQueue, Handler};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nexus_core::NexusError> {
+/// let fanout = EventFanout::new();
+/// fanout.register(Handler::new(|e: Event, _q: EventQueue| println!("ping handler: {}", e.id)));
+/// let key = fanout.register(Handler::new(|e: Event, _q: EventQueue| println!("{e}")));
+///
+/// let nexus = AsyncEventNexus::new();
+/// nexus.add_consumer(100, fanout.clone())?;
+/// # let _loop = nexus.start()?;
+/// nexus.ingest(Event::new(1, 100, 0, "ping")).await?; // both handlers, in order
+/// assert!(fanout.deregister(key));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct EventFanout {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Replaced whole on each change, so a dispatch takes one reference count, not a lock held
+    /// across the handlers.
+    handlers: Mutex<Arc<Vec<(FanoutKey, Handler)>>>,
+    next_key: AtomicU64,
+}
+
+/// Identifies a handler registered with an [`EventFanout`], to deregister it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FanoutKey(u64);
+
+impl EventFanout {
+    /// A fanout with no handlers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `handler` after those already registered; returns its key.
+    pub fn register(&self, handler: Handler) -> FanoutKey {
+        let key = FanoutKey(self.shared.next_key.fetch_add(1, Ordering::Relaxed));
+        self.edit(|handlers| handlers.push((key, handler)));
+        key
+    }
+
+    /// Removes the handler registered under `key`; returns whether it was there.
+    pub fn deregister(&self, key: FanoutKey) -> bool {
+        let mut found = false;
+        self.edit(|handlers| {
+            let before = handlers.len();
+            handlers.retain(|(k, _)| *k != key);
+            found = handlers.len() != before;
+        });
+        found
+    }
+
+    /// How many handlers are registered.
+    pub fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    /// Whether no handler is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn edit(&self, change: impl FnOnce(&mut Vec<(FanoutKey, Handler)>)) {
+        let mut current = self
+            .shared
+            .handlers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut next = Vec::clone(&current);
+        change(&mut next);
+        *current = Arc::new(next);
+    }
+
+    fn snapshot(&self) -> Arc<Vec<(FanoutKey, Handler)>> {
+        Arc::clone(
+            &self
+                .shared
+                .handlers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+#[async_trait]
+impl EventConsumer for EventFanout {
+    /// Sends a copy of `event` to every registered handler, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::MisconfiguredEventConsumer`] with no handler registered; else the first
+    /// handler error.
+    async fn handle(&self, event: Event, queue: EventQueue) -> Result<(), BoxError> {
+        let handlers = self.snapshot();
+        let Some(((_, last), rest)) = handlers.split_last() else {
+            return Err(NexusError::MisconfiguredEventConsumer {
+                consumer: "EventFanout".to_owned(),
+                reason: "no handler registered",
+            }
+            .into());
+        };
+        let mut first_error: Option<NexusError> = None;
+        let mut note = |err: NexusError| match &first_error {
+            None => first_error = Some(err),
+            Some(_) => tracing::error!(error = %err, "fanout handler failed"),
+        };
+        for (_, handler) in rest {
+            if let Err(err) = handler.call(event.clone(), queue.clone()).await {
+                note(err);
+            }
+        }
+        if let Err(err) = last.call(event, queue).await {
+            note(err);
+        }
+        match first_error {
+            None => Ok(()),
+            Some(err) => Err(err.into()),
+        }
+    }
+}
+
+/// A consumer that drops every event it gets: register it for events nobody needs, so that they
+/// are not reported as unhandled.
+///
+/// ```
+/// use nexus_bus::EventDiscarder;
+/// use nexus_core::AsyncEventNexus;
+///
+/// let nexus = AsyncEventNexus::new();
+/// nexus.add_consumer(1000..=1999, EventDiscarder)?;
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventDiscarder;
+
+#[async_trait]
+impl EventConsumer for EventDiscarder {
+    async fn handle(&self, _event: Event, _queue: EventQueue) -> Result<(), BoxError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! Buses for nexus: ways to send events to more than one place.
+//!
+//! - [`EventFanout`]: a consumer that hands a copy of each event to every handler registered with
+//!   it, in order, without queues or tasks.
+//! - [`EventDiscarder`]: a consumer for useless events.
+//! - [`AsyncEventBoundary`]: joins two event domains, each with its own nexus: chosen events cross
+//!   from one to the other through a bounded queue, and replies can come back.
+//!
+//! A fourth way needs nothing from this crate: one producer registered with several nexuses
+//! (see [`ProducerLink::add_nexus`](nexus_core::ProducerLink::add_nexus)).
+//!
+//! Applications usually reach this crate through the `nexus` facade as `nexus::bus`.
+#![doc(test(attr(deny(warnings))))]
+
+mod boundary;
+mod fanout;
+
+pub use boundary::{AsyncEventBoundary, BoundaryHandler, BoundaryProducer};
+pub use fanout::{EventDiscarder, EventFanout, FanoutKey};

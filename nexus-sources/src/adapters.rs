@@ -1,0 +1,305 @@
+//! Sources made from what a program already has: a stream, a closure, a channel.
+
+use std::fmt;
+use std::future::Future;
+
+use futures_core::Stream;
+use nexus_core::{
+    BoxStream, Event, EventConverter, EventFactory, EventProducer, EventSource, NexusError,
+    ProducerLink, SimpleEventConverter, async_trait,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A converter from any async stream of events; the stream's end means "no more events".
+///
+/// ```
+/// use nexus_core::{AsyncEventNexus, Event};
+/// use nexus_sources::StreamConverter;
+///
+/// let events = futures_util::stream::iter((1..=3).map(|id| Event::new(id, 7, 0, "from a stream")));
+/// let nexus = AsyncEventNexus::new();
+/// nexus.register(StreamConverter::new(events))?;
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+pub struct StreamConverter {
+    stream: BoxStream<'static, Event>,
+}
+
+impl StreamConverter {
+    /// Wraps `stream`.
+    pub fn new(stream: impl Stream<Item = Event> + Send + 'static) -> Self {
+        Self {
+            stream: Box::pin(stream),
+        }
+    }
+}
+
+impl fmt::Debug for StreamConverter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StreamConverter")
+    }
+}
+
+impl EventSource for StreamConverter {
+    fn name(&self) -> &str {
+        "StreamConverter"
+    }
+}
+
+impl EventConverter for StreamConverter {
+    fn event_generator(&mut self, _factory: EventFactory) -> BoxStream<'_, Event> {
+        Box::pin(self.stream.as_mut())
+    }
+}
+
+/// A converter written as a generator: `make` receives the nexus's event factory and returns
+/// the stream (an `async_stream::stream!` block, for instance). The seed's `EventConverter`
+/// without a type of your own.
+///
+/// ```
+/// use std::time::Duration;
+/// use nexus_core::AsyncEventNexus;
+/// use nexus_sources::generator;
+///
+/// let countdown = generator(|factory| async_stream::stream! {
+///     for n in (0..3).rev() {
+///         tokio::time::sleep(Duration::from_millis(100)).await;
+///         yield factory.create_event(n, 7);
+///     }
+/// });
+/// AsyncEventNexus::new().register(countdown)?;
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+pub fn generator<F, S>(make: F) -> GeneratorConverter<F>
+where
+    F: FnMut(EventFactory) -> S + Send + 'static,
+    S: Stream<Item = Event> + Send + 'static,
+{
+    GeneratorConverter { make }
+}
+
+/// A converter from a generator function; see [`generator`].
+pub struct GeneratorConverter<F> {
+    make: F,
+}
+
+impl<F> fmt::Debug for GeneratorConverter<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GeneratorConverter")
+    }
+}
+
+impl<F: Send + 'static> EventSource for GeneratorConverter<F> {
+    fn name(&self) -> &str {
+        "GeneratorConverter"
+    }
+}
+
+impl<F, S> EventConverter for GeneratorConverter<F>
+where
+    F: FnMut(EventFactory) -> S + Send + 'static,
+    S: Stream<Item = Event> + Send + 'static,
+{
+    fn event_generator(&mut self, factory: EventFactory) -> BoxStream<'_, Event> {
+        Box::pin((self.make)(factory))
+    }
+}
+
+/// A converter from a closure called for each event: it returns a future of the next event, or
+/// of `None` when there are no more.
+///
+/// ```
+/// use nexus_core::{AsyncEventNexus, Event};
+/// use nexus_sources::converter_fn;
+///
+/// let mut id = 1000;
+/// let converter = converter_fn(move || {
+///     id += 1;
+///     let event = (id <= 1003).then(|| Event::new(id, 50, 0, "hi"));
+///     async move { event }
+/// });
+/// AsyncEventNexus::new().register(converter)?;
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+pub fn converter_fn<F, Fut>(next: F) -> FnConverter<F>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Option<Event>> + Send,
+{
+    FnConverter { next }
+}
+
+/// A converter from a closure; see [`converter_fn`].
+pub struct FnConverter<F> {
+    next: F,
+}
+
+impl<F> fmt::Debug for FnConverter<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnConverter")
+    }
+}
+
+impl<F: Send + 'static> EventSource for FnConverter<F> {
+    fn name(&self) -> &str {
+        "FnConverter"
+    }
+}
+
+#[async_trait]
+impl<F, Fut> SimpleEventConverter for FnConverter<F>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Option<Event>> + Send,
+{
+    async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+        (self.next)().await.ok_or(NexusError::NoMoreEvents)
+    }
+}
+
+/// A producer fed through a channel: any task or thread holding an [`EventSender`] sends
+/// events, and the producer ingests them into its nexuses in the order they were sent.
+///
+/// The channel is bounded: `send` waits while it is full. Events sent before the nexus starts
+/// wait in the channel. When every sender is dropped and the channel is empty, the producer has
+/// finished.
+///
+/// ```
+/// use nexus_core::{AsyncEventNexus, Event, EventQueue};
+/// use nexus_sources::ChannelProducer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nexus_core::NexusError> {
+/// let nexus = AsyncEventNexus::new();
+/// nexus.add_handler(3, |e: Event, _q: EventQueue| println!("{e}"))?;
+/// let (producer, sender) = ChannelProducer::new(100);
+/// nexus.add_producer(producer)?;
+///
+/// std::thread::spawn(move || {
+///     // A thread outside the runtime sends without awaiting.
+///     sender.blocking_send(Event::new(1, 3, 0, "from a thread")).expect("nexus gone");
+/// });
+/// nexus.loop_until_exhausted().await // ends once the sender is dropped and its event handled
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ChannelProducer {
+    link: ProducerLink,
+    rx: Option<mpsc::Receiver<Event>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The sending end of a [`ChannelProducer`]: cheap to clone, usable from any task or thread.
+#[derive(Clone, Debug)]
+pub struct EventSender {
+    tx: mpsc::Sender<Event>,
+}
+
+fn closed(event: Event) -> NexusError {
+    NexusError::Closed {
+        what: "channel producer".to_owned(),
+        event: Box::new(event),
+    }
+}
+
+impl EventSender {
+    /// Sends `event`, waiting while the channel is full.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::Closed`], handing the event back, once the producer was closed or dropped.
+    pub async fn send(&self, event: Event) -> Result<(), NexusError> {
+        self.tx
+            .send(event)
+            .await
+            .map_err(|mpsc::error::SendError(event)| closed(event))
+    }
+
+    /// Sends `event` from outside the async runtime (a plain thread), blocking while the
+    /// channel is full. Inside a runtime use [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn blocking_send(&self, event: Event) -> Result<(), NexusError> {
+        self.tx
+            .blocking_send(event)
+            .map_err(|mpsc::error::SendError(event)| closed(event))
+    }
+
+    /// Sends `event` if the channel has room now.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::QueueFull`] when the channel is full, [`NexusError::Closed`] when the
+    /// producer is gone; both hand the event back.
+    pub fn try_send(&self, event: Event) -> Result<(), NexusError> {
+        self.tx.try_send(event).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(event) => NexusError::QueueFull {
+                event: Box::new(event),
+                capacity: self.tx.max_capacity(),
+            },
+            mpsc::error::TrySendError::Closed(event) => closed(event),
+        })
+    }
+}
+
+impl ChannelProducer {
+    /// A producer whose channel holds `capacity` events (at least 1), and its first sender.
+    pub fn new(capacity: usize) -> (Self, EventSender) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let producer = Self {
+            link: ProducerLink::new(),
+            rx: Some(rx),
+            task: None,
+        };
+        (producer, EventSender { tx })
+    }
+}
+
+#[async_trait]
+impl EventSource for ChannelProducer {
+    /// Starts ingesting what is sent.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::MisconfiguredEventProducer`] with no nexus; [`NexusError::MultipleStart`]
+    /// when started before.
+    async fn start(&mut self) -> Result<(), NexusError> {
+        self.link.begin(self.name())?;
+        let Some(mut rx) = self.rx.take() else {
+            return Err(NexusError::MultipleStart {
+                source_name: self.name().to_owned(),
+            });
+        };
+        let link = self.link.clone();
+        self.task = Some(tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if let Err(err) = link.distribute_event(event).await {
+                    tracing::error!(error = %err, "channel producer could not deliver an event");
+                }
+            }
+            link.finish();
+        }));
+        Ok(())
+    }
+
+    /// Stops ingesting; events still in the channel are reported and dropped.
+    async fn close(&mut self) -> Result<(), NexusError> {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        "ChannelProducer"
+    }
+}
+
+impl EventProducer for ChannelProducer {
+    fn link(&self) -> &ProducerLink {
+        &self.link
+    }
+}
