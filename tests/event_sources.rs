@@ -492,3 +492,96 @@ async fn generator_converters_accept_any_async_stream() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
+
+// ----- adapters: sources from streams, closures and channels ---------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn stream_and_closure_converters_feed_in_order_and_are_dropped_when_exhausted() {
+    use nexus::sources::{StreamConverter, converter_fn, generator};
+
+    let nexus = AsyncEventNexus::new();
+    let seen = record_types(&nexus);
+    let stream = futures_util::stream::iter((1..=3).map(|id| Event::new(id, 91, 0, ())));
+    nexus.register(StreamConverter::new(stream)).unwrap();
+    nexus
+        .register(generator(|factory| {
+            async_stream::stream! {
+                for n in 0..3 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    yield factory.create_event(n, 92);
+                }
+            }
+        }))
+        .unwrap();
+    let mut next_id = 10;
+    nexus
+        .register(converter_fn(move || {
+            next_id += 1;
+            let event = (next_id <= 13).then(|| Event::new(next_id, 93, 0, ()));
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                event
+            }
+        }))
+        .unwrap();
+    assert_eq!(nexus.source_count(), 3);
+    nexus.loop_until_exhausted().await.unwrap();
+
+    let seen = seen.lock().unwrap();
+    let ids_of = |t: i64| -> Vec<u64> {
+        seen.iter().filter(|(ty, _, _)| *ty == t).map(|(_, id, _)| *id).collect()
+    };
+    assert_eq!(ids_of(91), [1, 2, 3], "the stream, in order");
+    assert_eq!(ids_of(92), [1, 2, 3], "the generator numbers from the nexus");
+    assert_eq!(ids_of(93), [11, 12, 13], "the closure, in order");
+    assert_eq!(nexus.source_count(), 0, "all three were exhausted and dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_producer_delivers_from_other_threads_and_tasks() {
+    use nexus::sources::ChannelProducer;
+
+    let nexus = AsyncEventNexus::new();
+    let seen = record_types(&nexus);
+    let (producer, sender) = ChannelProducer::new(4);
+    nexus.add_producer(producer).unwrap();
+    let from_thread = sender.clone();
+    let thread = std::thread::spawn(move || {
+        for id in 0..100 {
+            from_thread.blocking_send(Event::new(id, 1, 0, ())).unwrap();
+        }
+    });
+    let from_task = sender.clone();
+    let task = tokio::spawn(async move {
+        for id in 0..100 {
+            from_task.send(Event::new(id, 2, 0, ())).await.unwrap();
+        }
+    });
+    drop(sender);
+    let running = tokio::spawn({
+        let nexus = nexus.clone();
+        async move { nexus.loop_until_exhausted().await }
+    });
+    thread.join().unwrap();
+    task.await.unwrap();
+    running.await.unwrap().unwrap(); // ends once every sender is gone and all was delivered
+
+    let seen = seen.lock().unwrap();
+    for source in [1, 2] {
+        let ids: Vec<u64> = seen.iter().filter(|(t, _, _)| *t == source).map(|(_, id, _)| *id).collect();
+        assert_eq!(ids, (0..100).collect::<Vec<_>>(), "sender {source}: all, in order");
+    }
+}
+
+#[tokio::test]
+async fn a_channel_sender_gets_its_event_back_when_the_producer_is_gone() {
+    use nexus::sources::ChannelProducer;
+
+    let (producer, sender) = ChannelProducer::new(1);
+    sender.try_send(Event::new(1, 1, 0, ())).unwrap();
+    let err = sender.try_send(Event::new(2, 1, 0, ())).unwrap_err();
+    assert!(matches!(err, NexusError::QueueFull { .. }), "{err}");
+    drop(producer);
+    let err = sender.send(Event::new(3, 1, 0, ())).await.unwrap_err();
+    assert_eq!(err.to_string(), "event 3 of type 1 refused: channel producer is closed");
+}

@@ -59,7 +59,6 @@ pub struct AsyncEventBoundary {
 
 #[derive(Debug)]
 struct Shared {
-    closed: AtomicBool,
     forward: Lane,
     replies: Lane,
 }
@@ -67,6 +66,7 @@ struct Shared {
 /// One direction of the boundary.
 #[derive(Debug)]
 struct Lane {
+    closed: AtomicBool,
     tx: mpsc::Sender<Event>,
     /// Taken by the producer that starts; still here if none ever did.
     rx: Mutex<Option<mpsc::Receiver<Event>>>,
@@ -86,6 +86,7 @@ impl Lane {
     fn new(capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         Self {
+            closed: AtomicBool::new(false),
             tx,
             rx: Mutex::new(Some(rx)),
             in_flight: AtomicUsize::new(0),
@@ -97,10 +98,10 @@ impl Lane {
         }
     }
 
-    async fn send(&self, closed: &AtomicBool, event: Event) -> Result<(), NexusError> {
+    async fn send(&self, event: Event) -> Result<(), NexusError> {
         self.in_flight.fetch_add(1, SeqCst);
-        let _in_flight = InFlight { lane: self, closed };
-        if closed.load(SeqCst) {
+        let _in_flight = InFlight(self);
+        if self.closed.load(SeqCst) {
             return Err(closed_error(event));
         }
         self.tx
@@ -124,9 +125,11 @@ impl Lane {
         self.settled.send_modify(|_| {});
     }
 
-    /// Waits until every accepted event is settled, then ends the producer's task. With no
-    /// producer left to start, hands the queued events back instead of waiting forever.
-    async fn drain(&self) -> Vec<NexusError> {
+    /// Refuses new events, waits until every accepted event is settled, then ends the
+    /// producer's task. With no producer left to start, hands the queued events back instead of
+    /// waiting forever.
+    async fn close(&self) -> Vec<NexusError> {
+        self.closed.store(true, SeqCst);
         let mut settled = self.settled.subscribe();
         let _ = settled
             .wait_for(|&n| {
@@ -154,16 +157,13 @@ impl Lane {
 }
 
 /// Counts a send as in flight until it ends, also when cancelled; wakes `close` if closing.
-struct InFlight<'a> {
-    lane: &'a Lane,
-    closed: &'a AtomicBool,
-}
+struct InFlight<'a>(&'a Lane);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.lane.in_flight.fetch_sub(1, SeqCst);
-        if self.closed.load(SeqCst) {
-            self.lane.wake();
+        self.0.in_flight.fetch_sub(1, SeqCst);
+        if self.0.closed.load(SeqCst) {
+            self.0.wake();
         }
     }
 }
@@ -190,7 +190,6 @@ impl AsyncEventBoundary {
     pub fn new(capacity: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
-                closed: AtomicBool::new(false),
                 forward: Lane::new(capacity),
                 replies: Lane::new(capacity),
             }),
@@ -232,11 +231,12 @@ impl AsyncEventBoundary {
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(SeqCst)
+        self.shared.forward.closed.load(SeqCst)
     }
 
-    /// Refuses new events, then waits until every event already accepted, in both directions,
-    /// has been delivered; then ends the producers' tasks. Closing again does the same.
+    /// Refuses new events, then waits until every event already accepted has been delivered,
+    /// then does the same for replies (so that replies to what was accepted still come back);
+    /// then ends the producers' tasks. Closing again does the same.
     ///
     /// # Errors
     ///
@@ -244,9 +244,8 @@ impl AsyncEventBoundary {
     /// hands the event back): because the receiving nexus refused it, or because no producer
     /// was ever started to deliver it.
     pub async fn close(&self) -> Result<(), NexusError> {
-        self.shared.closed.store(true, SeqCst);
-        let mut failures = self.shared.forward.drain().await;
-        failures.extend(self.shared.replies.drain().await);
+        let mut failures = self.shared.forward.close().await;
+        failures.extend(self.shared.replies.close().await);
         if failures.is_empty() {
             Ok(())
         } else {
@@ -270,9 +269,7 @@ impl EventConsumer for BoundaryHandler {
     /// [`NexusError::Closed`], handing the event back, once the boundary is closed.
     async fn handle(&self, event: Event, _queue: EventQueue) -> Result<(), BoxError> {
         let lane = self.boundary.lane(self.direction);
-        lane.send(&self.boundary.shared.closed, event)
-            .await
-            .map_err(Into::into)
+        lane.send(event).await.map_err(Into::into)
     }
 }
 

@@ -1,0 +1,200 @@
+//! The guide's "Event buses" section: a fanout, a discarder, boundaries between event domains,
+//! and one producer registered with several nexuses (in `event_sources.rs`).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nexus::bus::{AsyncEventBoundary, EventDiscarder, EventFanout};
+use nexus::{AsyncEventNexus, Event, EventQueue, Handler, NexusError};
+use support::{Log, running};
+
+#[tokio::test]
+async fn a_fanout_copies_each_event_to_every_handler_in_order() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    let fanout = EventFanout::new();
+    let a = fanout.register(Handler::new(log.handler("a")));
+    fanout.register(Handler::new(log.handler("b")));
+    fanout.register(Handler::new(log.handler("c")));
+    nexus.add_consumer(100, fanout.clone()).unwrap();
+    let _task = running(&nexus).await;
+
+    nexus.ingest(Event::new(1, 100, 0, "ping")).await.unwrap();
+    assert_eq!(log.lines(), ["a:1", "b:1", "c:1"]);
+
+    assert!(fanout.deregister(a));
+    assert!(!fanout.deregister(a), "already gone");
+    nexus.ingest(Event::new(2, 100, 0, "ping")).await.unwrap();
+    assert_eq!(log.lines()[3..], ["b:2", "c:2"]);
+    assert_eq!(fanout.len(), 2);
+}
+
+#[tokio::test]
+async fn an_empty_fanout_is_a_misconfigured_consumer() {
+    let nexus = AsyncEventNexus::new();
+    nexus.add_consumer(100, EventFanout::new()).unwrap();
+    let _task = running(&nexus).await;
+    let err = nexus.ingest(Event::new(1, 100, 0, ())).await.unwrap_err();
+    assert!(matches!(err, NexusError::MisconfiguredEventConsumer { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "misconfigured event consumer EventFanout: no handler registered"
+    );
+    assert!(err.is_bad_call());
+}
+
+#[tokio::test]
+async fn a_failing_fanout_handler_does_not_deprive_the_others() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    let fanout = EventFanout::new();
+    fanout.register(Handler::new(|_e: Event, _q: EventQueue| Err::<(), _>("broken")));
+    fanout.register(Handler::new(log.handler("after")));
+    nexus.add_consumer(100, fanout).unwrap();
+    let _task = running(&nexus).await;
+    let err = nexus.ingest(Event::new(5, 100, 0, ())).await.unwrap_err();
+    assert!(matches!(err, NexusError::Handler { id: 5, .. }), "{err}");
+    assert_eq!(log.lines(), ["after:5"]);
+}
+
+#[tokio::test]
+async fn a_discarder_consumes_what_it_gets() {
+    let nexus = AsyncEventNexus::new();
+    nexus.add_consumer(1000..=1999, EventDiscarder).unwrap();
+    let _task = running(&nexus).await;
+    nexus.ingest(Event::new(1, 1500, 0, "useless")).await.unwrap();
+    let err = nexus.ingest(Event::new(2, 2000, 0, "other")).await.unwrap_err();
+    assert!(matches!(err, NexusError::UnhandledEvent { .. }));
+}
+
+const LOG: i64 = 500;
+const OTHER: i64 = 501;
+const ACK: i64 = 502;
+
+fn counter(nexus: &AsyncEventNexus, event_type: i64) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    nexus
+        .add_handler(event_type, move |_e: Event, _q: EventQueue| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    count
+}
+
+#[tokio::test]
+async fn a_boundary_forwards_only_the_types_it_is_registered_for() {
+    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let boundary = AsyncEventBoundary::new(8);
+    app.add_consumer(LOG, boundary.handler()).unwrap();
+    let app_other = counter(&app, OTHER);
+    logging.add_producer(boundary.producer()).unwrap();
+    let logged = counter(&logging, LOG);
+    let elsewhere = Log::default();
+    logging.add_handler(-1, elsewhere.handler("unexpected")).unwrap();
+    let _l = running(&logging).await;
+    let _a = running(&app).await;
+
+    for id in 0..10 {
+        let event_type = if id % 2 == 0 { LOG } else { OTHER };
+        app.ingest(Event::new(id, event_type, 0, ())).await.unwrap();
+    }
+    boundary.close().await.unwrap();
+    assert_eq!(logged.load(Ordering::SeqCst), 5);
+    assert_eq!(app_other.load(Ordering::SeqCst), 5, "other types stay in their domain");
+    assert!(elsewhere.lines().is_empty());
+}
+
+#[tokio::test]
+async fn a_closed_boundary_refuses_events_and_hands_them_back() {
+    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let boundary = AsyncEventBoundary::new(8);
+    app.add_consumer(LOG, boundary.handler()).unwrap();
+    logging.add_producer(boundary.producer()).unwrap();
+    let _logged = counter(&logging, LOG);
+    let _l = running(&logging).await;
+    let _a = running(&app).await;
+    boundary.close().await.unwrap();
+    assert!(boundary.is_closed());
+    let err = app.ingest(Event::new(9, LOG, 0, "late")).await.unwrap_err();
+    assert!(err.is_bad_call(), "{err}");
+    assert_eq!(err.to_string(), "event 9 of type 500 refused: event boundary is closed");
+    assert_eq!(err.into_event().map(|e| e.id), Some(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events() {
+    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let boundary = AsyncEventBoundary::new(16);
+    app.add_consumer(LOG, boundary.handler()).unwrap();
+    logging.add_producer(boundary.producer()).unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let s = seen.clone();
+    logging
+        .add_handler(LOG, move |e: Event, _q: EventQueue| {
+            let s = s.clone();
+            async move {
+                tokio::task::yield_now().await; // the receiving side is the slower one
+                s.lock().unwrap().push(e.id);
+            }
+        })
+        .unwrap();
+    let _l = running(&logging).await;
+    let _a = running(&app).await;
+    for id in 0..10_000 {
+        app.ingest(Event::new(id, LOG, 0, ())).await.unwrap();
+    }
+    boundary.close().await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(*seen, (0..10_000).collect::<Vec<_>>(), "every event, in order");
+}
+
+#[tokio::test]
+async fn closing_hands_back_what_no_producer_can_deliver() {
+    let app = AsyncEventNexus::new();
+    let boundary = AsyncEventBoundary::new(8);
+    app.add_consumer(LOG, boundary.handler()).unwrap();
+    let _a = running(&app).await;
+    for id in 0..3 {
+        app.ingest(Event::new(id, LOG, 0, ())).await.unwrap();
+    }
+    let err = tokio::time::timeout(Duration::from_secs(5), boundary.close())
+        .await
+        .expect("close must not hang without a producer")
+        .unwrap_err();
+    let NexusError::CloseFailed { failures } = err else { panic!("{err}") };
+    let ids: Vec<u64> = failures.into_iter().filter_map(|f| f.into_event()).map(|e| e.id).collect();
+    assert_eq!(ids, [0, 1, 2]);
+}
+
+#[tokio::test]
+async fn replies_from_the_far_domain_reach_the_sending_domain() {
+    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let boundary = AsyncEventBoundary::new(8);
+    // Requests cross from app to logging...
+    app.add_consumer(LOG, boundary.handler()).unwrap();
+    logging.add_producer(boundary.producer()).unwrap();
+    // ...where a handler answers each with an ACK, which crosses back.
+    logging
+        .add_handler(LOG, |e: Event, q: EventQueue| {
+            q.put(Event::new(e.id, ACK, 0, format!("logged {}", e.id)))
+        })
+        .unwrap();
+    logging.add_consumer(ACK, boundary.reply_handler()).unwrap();
+    app.add_producer(boundary.reply_producer()).unwrap();
+    let acks = Log::default();
+    let a = acks.clone();
+    app.add_handler(ACK, move |e: Event, _q: EventQueue| a.push(e.payload.to_string()))
+        .unwrap();
+    let _l = running(&logging).await;
+    let _a = running(&app).await;
+
+    for id in 1..=3 {
+        app.ingest(Event::new(id, LOG, 0, ())).await.unwrap();
+    }
+    boundary.close().await.unwrap();
+    assert_eq!(acks.lines(), ["logged 1", "logged 2", "logged 3"]);
+}
