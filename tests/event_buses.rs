@@ -38,7 +38,10 @@ async fn an_empty_fanout_is_a_misconfigured_consumer() {
     nexus.add_consumer(100, EventFanout::new()).unwrap();
     let _task = running(&nexus).await;
     let err = nexus.ingest(Event::new(1, 100, 0, ())).await.unwrap_err();
-    assert!(matches!(err, NexusError::MisconfiguredEventConsumer { .. }), "{err}");
+    assert!(
+        matches!(err, NexusError::MisconfiguredEventConsumer { .. }),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "misconfigured event consumer EventFanout: no handler registered"
@@ -51,7 +54,9 @@ async fn a_failing_fanout_handler_does_not_deprive_the_others() {
     let nexus = AsyncEventNexus::new();
     let log = Log::default();
     let fanout = EventFanout::new();
-    fanout.register(Handler::new(|_e: Event, _q: EventQueue| Err::<(), _>("broken")));
+    fanout.register(Handler::new(|_e: Event, _q: EventQueue| {
+        Err::<(), _>("broken")
+    }));
     fanout.register(Handler::new(log.handler("after")));
     nexus.add_consumer(100, fanout).unwrap();
     let _task = running(&nexus).await;
@@ -65,8 +70,14 @@ async fn a_discarder_consumes_what_it_gets() {
     let nexus = AsyncEventNexus::new();
     nexus.add_consumer(1000..=1999, EventDiscarder).unwrap();
     let _task = running(&nexus).await;
-    nexus.ingest(Event::new(1, 1500, 0, "useless")).await.unwrap();
-    let err = nexus.ingest(Event::new(2, 2000, 0, "other")).await.unwrap_err();
+    nexus
+        .ingest(Event::new(1, 1500, 0, "useless"))
+        .await
+        .unwrap();
+    let err = nexus
+        .ingest(Event::new(2, 2000, 0, "other"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, NexusError::UnhandledEvent { .. }));
 }
 
@@ -94,7 +105,9 @@ async fn a_boundary_forwards_only_the_types_it_is_registered_for() {
     logging.add_producer(boundary.producer()).unwrap();
     let logged = counter(&logging, LOG);
     let elsewhere = Log::default();
-    logging.add_handler(-1, elsewhere.handler("unexpected")).unwrap();
+    logging
+        .add_handler(-1, elsewhere.handler("unexpected"))
+        .unwrap();
     let _l = running(&logging).await;
     let _a = running(&app).await;
 
@@ -104,7 +117,11 @@ async fn a_boundary_forwards_only_the_types_it_is_registered_for() {
     }
     boundary.close().await.unwrap();
     assert_eq!(logged.load(Ordering::SeqCst), 5);
-    assert_eq!(app_other.load(Ordering::SeqCst), 5, "other types stay in their domain");
+    assert_eq!(
+        app_other.load(Ordering::SeqCst),
+        5,
+        "other types stay in their domain"
+    );
     assert!(elsewhere.lines().is_empty());
 }
 
@@ -121,7 +138,10 @@ async fn a_closed_boundary_refuses_events_and_hands_them_back() {
     assert!(boundary.is_closed());
     let err = app.ingest(Event::new(9, LOG, 0, "late")).await.unwrap_err();
     assert!(err.is_bad_call(), "{err}");
-    assert_eq!(err.to_string(), "event 9 of type 500 refused: event boundary is closed");
+    assert_eq!(
+        err.to_string(),
+        "event 9 of type 500 refused: event boundary is closed"
+    );
     assert_eq!(err.into_event().map(|e| e.id), Some(9));
 }
 
@@ -149,7 +169,11 @@ async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events() {
     }
     boundary.close().await.unwrap();
     let seen = seen.lock().unwrap();
-    assert_eq!(*seen, (0..10_000).collect::<Vec<_>>(), "every event, in order");
+    assert_eq!(
+        *seen,
+        (0..10_000).collect::<Vec<_>>(),
+        "every event, in order"
+    );
 }
 
 #[tokio::test]
@@ -165,8 +189,14 @@ async fn closing_hands_back_what_no_producer_can_deliver() {
         .await
         .expect("close must not hang without a producer")
         .unwrap_err();
-    let NexusError::CloseFailed { failures } = err else { panic!("{err}") };
-    let ids: Vec<u64> = failures.into_iter().filter_map(|f| f.into_event()).map(|e| e.id).collect();
+    let NexusError::CloseFailed { failures } = err else {
+        panic!("{err}")
+    };
+    let ids: Vec<u64> = failures
+        .into_iter()
+        .filter_map(|f| f.into_event())
+        .map(|e| e.id)
+        .collect();
     assert_eq!(ids, [0, 1, 2]);
 }
 
@@ -187,8 +217,10 @@ async fn replies_from_the_far_domain_reach_the_sending_domain() {
     app.add_producer(boundary.reply_producer()).unwrap();
     let acks = Log::default();
     let a = acks.clone();
-    app.add_handler(ACK, move |e: Event, _q: EventQueue| a.push(e.payload.to_string()))
-        .unwrap();
+    app.add_handler(ACK, move |e: Event, _q: EventQueue| {
+        a.push(e.payload.to_string())
+    })
+    .unwrap();
     let _l = running(&logging).await;
     let _a = running(&app).await;
 

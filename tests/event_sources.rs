@@ -3,6 +3,10 @@
 
 mod support;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/event_sources.rs"]
+mod seed;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,27 +16,26 @@ use nexus::{
     AsyncEventNexus, BoxStream, Event, EventConverter, EventFactory, EventProducer, EventQueue,
     EventSource, LoopState, NexusError, ProducerLink, SimpleEventConverter, async_trait,
 };
+use seed::{MyEventConverter, MyEventProducer};
 use support::{Log, running};
 use tokio::time::Instant;
 
-/// The guide's `MyEventConverter`: sleeps 0.2 s, counts ids from 1000; this one ends after
-/// `limit` events.
-struct MyEventConverter {
-    id: u64,
-    limit: u64,
+/// The guide's converter, exhausted after `left` more events.
+struct Limited {
+    inner: MyEventConverter,
+    left: u32,
 }
 
-impl EventSource for MyEventConverter {}
+impl EventSource for Limited {}
 
 #[async_trait]
-impl SimpleEventConverter for MyEventConverter {
+impl SimpleEventConverter for Limited {
     async fn obtain_event(&mut self) -> Result<Event, NexusError> {
-        if self.id >= 1000 + self.limit {
+        if self.left == 0 {
             return Err(NexusError::NoMoreEvents);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.id += 1;
-        Ok(Event::new(self.id, 50, 0, "hi"))
+        self.left -= 1;
+        self.inner.obtain_event().await
     }
 }
 
@@ -74,8 +77,12 @@ fn record_types(nexus: &AsyncEventNexus) -> Seen {
 async fn exhausted_converters_are_dropped_while_the_others_go_on() {
     let nexus = AsyncEventNexus::new();
     let seen = record_types(&nexus);
+    let seed_converter = MyEventConverter { id: 1000 };
     nexus
-        .register(MyEventConverter { id: 1000, limit: 2 })
+        .register(Limited {
+            inner: seed_converter,
+            left: 2,
+        })
         .unwrap();
     nexus.register(Counter { count: 4 }).unwrap();
     assert_eq!(nexus.source_count(), 2);
@@ -117,12 +124,7 @@ async fn exhausted_converters_are_dropped_while_the_others_go_on() {
 async fn stopping_keeps_unexhausted_converters_for_cleanup() {
     let nexus = AsyncEventNexus::new();
     let _seen = record_types(&nexus);
-    nexus
-        .register(MyEventConverter {
-            id: 1000,
-            limit: 1_000,
-        })
-        .unwrap();
+    nexus.register(MyEventConverter { id: 1000 }).unwrap();
     let task = running(&nexus).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     nexus.stop();
@@ -135,9 +137,7 @@ async fn stopping_keeps_unexhausted_converters_for_cleanup() {
 #[tokio::test(start_paused = true)]
 async fn a_converter_whose_event_is_unhandled_ends_the_loop_with_that_error() {
     let nexus = AsyncEventNexus::new();
-    nexus
-        .register(MyEventConverter { id: 1000, limit: 5 })
-        .unwrap();
+    nexus.register(MyEventConverter { id: 1000 }).unwrap();
     let err = nexus.loop_forever().await.unwrap_err();
     assert!(
         matches!(&err, NexusError::UnhandledEvent { event } if event.id == 1001),
@@ -170,34 +170,6 @@ async fn a_failing_converter_ends_the_loop_with_its_error() {
         err.to_string(),
         "event source Broken failed in obtain_event"
     );
-}
-
-/// The guide's producer: creates its events through its event factory.
-#[derive(Default)]
-struct MyEventProducer {
-    link: ProducerLink,
-    count: u64,
-}
-
-#[async_trait]
-impl EventSource for MyEventProducer {
-    async fn start(&mut self) -> Result<(), NexusError> {
-        let link = self.link.clone();
-        let count = self.count;
-        tokio::spawn(async move {
-            for n in 0..count {
-                let event = link.create_event(format!("produced {n}"), 70);
-                link.distribute_event(event).await.expect("distribute");
-            }
-        });
-        Ok(())
-    }
-}
-
-impl EventProducer for MyEventProducer {
-    fn link(&self) -> &ProducerLink {
-        &self.link
-    }
 }
 
 #[tokio::test]
@@ -529,12 +501,23 @@ async fn stream_and_closure_converters_feed_in_order_and_are_dropped_when_exhaus
 
     let seen = seen.lock().unwrap();
     let ids_of = |t: i64| -> Vec<u64> {
-        seen.iter().filter(|(ty, _, _)| *ty == t).map(|(_, id, _)| *id).collect()
+        seen.iter()
+            .filter(|(ty, _, _)| *ty == t)
+            .map(|(_, id, _)| *id)
+            .collect()
     };
     assert_eq!(ids_of(91), [1, 2, 3], "the stream, in order");
-    assert_eq!(ids_of(92), [1, 2, 3], "the generator numbers from the nexus");
+    assert_eq!(
+        ids_of(92),
+        [1, 2, 3],
+        "the generator numbers from the nexus"
+    );
     assert_eq!(ids_of(93), [11, 12, 13], "the closure, in order");
-    assert_eq!(nexus.source_count(), 0, "all three were exhausted and dropped");
+    assert_eq!(
+        nexus.source_count(),
+        0,
+        "all three were exhausted and dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -568,8 +551,16 @@ async fn a_channel_producer_delivers_from_other_threads_and_tasks() {
 
     let seen = seen.lock().unwrap();
     for source in [1, 2] {
-        let ids: Vec<u64> = seen.iter().filter(|(t, _, _)| *t == source).map(|(_, id, _)| *id).collect();
-        assert_eq!(ids, (0..100).collect::<Vec<_>>(), "sender {source}: all, in order");
+        let ids: Vec<u64> = seen
+            .iter()
+            .filter(|(t, _, _)| *t == source)
+            .map(|(_, id, _)| *id)
+            .collect();
+        assert_eq!(
+            ids,
+            (0..100).collect::<Vec<_>>(),
+            "sender {source}: all, in order"
+        );
     }
 }
 
@@ -583,5 +574,34 @@ async fn a_channel_sender_gets_its_event_back_when_the_producer_is_gone() {
     assert!(matches!(err, NexusError::QueueFull { .. }), "{err}");
     drop(producer);
     let err = sender.send(Event::new(3, 1, 0, ())).await.unwrap_err();
-    assert_eq!(err.to_string(), "event 3 of type 1 refused: channel producer is closed");
+    assert_eq!(
+        err.to_string(),
+        "event 3 of type 1 refused: channel producer is closed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_guide_s_sources_run_as_the_example_shows() {
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = lines.clone();
+    seed::run(Arc::new(move |line| l.lock().unwrap().push(line)))
+        .await
+        .unwrap();
+    let lines = lines.lock().unwrap().clone();
+    let of = |t: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("type={t},")))
+            .cloned()
+            .collect()
+    };
+    // MyEventConverter: every 0.2 s for 1.1 s, ids from 1001.
+    let converted = of("50");
+    assert_eq!(converted.len(), 5, "{lines:#?}");
+    assert!(
+        converted[0].starts_with("Event(id=1001,") && converted[4].starts_with("Event(id=1005,")
+    );
+    // The generator and the producer number their events from the nexus's one sequence.
+    assert_eq!(of("60").len(), 3);
+    assert_eq!(of("70").len(), 3);
 }
