@@ -32,6 +32,31 @@ impl fmt::Display for LoopState {
     }
 }
 
+/// The kinds of malformed message from the network, counted apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// Not valid JSON.
+    NotJson,
+    /// JSON, but not an event: not an object, or a field missing or of the wrong type.
+    WrongField,
+    /// Larger than allowed.
+    TooLarge,
+    /// An event of a type the receiver does not accept.
+    UnknownType,
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotJson => "not JSON",
+            Self::WrongField => "wrong fields",
+            Self::TooLarge => "too large",
+            Self::UnknownType => "unknown type",
+        })
+    }
+}
+
 /// Everything that can go wrong in nexus.
 ///
 /// The variants mirror the original library's exception classes. Those that were kinds of
@@ -177,6 +202,35 @@ pub enum NexusError {
         what: String,
         /// The refused event.
         event: Box<Event>,
+    },
+
+    /// An event could not be encoded for the wire (its payload has no JSON form).
+    #[error("event {id} of type {event_type} cannot be encoded: {reason}")]
+    Encode {
+        /// The event's id.
+        id: u64,
+        /// The event's type.
+        event_type: EventType,
+        /// Why.
+        reason: String,
+    },
+
+    /// A message from the network is not an event; it was skipped.
+    #[error("malformed message ({kind}): {detail}")]
+    Malformed {
+        /// What kind of fault.
+        kind: Malformed,
+        /// What exactly.
+        detail: String,
+    },
+
+    /// A network transport (a socket, a broker connection) failed.
+    #[error("{transport} failed: {detail}")]
+    Transport {
+        /// Which transport, such as "ZeroMQ" or "NATS".
+        transport: &'static str,
+        /// What failed.
+        detail: String,
     },
 
     /// A source that was already running was started again.

@@ -51,6 +51,29 @@ pub enum Selector {
     List(Vec<Selector>),
 }
 
+impl Selector {
+    /// Whether an event of `event_type` is one this selector names. `Default` matches every
+    /// type.
+    ///
+    /// ```
+    /// use nexus_core::{EventType, Selector};
+    ///
+    /// assert!(Selector::from(1000..=1999).matches(&EventType::Int(1500)));
+    /// assert!(Selector::from([1, 2]).matches(&EventType::Int(2)));
+    /// assert!(!Selector::from("log").matches(&EventType::Int(2)));
+    /// ```
+    pub fn matches(&self, event_type: &EventType) -> bool {
+        match self {
+            Self::Type(t) => t == event_type,
+            Self::Range(start, end) => event_type
+                .as_int()
+                .is_some_and(|i| (*start..=*end).contains(&i)),
+            Self::Default => true,
+            Self::List(items) => items.iter().any(|s| s.matches(event_type)),
+        }
+    }
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

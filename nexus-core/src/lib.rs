@@ -51,11 +51,13 @@ mod nexus;
 mod queue;
 mod registry;
 mod source;
+#[cfg(feature = "json")]
+pub mod wire;
 
 pub use async_trait::async_trait;
 pub use futures_core::stream::{BoxStream, Stream};
 
-pub use error::{BoxError, LoopState, NexusError};
+pub use error::{BoxError, LoopState, Malformed, NexusError};
 pub use event::{AnyValue, Event, EventType, Payload, Text};
 pub use factory::{EventFactory, EventId};
 pub use handler::{

@@ -9,6 +9,8 @@
 
 mod adapters;
 mod timer;
+#[cfg(feature = "zmq")]
+pub mod zmq;
 
 pub use adapters::{
     ChannelProducer, EventSender, FnConverter, GeneratorConverter, StreamConverter, converter_fn,

@@ -39,3 +39,16 @@ pub async fn running(
     }
     task
 }
+
+/// Whether a test that needs an outside program may run. In CI (`CI=true`) it must: a missing
+/// program fails the test. Elsewhere the test is skipped, saying why.
+pub fn outside_program_available(what: &str, problem: Option<String>) -> bool {
+    let Some(problem) = problem else {
+        return true;
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required in CI but unavailable: {problem}");
+    }
+    eprintln!("skipped: {what} unavailable here ({problem}); CI runs this test");
+    false
+}

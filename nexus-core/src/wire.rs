@@ -1,0 +1,345 @@
+//! The JSON wire format of events, the one the original library's ZeroMQ adapters speak:
+//! one JSON object per event, `{"id": 1, "type": 99, "priority": 0, "payload": "TEAPOT!"}`.
+//!
+//! `type` is an integer or a string (a named type). `payload` is `null` (no payload), a string
+//! (text), an integer, or any other JSON value (kept as a [`serde_json::Value`] typed payload).
+//! Unknown keys are ignored; `priority` may be missing (0).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Malformed, NexusError};
+use crate::event::{Event, EventType, Payload};
+
+/// What [`decode`] accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The largest message, in bytes (default 1 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self { max_bytes: 1 << 20 }
+    }
+}
+
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    id: u64,
+    #[serde(rename = "type")]
+    event_type: OutgoingType<'a>,
+    priority: i32,
+    payload: OutgoingPayload<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutgoingType<'a> {
+    Int(i64),
+    Name(&'a str),
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutgoingPayload<'a> {
+    Null(Option<()>),
+    Int(i64),
+    Text(&'a str),
+    Json(&'a Value),
+}
+
+/// Encodes `event` as one JSON object.
+///
+/// # Errors
+///
+/// [`NexusError::Encode`] when the payload is a typed value other than a
+/// [`serde_json::Value`]: it has no JSON form.
+///
+/// ```
+/// use nexus_core::{Event, wire};
+///
+/// let bytes = wire::encode(&Event::new(1001, 99, 0, "TEAPOT!"))?;
+/// assert_eq!(bytes, br#"{"id":1001,"type":99,"priority":0,"payload":"TEAPOT!"}"#);
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+pub fn encode(event: &Event) -> Result<Vec<u8>, NexusError> {
+    let event_type = match &event.event_type {
+        EventType::Int(i) => OutgoingType::Int(*i),
+        EventType::Named(name) => OutgoingType::Name(name),
+    };
+    let payload = match &event.payload {
+        Payload::Empty => OutgoingPayload::Null(None),
+        Payload::Int(i) => OutgoingPayload::Int(*i),
+        Payload::Text(text) => OutgoingPayload::Text(text),
+        Payload::Value(value) => match value.downcast_ref::<Value>() {
+            Some(json) => OutgoingPayload::Json(json),
+            None => {
+                return Err(NexusError::Encode {
+                    id: event.id,
+                    event_type: event.event_type.clone(),
+                    reason: format!(
+                        "its payload {value:?} has no JSON form; send text, an integer or a \
+                         serde_json::Value"
+                    ),
+                });
+            }
+        },
+    };
+    let outgoing = Outgoing {
+        id: event.id,
+        event_type,
+        priority: event.priority,
+        payload,
+    };
+    serde_json::to_vec(&outgoing).map_err(|err| NexusError::Encode {
+        id: event.id,
+        event_type: event.event_type.clone(),
+        reason: err.to_string(),
+    })
+}
+
+/// Decodes one JSON object into an event.
+///
+/// # Errors
+///
+/// [`NexusError::Malformed`], saying what is wrong: too large, not JSON, not an object, a
+/// missing field, or a field of the wrong type.
+///
+/// ```
+/// use nexus_core::{EventType, wire};
+///
+/// // As Python's json module writes it.
+/// let event = wire::decode(br#"{"id": 7, "type": "log", "priority": 1, "payload": "caf\u00e9"}"#,
+///                          wire::DecodeLimits::default())?;
+/// assert_eq!(event.event_type, EventType::name("log"));
+/// assert_eq!(event.payload.as_str(), Some("café"));
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusError> {
+    let malformed = |kind, detail: String| NexusError::Malformed { kind, detail };
+    if bytes.len() > limits.max_bytes {
+        return Err(malformed(
+            Malformed::TooLarge,
+            format!(
+                "{} bytes, more than the {} allowed",
+                bytes.len(),
+                limits.max_bytes
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|err| malformed(Malformed::NotJson, err.to_string()))?;
+    let Value::Object(mut fields) = value else {
+        return Err(malformed(
+            Malformed::WrongField,
+            "an event is a JSON object".to_owned(),
+        ));
+    };
+    let wrong = |field: &str, expected: &str, found: &Value| {
+        malformed(
+            Malformed::WrongField,
+            format!("`{field}` must be {expected}, not {found}"),
+        )
+    };
+    let id = match fields.get("id") {
+        Some(found) => found
+            .as_u64()
+            .ok_or_else(|| wrong("id", "a non-negative integer", found))?,
+        None => {
+            return Err(malformed(
+                Malformed::WrongField,
+                "`id` is missing".to_owned(),
+            ));
+        }
+    };
+    let event_type = match fields.get_mut("type") {
+        Some(Value::String(name)) => EventType::name(std::mem::take(name)),
+        Some(found) => EventType::Int(
+            found
+                .as_i64()
+                .ok_or_else(|| wrong("type", "an integer or a string", found))?,
+        ),
+        None => {
+            return Err(malformed(
+                Malformed::WrongField,
+                "`type` is missing".to_owned(),
+            ));
+        }
+    };
+    let priority = match fields.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(found) => found
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| wrong("priority", "a 32-bit integer", found))?,
+    };
+    let payload = match fields.remove("payload") {
+        None | Some(Value::Null) => Payload::Empty,
+        Some(Value::String(text)) => Payload::from(text),
+        Some(Value::Number(n)) if n.is_i64() => Payload::Int(n.as_i64().unwrap_or_default()),
+        Some(other) => Payload::value(other),
+    };
+    Ok(Event {
+        id,
+        event_type,
+        priority,
+        payload,
+    })
+}
+
+/// Counts of what a network receiver took in: events passed on, and malformed messages skipped,
+/// by kind. A cheap cloneable handle: keep one to read the counts while the receiver runs.
+///
+/// ```
+/// use nexus_core::Malformed;
+/// use nexus_core::wire::WireStats;
+///
+/// let stats = WireStats::default();
+/// stats.record_event();
+/// stats.record_malformed(Malformed::NotJson, "expected value at line 1 column 1");
+/// assert_eq!((stats.events(), stats.malformed(Malformed::NotJson), stats.malformed_total()), (1, 1, 1));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct WireStats {
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    events: AtomicU64,
+    not_json: AtomicU64,
+    wrong_field: AtomicU64,
+    too_large: AtomicU64,
+    unknown_type: AtomicU64,
+}
+
+impl WireStats {
+    fn slot(&self, kind: Malformed) -> &AtomicU64 {
+        match kind {
+            Malformed::NotJson => &self.counts.not_json,
+            Malformed::WrongField => &self.counts.wrong_field,
+            Malformed::TooLarge => &self.counts.too_large,
+            Malformed::UnknownType => &self.counts.unknown_type,
+        }
+    }
+
+    /// Counts one event passed on.
+    pub fn record_event(&self) {
+        self.counts.events.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one malformed message, and reports it through `tracing`.
+    pub fn record_malformed(&self, kind: Malformed, detail: &str) {
+        let count = self.slot(kind).fetch_add(1, Relaxed) + 1;
+        tracing::warn!(%kind, detail, count, "malformed message skipped");
+    }
+
+    /// Counts the error of [`decode`] if it is a malformed message; hands any other error back.
+    ///
+    /// # Errors
+    ///
+    /// `error` itself when it is not [`NexusError::Malformed`].
+    pub fn record(&self, error: NexusError) -> Result<(), NexusError> {
+        match error {
+            NexusError::Malformed { kind, detail } => {
+                self.record_malformed(kind, &detail);
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Events passed on.
+    pub fn events(&self) -> u64 {
+        self.counts.events.load(Relaxed)
+    }
+
+    /// Malformed messages of one kind skipped.
+    pub fn malformed(&self, kind: Malformed) -> u64 {
+        self.slot(kind).load(Relaxed)
+    }
+
+    /// Malformed messages of every kind skipped.
+    pub fn malformed_total(&self) -> u64 {
+        [
+            Malformed::NotJson,
+            Malformed::WrongField,
+            Malformed::TooLarge,
+            Malformed::UnknownType,
+        ]
+        .into_iter()
+        .map(|kind| self.malformed(kind))
+        .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(event: &Event) -> Event {
+        decode(&encode(event).unwrap(), DecodeLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn text_integer_json_and_empty_payloads_round_trip() {
+        for payload in [
+            Payload::from("hello"),
+            Payload::from(-42),
+            Payload::Empty,
+            Payload::value(serde_json::json!({"a": [1, 2.5, true]})),
+        ] {
+            let event = Event::new(5, EventType::name("x"), -3, payload);
+            let back = roundtrip(&event);
+            assert_eq!(
+                (back.id, &back.event_type, back.priority),
+                (5, &event.event_type, -3)
+            );
+            match (&event.payload, &back.payload) {
+                (Payload::Value(a), Payload::Value(b)) => {
+                    assert_eq!(a.downcast_ref::<Value>(), b.downcast_ref::<Value>());
+                }
+                (a, b) => assert_eq!(a, b),
+            }
+        }
+    }
+
+    #[test]
+    fn a_payload_without_a_json_form_is_an_error_naming_the_event() {
+        #[derive(Debug)]
+        struct Opaque;
+        let err = encode(&Event::new(9, 4, 0, Payload::value(Opaque))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("event 9 of type 4 cannot be encoded"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_kind_of_bad_input_is_named() {
+        let limits = DecodeLimits { max_bytes: 64 };
+        let cases: [(&[u8], Malformed); 7] = [
+            (b"not json", Malformed::NotJson),
+            (b"[1, 2]", Malformed::WrongField),
+            (br#"{"type": 1}"#, Malformed::WrongField),
+            (br#"{"id": -1, "type": 1}"#, Malformed::WrongField),
+            (br#"{"id": 1, "type": 1.5}"#, Malformed::WrongField),
+            (
+                br#"{"id": 1, "type": 1, "priority": "high"}"#,
+                Malformed::WrongField,
+            ),
+            (&[b' '; 65], Malformed::TooLarge),
+        ];
+        for (input, expected) in cases {
+            match decode(input, limits) {
+                Err(NexusError::Malformed { kind, .. }) => assert_eq!(kind, expected),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+            }
+        }
+    }
+}
