@@ -6,6 +6,9 @@
 //! - [`AsyncEventBoundary`]: joins two event domains, each with its own nexus: chosen events cross
 //!   from one to the other through a bounded queue, and replies can come back.
 //!
+//! Across processes and machines, with the `nats` feature: [`nats::NatsBoundary`] joins domains
+//! through a NATS server, with JetStream for at-least-once delivery that survives restarts.
+//!
 //! A fourth way needs nothing from this crate: one producer registered with several nexuses
 //! (see [`ProducerLink::add_nexus`](nexus_core::ProducerLink::add_nexus)).
 //!
@@ -14,6 +17,8 @@
 
 mod boundary;
 mod fanout;
+#[cfg(feature = "nats")]
+pub mod nats;
 
 pub use boundary::{AsyncEventBoundary, BoundaryHandler, BoundaryProducer};
 pub use fanout::{EventDiscarder, EventFanout, FanoutKey};
