@@ -247,3 +247,60 @@ async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
     nexus.stop();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite_hook() {
+    use nexus::sources::zmq::ZmqEventConverter;
+
+    let mut publisher = zeromq::PubSocket::new();
+    let endpoint = publisher.bind("tcp://127.0.0.1:0").await.unwrap();
+    let mut subscriber = zeromq::SubSocket::new();
+    subscriber.connect(&endpoint.to_string()).await.unwrap();
+    subscriber.subscribe("").await.unwrap();
+
+    let nexus = AsyncEventNexus::new();
+    let converter = ZmqEventConverter::new(subscriber, 42, nexus.event_factory())
+        .rewrite(|text| text.strip_prefix("RX ").map(str::to_owned)); // others are skipped
+    let got: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let g = got.clone();
+    nexus
+        .add_handler(42, move |e: Event, _q: EventQueue| {
+            g.lock().unwrap().push(e)
+        })
+        .unwrap();
+    nexus.register(converter).unwrap();
+    let running = nexus.start().unwrap();
+
+    // A SUB socket misses what was published before it joined: publish until three arrive.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut n = 0;
+        while got.lock().unwrap().len() < 3 {
+            let text = if n % 2 == 0 {
+                format!("RX hello {n}")
+            } else {
+                format!("noise {n}")
+            };
+            zeromq::SocketSend::send(&mut publisher, text.into())
+                .await
+                .unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("strings arrive");
+    nexus.stop();
+    running.await.unwrap().unwrap();
+
+    let got = got.lock().unwrap();
+    let ids: Vec<u64> = got.iter().map(|e| e.id).collect();
+    assert_eq!(ids[..3], [1, 2, 3], "ids from the nexus's factory");
+    for event in got.iter() {
+        assert_eq!(event.event_type, EventType::Int(42));
+        let text = event.payload.as_str().unwrap();
+        assert!(
+            text.starts_with("hello "),
+            "prefix stripped, noise skipped: {text}"
+        );
+    }
+}
