@@ -270,6 +270,43 @@ pub enum NexusError {
         source: BoxError,
     },
 
+    /// A handler or filter panicked; the panic was caught and the nexus goes on.
+    #[error("handler {handler} panicked on event {id} of type {event_type}: {message}")]
+    HandlerPanicked {
+        /// The id of the event being handled.
+        id: u64,
+        /// The type of the event being handled.
+        event_type: EventType,
+        /// The handler's name.
+        handler: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+
+    /// A handler ran longer than its time limit and was cancelled.
+    #[error("handler {handler} timed out after {limit:?} on event {id} of type {event_type}")]
+    HandlerTimedOut {
+        /// The id of the event being handled.
+        id: u64,
+        /// The type of the event being handled.
+        event_type: EventType,
+        /// The handler's name.
+        handler: &'static str,
+        /// Its time limit.
+        limit: std::time::Duration,
+    },
+
+    /// Ingesting the event would wait on a nexus that is itself waiting for this very call (two
+    /// nexuses whose handlers ingest into each other). The event is handed back.
+    #[error(
+        "event {} of type {} refused: its nexus is waiting, further up this call, for the handler          that ingests it (a cycle between nexuses)",
+        .event.id, .event.event_type
+    )]
+    Cycle {
+        /// The refused event.
+        event: Box<Event>,
+    },
+
     /// An event source failed (its `source`).
     #[error("event source {source_name} failed in {operation}")]
     Source {
@@ -309,6 +346,7 @@ impl NexusError {
                 | Self::NotRunning { .. }
                 | Self::NotPristine { .. }
                 | Self::Closed { .. }
+                | Self::Cycle { .. }
         )
     }
 
@@ -338,6 +376,7 @@ impl NexusError {
         match self {
             Self::NotRunning { event, .. }
             | Self::Closed { event, .. }
+            | Self::Cycle { event }
             | Self::QueueFull { event, .. }
             | Self::UnhandledEvent { event } => Some(*event),
             _ => None,

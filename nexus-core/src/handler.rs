@@ -408,6 +408,7 @@ impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
 pub struct Handler {
     inner: Arc<dyn ErasedHandler>,
     name: &'static str,
+    limit: Option<std::time::Duration>,
 }
 
 impl Handler {
@@ -422,6 +423,7 @@ impl Handler {
         Self {
             inner: Arc::new(FnHandler::<F, (R, M)>::new(handler)),
             name: std::any::type_name::<F>(),
+            limit: None,
         }
     }
 
@@ -430,6 +432,7 @@ impl Handler {
         Self {
             inner: Arc::new(ConsumerHandler(consumer)),
             name: std::any::type_name::<C>(),
+            limit: None,
         }
     }
 
@@ -437,6 +440,29 @@ impl Handler {
     pub fn named(mut self, name: &'static str) -> Self {
         self.name = name;
         self
+    }
+
+    /// The same handler, cancelled when one call runs longer than `limit`; a call that times
+    /// out counts as failed ([`NexusError::HandlerTimedOut`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nexus_core::{AsyncEventNexus, Event, EventQueue, Handler};
+    ///
+    /// let nexus = AsyncEventNexus::new();
+    /// let slow = Handler::new(|_e: Event, _q: EventQueue| tokio::time::sleep(Duration::from_secs(60)));
+    /// nexus.add(7, slow.timeout(Duration::from_secs(1)))?;
+    /// # Ok::<(), nexus_core::NexusError>(())
+    /// ```
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Its time limit, if any.
+    #[inline]
+    pub fn time_limit(&self) -> Option<std::time::Duration> {
+        self.limit
     }
 
     /// The name its errors carry: a function's or type's path unless [`named`](Self::named).
@@ -452,9 +478,22 @@ impl Handler {
     /// (a [`NexusError`] it returned passes through as it is).
     pub async fn call(&self, event: Event, queue: EventQueue) -> Result<(), NexusError> {
         let (id, event_type) = (event.id, event.event_type.clone());
-        self.start(event, queue)
-            .await
-            .map_err(|err| handler_error(err, id, &event_type, self.name))
+        let call = self.start(event, queue);
+        let outcome = match self.limit {
+            None => call.await,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(NexusError::HandlerTimedOut {
+                        id,
+                        event_type,
+                        handler: self.name,
+                        limit,
+                    });
+                }
+            },
+        };
+        outcome.map_err(|err| handler_error(err, id, &event_type, self.name))
     }
 
     /// Starts a call without wrapping its error (the dispatch path does that itself).

@@ -48,6 +48,7 @@ mod event;
 mod factory;
 mod handler;
 mod nexus;
+mod policy;
 mod queue;
 mod registry;
 mod source;
@@ -64,7 +65,8 @@ pub use handler::{
     Call, EventConsumer, FilterFuture, FilterOutput, FilterReturn, Handler, HandlerOutput,
     HandlerReturn, Selector, marker,
 };
-pub use nexus::{AsyncEventNexus, NexusBuilder, WeakNexus};
+pub use nexus::{AsyncEventNexus, NexusBuilder, ShutdownReport, WeakNexus};
+pub use policy::{DeadLetter, ErrorPolicy, NexusStats};
 pub use queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 pub use registry::{
     RegisteredNexus, Registrations, StopHandle, registered, registrations, run_registered,

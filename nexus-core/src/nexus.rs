@@ -20,6 +20,7 @@ use crate::handler::{
     BorrowingFilter, EventConsumer, FilterFuture, FilterReturn, FnHandler, Handler, HandlerReturn,
     Selector,
 };
+use crate::policy::{ErrorPolicy, NexusStats};
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox};
 
@@ -117,6 +118,14 @@ impl WeakNexus {
 
 pub(crate) struct Inner {
     state: AtomicU8,
+    policy: ErrorPolicy,
+    outcomes: dispatch::Outcomes,
+    /// Events handed back to their senders (see `NexusStats::returned`).
+    returned: AtomicU64,
+    /// Each source's count of delivered events, registered when the loop starts.
+    per_source: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    /// The converter tasks of the running loop, to abort at a shutdown's deadline.
+    converter_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     multiple: bool,
     factory: EventFactory,
     queue: EventQueue,
@@ -171,6 +180,7 @@ pub struct NexusBuilder {
     multiple: bool,
     queue_capacity: usize,
     factory: Option<EventFactory>,
+    policy: ErrorPolicy,
 }
 
 impl NexusBuilder {
@@ -195,6 +205,12 @@ impl NexusBuilder {
         self
     }
 
+    /// What the nexus does with failed events (default [`ErrorPolicy::Propagate`]).
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Builds the nexus, in state `READY`.
     pub fn build(self) -> AsyncEventNexus {
         let (stop_tx, _) = watch::channel(false);
@@ -203,6 +219,11 @@ impl NexusBuilder {
         AsyncEventNexus {
             inner: Arc::new(Inner {
                 state: AtomicU8::new(READY),
+                policy: self.policy,
+                outcomes: dispatch::Outcomes::default(),
+                returned: AtomicU64::new(0),
+                per_source: Mutex::new(Vec::new()),
+                converter_tasks: Mutex::new(Vec::new()),
                 multiple: self.multiple,
                 factory: self.factory.unwrap_or_default(),
                 queue: EventQueue::new(self.queue_capacity),
@@ -236,6 +257,7 @@ impl AsyncEventNexus {
             multiple: false,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             factory: None,
+            policy: ErrorPolicy::Propagate,
         }
     }
 
@@ -594,6 +616,7 @@ impl AsyncEventNexus {
 
         let mut sources = std::mem::take(&mut *lock(&inner.sources));
         inner.unfinished.send_replace(sources.len());
+        *lock(&inner.per_source) = sources.iter().map(|s| (s.name(), s.delivered())).collect();
         let started =
             futures_util::future::join_all(sources.iter_mut().map(|s| s.start(self))).await;
         let (converters, producers): (Vec<_>, Vec<_>) = sources
@@ -617,12 +640,13 @@ impl AsyncEventNexus {
         let (failed_tx, mut failed) = mpsc::channel(converters.len().max(1));
         for converter in converters {
             inner.converters_out.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(converter_task(
+            let task = tokio::spawn(converter_task(
                 self.clone(),
                 converter,
                 inner.stop_tx.subscribe(),
                 failed_tx.clone(),
             ));
+            lock(&inner.converter_tasks).push(task.abort_handle());
         }
         drop(failed_tx);
         let mut stop_rx = inner.stop_tx.subscribe();
@@ -771,11 +795,134 @@ impl AsyncEventNexus {
         lock(&self.inner.table).is_empty()
     }
 
+    /// What the nexus has counted so far: events ingested, dispatched, filtered, unhandled,
+    /// failed and returned, the queue's depth, and each source's deliveries.
+    ///
+    /// ```
+    /// use nexus_core::{AsyncEventNexus, Event};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nexus = AsyncEventNexus::new();
+    /// let _ = nexus.ingest(Event::new(1, 1, 0, ())).await; // refused: not started
+    /// let stats = nexus.stats();
+    /// assert_eq!((stats.ingested, stats.returned), (1, 1));
+    /// # }
+    /// ```
+    pub fn stats(&self) -> NexusStats {
+        let inner = &*self.inner;
+        let o = &inner.outcomes;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (dispatched, filtered, unhandled, failed) = (
+            load(&o.dispatched),
+            load(&o.filtered),
+            load(&o.unhandled),
+            load(&o.failed),
+        );
+        let returned = load(&inner.returned);
+        let queue_depth = inner.queue.len();
+        NexusStats {
+            ingested: dispatched + filtered + unhandled + failed + returned + queue_depth as u64,
+            dispatched,
+            filtered,
+            unhandled,
+            failed,
+            returned,
+            queue_depth,
+            per_source: lock(&inner.per_source)
+                .iter()
+                .map(|(name, count)| (name.clone(), count.load(Ordering::Relaxed)))
+                .collect(),
+        }
+    }
+
+    /// Stops the nexus and shuts it down within `deadline`: converters finish the event in
+    /// hand, running handlers finish, queued secondary events are dispatched; then every source
+    /// is closed. What is not done by the deadline is cut short and reported, never dropped in
+    /// silence: the queued events come back in the report, and an event whose dispatch was cut
+    /// short is named by id.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::CloseFailed`] when a source fails to close (the others are still closed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nexus_core::AsyncEventNexus;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nexus_core::NexusError> {
+    /// let nexus = AsyncEventNexus::new();
+    /// let _loop = nexus.start()?;
+    /// let report = nexus.shutdown(Duration::from_secs(5)).await?;
+    /// assert!(report.completed && report.undelivered.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(
+        &self,
+        deadline: std::time::Duration,
+    ) -> Result<ShutdownReport, NexusError> {
+        let inner = &*self.inner;
+        self.stop();
+        let mut active = inner.active.subscribe();
+        let completed = tokio::time::timeout(deadline, active.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
+        let mut interrupted = None;
+        if !completed {
+            // Cut short what is still running: the loop's converter tasks.
+            let busy = inner.dispatcher.try_lock().is_none();
+            if busy {
+                interrupted = Some(inner.outcomes.current.load(Ordering::Relaxed));
+            }
+            for task in lock(&inner.converter_tasks).drain(..) {
+                task.abort();
+            }
+            let _ = active.wait_for(|n| *n == 0).await;
+        }
+        // Secondary events nobody will dispatch now go back to the caller.
+        let mut undelivered = Vec::new();
+        if let Some(_idle) = inner.dispatcher.try_lock() {
+            while let Some(event) = inner.queue.pop() {
+                undelivered.push(event);
+            }
+        }
+        inner
+            .returned
+            .fetch_add(undelivered.len() as u64, Ordering::Relaxed);
+        if let Some(id) = interrupted {
+            tracing::warn!(
+                id,
+                "shutdown deadline passed while event {id} was being dispatched"
+            );
+        }
+        self.cleanup().await?;
+        Ok(ShutdownReport {
+            completed,
+            undelivered,
+            interrupted,
+        })
+    }
+
     /// How many event sources are registered, including converters being polled by the loop
     /// (exhausted converters are gone).
     pub fn source_count(&self) -> usize {
         lock(&self.inner.sources).len() + self.inner.converters_out.load(Ordering::Acquire)
     }
+}
+
+/// What [`AsyncEventNexus::shutdown`] did.
+#[derive(Debug)]
+pub struct ShutdownReport {
+    /// Whether everything finished before the deadline.
+    pub completed: bool,
+    /// Secondary events that were queued but not dispatched, handed back.
+    pub undelivered: Vec<Event>,
+    /// The id of the event whose dispatch was cut short at the deadline, if one was.
+    pub interrupted: Option<u64>,
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM.
@@ -828,7 +975,8 @@ async fn converter_task(
 ) {
     let _active = Active::enter(nexus.clone());
     let name = source.name();
-    let outcome = AssertUnwindSafe(drive(nexus.clone(), source, stop))
+    let delivered = source.delivered();
+    let outcome = AssertUnwindSafe(drive(nexus.clone(), source, stop, delivered))
         .catch_unwind()
         .await;
     let result = match outcome {
@@ -861,6 +1009,7 @@ async fn drive(
     nexus: AsyncEventNexus,
     mut source: SourceBox,
     mut stop: watch::Receiver<bool>,
+    delivered: Arc<AtomicU64>,
 ) -> (Option<SourceBox>, Result<(), NexusError>) {
     let factory = nexus.event_factory();
     let (exhausted, result) = match Pull::of(&mut source, factory) {
@@ -873,6 +1022,7 @@ async fn drive(
             };
             match next {
                 Ok(Some(event)) => {
+                    delivered.fetch_add(1, Ordering::Relaxed);
                     if let Err(err) = nexus.dispatch(event, false).await {
                         break (false, Err(err));
                     }

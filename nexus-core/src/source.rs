@@ -168,6 +168,7 @@ struct LinkShared {
     counted_by: std::sync::Mutex<Vec<WeakNexus>>,
     started: std::sync::atomic::AtomicBool,
     finished: std::sync::atomic::AtomicBool,
+    delivered: Arc<std::sync::atomic::AtomicU64>,
     factory: OnceLock<EventFactory>,
     name: OnceLock<String>,
 }
@@ -263,6 +264,17 @@ impl ProducerLink {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// How many events this producer has handed to `distribute_event`.
+    pub fn delivered(&self) -> u64 {
+        self.shared
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn delivered_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.shared.delivered)
+    }
+
     /// Records that `nexus` started this producer and counts it as unfinished.
     pub(crate) fn counted_by(&self, nexus: &AsyncEventNexus) {
         self.shared
@@ -290,6 +302,9 @@ impl ProducerLink {
     /// registered nexus is alive; otherwise the first error of a nexus's
     /// [`ingest`](AsyncEventNexus::ingest), after which later nexuses are not tried.
     pub async fn distribute_event(&self, event: Event) -> Result<(), NexusError> {
+        self.shared
+            .delivered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !self.is_started() {
             return Err(self.misconfigured("distribute_event called before start"));
         }
@@ -375,6 +390,15 @@ impl SourceBox {
                 s.link().counted_by(nexus);
                 s.start().await
             }
+        }
+    }
+
+    /// The counter of events this source delivered: a producer's link keeps its own; a
+    /// converter's is counted by the loop.
+    pub(crate) fn delivered(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        match self {
+            Self::Producer(p) => p.link().delivered_counter(),
+            Self::Simple(_) | Self::Generator(_) => Arc::default(),
         }
     }
 

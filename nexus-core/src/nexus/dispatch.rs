@@ -2,20 +2,25 @@
 //!
 //! This is the hot path: one async fn, so that an event passes through a single state machine;
 //! no lock, allocation or reference count beyond the gate, the handler's own future and the
-//! queue handle the handler is given.
+//! queue handle the handler is given. Each handler call is guarded: a panic or a timeout is a
+//! failure of that handler, handled by the nexus's error policy, never the end of the nexus.
 
-use std::cell::Cell;
+use std::any::Any;
+use std::cell::RefCell;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use super::table::Table;
 use super::{AsyncEventNexus, Inner, LOOPING, STARTING, state_of};
 use crate::error::{BoxError, NexusError};
-use crate::event::Event;
+use crate::event::{Event, EventType};
 use crate::handler::{Call, handler_error};
+use crate::policy::ErrorPolicy;
 
 /// The dispatcher's own state, behind the nexus's gate: its snapshot of the handler table,
 /// refreshed when registration has changed it.
@@ -36,43 +41,145 @@ impl Dispatcher {
     }
 }
 
+/// Counters written only by the holder of the gate (a plain load and store each, no locked
+/// instruction), readable at any time.
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes {
+    pub(crate) dispatched: AtomicU64,
+    pub(crate) filtered: AtomicU64,
+    pub(crate) unhandled: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    /// The id of the event being dispatched (meaningful while the gate is held).
+    pub(crate) current: AtomicU64,
+}
+
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
 thread_local! {
-    /// The address of the nexus whose handler is being polled on this thread, or 0.
-    static DISPATCHING: Cell<usize> = const { Cell::new(0) };
+    /// The nexuses whose handlers are being polled on this thread, innermost last.
+    static DISPATCHING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
 fn address(inner: &Inner) -> usize {
     std::ptr::from_ref(inner) as usize
 }
 
-/// A handler's or filter's call, polled with this thread marked as dispatching for `inner`, so
-/// that an `ingest` into the same nexus from inside the handler is recognised as re-entry.
-struct Marked<'a, T> {
-    call: Call<'a, Result<T, BoxError>>,
-    inner: usize,
+/// Where a nexus stands in this thread's chain of handler calls.
+enum Nesting {
+    /// Not being dispatched on this call stack.
+    Outside,
+    /// Its handler, innermost, is calling back into it.
+    Reentry,
+    /// Its handler is waiting further out, on a call through another nexus.
+    Cycle,
 }
 
-impl<T: Unpin + Default> Future for Marked<'_, T> {
-    type Output = Result<T, BoxError>;
+fn nesting(inner: &Inner) -> Nesting {
+    let me = address(inner);
+    DISPATCHING.with_borrow(|chain| match chain.iter().rposition(|&a| a == me) {
+        None => Nesting::Outside,
+        Some(at) if at + 1 == chain.len() => Nesting::Reentry,
+        Some(_) => Nesting::Cycle,
+    })
+}
+
+/// How a guarded call went wrong.
+enum Failure {
+    Error(BoxError),
+    Panic(String),
+    TimedOut(Duration),
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with no message".to_owned())
+}
+
+/// A handler's or filter's call, polled with this thread marked as dispatching for its nexus
+/// (so that calls back into the nexus are recognised), its panics caught, and its time limited.
+struct Guarded<'a, T> {
+    call: Call<'a, Result<T, BoxError>>,
+    inner: usize,
+    limit: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<'a, T> Guarded<'a, T> {
+    #[inline]
+    fn new(call: Call<'a, Result<T, BoxError>>, inner: &Inner, limit: Option<Duration>) -> Self {
+        Self {
+            call,
+            inner: address(inner),
+            limit: limit.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+        }
+    }
+}
+
+impl<T: Unpin + Default> Future for Guarded<'_, T> {
+    type Output = Result<T, Failure>;
 
     #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let previous = DISPATCHING.replace(self.inner);
-        let polled = Pin::new(&mut self.call).poll(cx);
-        DISPATCHING.set(previous);
-        polled
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        DISPATCHING.with_borrow_mut(|chain| chain.push(this.inner));
+        let polled =
+            std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.call).poll(cx)));
+        DISPATCHING.with_borrow_mut(|chain| chain.pop());
+        match polled {
+            Ok(Poll::Ready(Ok(value))) => Poll::Ready(Ok(value)),
+            Ok(Poll::Ready(Err(err))) => Poll::Ready(Err(Failure::Error(err))),
+            Err(payload) => Poll::Ready(Err(Failure::Panic(panic_message(&*payload)))),
+            Ok(Poll::Pending) => {
+                if let Some((limit, sleep)) = &mut this.limit {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(Failure::TimedOut(*limit)));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The nexus's error for a failed call, naming the event and the handler.
+fn failure_error(
+    failure: Failure,
+    id: u64,
+    event_type: &EventType,
+    name: &'static str,
+) -> NexusError {
+    match failure {
+        Failure::Error(err) => handler_error(err, id, event_type, name),
+        Failure::Panic(message) => NexusError::HandlerPanicked {
+            id,
+            event_type: event_type.clone(),
+            handler: name,
+            message,
+        },
+        Failure::TimedOut(limit) => NexusError::HandlerTimedOut {
+            id,
+            event_type: event_type.clone(),
+            handler: name,
+            limit,
+        },
     }
 }
 
 impl AsyncEventNexus {
     /// Dispatches `event`, then every event waiting on the queue, first in first out. Every
-    /// event is dispatched even if one fails; the first error is returned and later ones are
-    /// logged. With `checked`, refuses the event unless the loop is starting or running.
+    /// event is dispatched even if one fails; what happens to failures is the error policy's
+    /// choice. With `checked`, refuses the event unless the loop is starting or running.
     pub(super) async fn dispatch(&self, event: Event, checked: bool) -> Result<(), NexusError> {
         let inner = &*self.inner;
         if checked {
             let raw = inner.state.load(Ordering::Acquire);
             if raw != LOOPING && raw != STARTING {
+                inner.returned.fetch_add(1, Ordering::Relaxed);
                 return Err(NexusError::NotRunning {
                     event: Box::new(event),
                     state: state_of(raw),
@@ -81,76 +188,93 @@ impl AsyncEventNexus {
         }
         let mut dispatcher = match inner.dispatcher.try_lock() {
             Some(guard) => guard,
-            None => {
-                if DISPATCHING.get() == address(inner) {
-                    // Re-entry from a handler of this very dispatch: waiting would deadlock.
-                    return inner.queue.put(event);
+            None => match nesting(inner) {
+                Nesting::Outside => inner.dispatcher.lock().await,
+                // A handler of this very dispatch calls back in: waiting would deadlock, so the
+                // event is taken like a secondary event.
+                Nesting::Reentry => {
+                    return inner.queue.put(event).inspect_err(|_| {
+                        inner.returned.fetch_add(1, Ordering::Relaxed);
+                    });
                 }
-                inner.dispatcher.lock().await
-            }
+                Nesting::Cycle => {
+                    inner.returned.fetch_add(1, Ordering::Relaxed);
+                    return Err(NexusError::Cycle {
+                        event: Box::new(event),
+                    });
+                }
+            },
         };
-        let marker = address(inner);
+        let outcomes = &inner.outcomes;
+        let policy = &inner.policy;
         let mut event = event;
         let mut first_error: Option<NexusError> = None;
         loop {
             dispatcher.refresh(inner);
+            outcomes.current.store(event.id, Ordering::Relaxed);
             let table = &*dispatcher.table;
+            // The event's copy, kept only when a dead-letter handler may need it.
+            let mut kept = None;
             let result = 'event: {
                 for entry in &table.filters {
                     let call = entry.filter.call(&event, &inner.queue);
-                    match (Marked {
-                        call,
-                        inner: marker,
-                    })
-                    .await
-                    {
-                        Ok(true) => break 'event Ok(()),
+                    match Guarded::new(call, inner, None).await {
+                        Ok(true) => {
+                            bump(&outcomes.filtered);
+                            break 'event Ok(());
+                        }
                         Ok(false) => {}
-                        Err(err) => {
-                            break 'event Err(handler_error(
-                                err,
-                                event.id,
-                                &event.event_type,
-                                entry.name,
-                            ));
+                        Err(failure) => {
+                            kept = Some(event.clone());
+                            let err =
+                                failure_error(failure, event.id, &event.event_type, entry.name);
+                            break 'event Err(err);
                         }
                     }
                 }
                 let handlers = table.lookup(&event.event_type);
                 let Some((last, rest)) = handlers.split_last() else {
+                    bump(&outcomes.unhandled);
+                    kept = policy.keeps_events().then(|| event.clone());
                     break 'event Err(NexusError::UnhandledEvent {
                         event: Box::new(event),
                     });
                 };
                 for entry in rest {
                     let call = entry.start(event.clone(), inner.queue.clone());
-                    if let Err(err) = (Marked {
-                        call,
-                        inner: marker,
-                    })
-                    .await
-                    {
-                        break 'event Err(handler_error(
-                            err,
-                            event.id,
-                            &event.event_type,
-                            entry.name(),
-                        ));
+                    if let Err(failure) = Guarded::new(call, inner, entry.time_limit()).await {
+                        kept = Some(event.clone());
+                        let err = failure_error(failure, event.id, &event.event_type, entry.name());
+                        break 'event Err(err);
                     }
                 }
                 let (id, event_type) = (event.id, event.event_type.clone());
+                if policy.keeps_events() {
+                    kept = Some(event.clone());
+                }
                 let call = last.start(event, inner.queue.clone());
-                let outcome: Result<(), BoxError> = (Marked {
-                    call,
-                    inner: marker,
-                })
-                .await;
-                outcome.map_err(|err| handler_error(err, id, &event_type, last.name()))
+                match Guarded::new(call, inner, last.time_limit()).await {
+                    Ok(()) => {
+                        bump(&outcomes.dispatched);
+                        Ok(())
+                    }
+                    Err(failure) => Err(failure_error(failure, id, &event_type, last.name())),
+                }
             };
             if let Err(err) = result {
-                match first_error {
-                    None => first_error = Some(err),
-                    Some(_) => tracing::error!(error = %err, "secondary event failed"),
+                if !matches!(err, NexusError::UnhandledEvent { .. }) {
+                    bump(&outcomes.failed);
+                }
+                match policy {
+                    ErrorPolicy::Propagate => match first_error {
+                        None => first_error = Some(err),
+                        Some(_) => tracing::error!(error = %err, "secondary event failed"),
+                    },
+                    ErrorPolicy::Continue => tracing::error!(error = %err, "event failed"),
+                    ErrorPolicy::DeadLetter(dead_letter) => match kept.take() {
+                        Some(copy) => dead_letter.send(copy, err),
+                        None => tracing::error!(error = %err, "event failed"),
+                    },
                 }
             }
             match inner.queue.pop() {

@@ -1,0 +1,111 @@
+//! What a nexus does with failures ([`ErrorPolicy`]) and what it has counted ([`NexusStats`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::NexusError;
+use crate::event::Event;
+
+/// What a nexus does when an event fails: a handler or filter returns an error, panics or runs
+/// out of time, or nothing handles the event.
+///
+/// Whatever the policy, the failure is counted ([`NexusStats::failed`],
+/// [`NexusStats::unhandled`]) and the nexus goes on dispatching: a failing handler never takes
+/// the nexus down.
+///
+/// ```
+/// use nexus_core::{AsyncEventNexus, ErrorPolicy};
+///
+/// let dead_letters = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+/// let sink = dead_letters.clone();
+/// let nexus = AsyncEventNexus::builder()
+///     .error_policy(ErrorPolicy::dead_letter(move |event, error| {
+///         sink.lock().unwrap().push((event.id, error.to_string()));
+///     }))
+///     .build();
+/// # drop(nexus);
+/// ```
+#[derive(Clone, Default)]
+pub enum ErrorPolicy {
+    /// The original's behaviour: the error reaches the caller of `ingest` (a converter's error
+    /// ends the loop). The default.
+    #[default]
+    Propagate,
+    /// The error is reported through `tracing` and `ingest` succeeds.
+    Continue,
+    /// The failed event and its error go to a dead-letter handler of the user's; `ingest`
+    /// succeeds.
+    DeadLetter(DeadLetter),
+}
+
+impl ErrorPolicy {
+    /// Routes failed events to `handler`, with their errors.
+    pub fn dead_letter(handler: impl Fn(Event, NexusError) + Send + Sync + 'static) -> Self {
+        Self::DeadLetter(DeadLetter(Arc::new(handler)))
+    }
+
+    /// Whether dispatch must keep a copy of each event, for the dead-letter handler.
+    #[inline]
+    pub(crate) fn keeps_events(&self) -> bool {
+        matches!(self, Self::DeadLetter(_))
+    }
+}
+
+impl fmt::Debug for ErrorPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Propagate => "Propagate",
+            Self::Continue => "Continue",
+            Self::DeadLetter(_) => "DeadLetter",
+        })
+    }
+}
+
+/// A dead-letter handler: receives each failed event and its error.
+#[derive(Clone)]
+pub struct DeadLetter(Arc<dyn Fn(Event, NexusError) + Send + Sync>);
+
+impl DeadLetter {
+    pub(crate) fn send(&self, event: Event, error: NexusError) {
+        tracing::warn!(id = event.id, event_type = %event.event_type, error = %error, "event sent to the dead-letter handler");
+        // A panicking dead-letter handler must not take the dispatcher down either.
+        let handler = &self.0;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(event, error))).is_err()
+        {
+            tracing::error!("the dead-letter handler panicked");
+        }
+    }
+}
+
+impl fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeadLetter")
+    }
+}
+
+/// What a nexus has counted so far, as [`AsyncEventNexus::stats`](crate::AsyncEventNexus::stats)
+/// reads it.
+///
+/// Every event that reaches the nexus ends as exactly one of dispatched, filtered, unhandled,
+/// failed or returned; at rest (nothing queued or in dispatch),
+/// `ingested == dispatched + filtered + unhandled + failed + returned`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NexusStats {
+    /// Events that reached the nexus: ingested, queued by handlers, or refused.
+    pub ingested: u64,
+    /// Events that handlers handled without failing.
+    pub dispatched: u64,
+    /// Events that a filter consumed.
+    pub filtered: u64,
+    /// Events that nothing handled.
+    pub unhandled: u64,
+    /// Events whose handler or filter failed, panicked or ran out of time.
+    pub failed: u64,
+    /// Events handed back to their sender: refused before start or after stop, refused as a
+    /// cycle, or left undelivered at shutdown.
+    pub returned: u64,
+    /// Secondary events waiting on the queue now.
+    pub queue_depth: usize,
+    /// Events each source has delivered, by source name.
+    pub per_source: Vec<(String, u64)>,
+}
