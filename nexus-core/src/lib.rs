@@ -43,6 +43,7 @@
 //! [`EventSource`] and its kinds, [`EventConsumer`], [`EventQueue`], [`NexusError`].
 #![doc(test(attr(deny(warnings))))]
 
+pub mod channel;
 mod error;
 mod event;
 mod factory;

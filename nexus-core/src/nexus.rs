@@ -22,7 +22,7 @@ use crate::handler::{
 };
 use crate::policy::{ErrorPolicy, NexusStats};
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
-use crate::source::{EventProducer, IntoSource, SourceBox};
+use crate::source::{EventProducer, IntoSource, SourceBox, SourceCounters};
 
 use dispatch::Dispatcher;
 use table::{FilterEntry, HandlerEntry, Table};
@@ -123,7 +123,7 @@ pub(crate) struct Inner {
     /// Events handed back to their senders (see `NexusStats::returned`).
     returned: AtomicU64,
     /// Each source's count of delivered events, registered when the loop starts.
-    per_source: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    per_source: Mutex<Vec<(String, SourceCounters)>>,
     /// The converter tasks of the running loop, to abort at a shutdown's deadline.
     converter_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     multiple: bool,
@@ -616,7 +616,7 @@ impl AsyncEventNexus {
 
         let mut sources = std::mem::take(&mut *lock(&inner.sources));
         inner.unfinished.send_replace(sources.len());
-        *lock(&inner.per_source) = sources.iter().map(|s| (s.name(), s.delivered())).collect();
+        *lock(&inner.per_source) = sources.iter().map(|s| (s.name(), s.counters())).collect();
         let started =
             futures_util::future::join_all(sources.iter_mut().map(|s| s.start(self))).await;
         let (converters, producers): (Vec<_>, Vec<_>) = sources
@@ -821,6 +821,7 @@ impl AsyncEventNexus {
         );
         let returned = load(&inner.returned);
         let queue_depth = inner.queue.len();
+        let per_source = lock(&inner.per_source);
         NexusStats {
             ingested: dispatched + filtered + unhandled + failed + returned + queue_depth as u64,
             dispatched,
@@ -829,9 +830,10 @@ impl AsyncEventNexus {
             failed,
             returned,
             queue_depth,
-            per_source: lock(&inner.per_source)
+            dropped: per_source.iter().map(|(_, c)| load(&c.dropped)).sum(),
+            per_source: per_source
                 .iter()
-                .map(|(name, count)| (name.clone(), count.load(Ordering::Relaxed)))
+                .map(|(name, c)| (name.clone(), load(&c.delivered)))
                 .collect(),
         }
     }
@@ -975,7 +977,7 @@ async fn converter_task(
 ) {
     let _active = Active::enter(nexus.clone());
     let name = source.name();
-    let delivered = source.delivered();
+    let delivered = source.counters().delivered;
     let outcome = AssertUnwindSafe(drive(nexus.clone(), source, stop, delivered))
         .catch_unwind()
         .await;

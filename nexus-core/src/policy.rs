@@ -104,6 +104,9 @@ pub struct NexusStats {
     /// Events handed back to their sender: refused before start or after stop, refused as a
     /// cycle, or left undelivered at shutdown.
     pub returned: u64,
+    /// Events that producers dropped because their buffer was full and their overflow choice
+    /// was to drop (not counted in `ingested`: they never reached the nexus).
+    pub dropped: u64,
     /// Secondary events waiting on the queue now.
     pub queue_depth: usize,
     /// Events each source has delivered, by source name.

@@ -169,6 +169,7 @@ struct LinkShared {
     started: std::sync::atomic::AtomicBool,
     finished: std::sync::atomic::AtomicBool,
     delivered: Arc<std::sync::atomic::AtomicU64>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
     factory: OnceLock<EventFactory>,
     name: OnceLock<String>,
 }
@@ -275,6 +276,29 @@ impl ProducerLink {
         Arc::clone(&self.shared.delivered)
     }
 
+    pub(crate) fn dropped_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.shared.dropped)
+    }
+
+    /// Records that the producer dropped `event` (its buffer was full and its overflow choice
+    /// was to drop): counted in the nexus's [`NexusStats::dropped`](crate::NexusStats::dropped)
+    /// and reported through `tracing`.
+    pub fn record_dropped(&self, event: &Event) {
+        let count = self
+            .shared
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        tracing::warn!(id = event.id, event_type = %event.event_type, count, "event dropped: the producer's buffer was full");
+    }
+
+    /// How many events the producer dropped.
+    pub fn dropped(&self) -> u64 {
+        self.shared
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records that `nexus` started this producer and counts it as unfinished.
     pub(crate) fn counted_by(&self, nexus: &AsyncEventNexus) {
         self.shared
@@ -358,6 +382,13 @@ impl ProducerLink {
     }
 }
 
+/// A source's counters, shared with the nexus's statistics.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SourceCounters {
+    pub(crate) delivered: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
 enum Targets {
     One(Option<AsyncEventNexus>),
     Many(Vec<AsyncEventNexus>),
@@ -393,12 +424,15 @@ impl SourceBox {
         }
     }
 
-    /// The counter of events this source delivered: a producer's link keeps its own; a
-    /// converter's is counted by the loop.
-    pub(crate) fn delivered(&self) -> Arc<std::sync::atomic::AtomicU64> {
+    /// The counters of events this source delivered and dropped: a producer's link keeps its
+    /// own; a converter's deliveries are counted by the loop, and it drops nothing.
+    pub(crate) fn counters(&self) -> SourceCounters {
         match self {
-            Self::Producer(p) => p.link().delivered_counter(),
-            Self::Simple(_) | Self::Generator(_) => Arc::default(),
+            Self::Producer(p) => SourceCounters {
+                delivered: p.link().delivered_counter(),
+                dropped: p.link().dropped_counter(),
+            },
+            Self::Simple(_) | Self::Generator(_) => SourceCounters::default(),
         }
     }
 

@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use futures_core::Stream;
+use nexus_core::channel::{Bounded, Overflow, Sent};
 use nexus_core::{
     BoxStream, Event, EventConverter, EventFactory, EventProducer, EventSource, NexusError,
     ProducerLink, SimpleEventConverter, async_trait,
 };
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// A converter from any async stream of events; the stream's end means "no more events".
@@ -161,9 +162,11 @@ where
 /// A producer fed through a channel: any task or thread holding an [`EventSender`] sends
 /// events, and the producer ingests them into its nexuses in the order they were sent.
 ///
-/// The channel is bounded: `send` waits while it is full. Events sent before the nexus starts
-/// wait in the channel. When every sender is dropped and the channel is empty, the producer has
-/// finished.
+/// The channel is bounded. When it is full, `send` waits (the default, [`Overflow::Wait`]), or,
+/// if chosen with [`with_overflow`](Self::with_overflow), the oldest or the new event is dropped,
+/// counted in the nexus's [`NexusStats::dropped`](nexus_core::NexusStats::dropped) and reported
+/// through `tracing`. Events sent before the nexus starts wait in the channel. When every sender
+/// is dropped and the channel is empty, the producer has finished.
 ///
 /// ```
 /// use nexus_core::{AsyncEventNexus, Event, EventQueue};
@@ -186,14 +189,27 @@ where
 #[derive(Debug)]
 pub struct ChannelProducer {
     link: ProducerLink,
-    rx: Option<mpsc::Receiver<Event>>,
+    channel: Bounded<Event>,
     task: Option<JoinHandle<()>>,
 }
 
 /// The sending end of a [`ChannelProducer`]: cheap to clone, usable from any task or thread.
 #[derive(Clone, Debug)]
 pub struct EventSender {
-    tx: mpsc::Sender<Event>,
+    senders: Arc<Senders>,
+}
+
+/// Closes the channel when the last sender is dropped.
+#[derive(Debug)]
+struct Senders {
+    channel: Bounded<Event>,
+    link: ProducerLink,
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.channel.close();
+    }
 }
 
 fn closed(event: Event) -> NexusError {
@@ -204,16 +220,25 @@ fn closed(event: Event) -> NexusError {
 }
 
 impl EventSender {
-    /// Sends `event`, waiting while the channel is full.
+    fn sent(&self, sent: Result<Sent<Event>, Event>) -> Result<(), NexusError> {
+        match sent {
+            Ok(Sent::Queued) => Ok(()),
+            Ok(Sent::DroppedOldest(event) | Sent::DroppedNewest(event)) => {
+                self.senders.link.record_dropped(&event);
+                Ok(())
+            }
+            Err(event) => Err(closed(event)),
+        }
+    }
+
+    /// Sends `event`, waiting while the channel is full (unless its overflow choice drops).
     ///
     /// # Errors
     ///
     /// [`NexusError::Closed`], handing the event back, once the producer was closed or dropped.
     pub async fn send(&self, event: Event) -> Result<(), NexusError> {
-        self.tx
-            .send(event)
-            .await
-            .map_err(|mpsc::error::SendError(event)| closed(event))
+        let sent = self.senders.channel.send(event).await;
+        self.sent(sent)
     }
 
     /// Sends `event` from outside the async runtime (a plain thread), blocking while the
@@ -223,38 +248,53 @@ impl EventSender {
     ///
     /// As [`send`](Self::send).
     pub fn blocking_send(&self, event: Event) -> Result<(), NexusError> {
-        self.tx
-            .blocking_send(event)
-            .map_err(|mpsc::error::SendError(event)| closed(event))
+        let sent = self.senders.channel.blocking_send(event);
+        self.sent(sent)
     }
 
-    /// Sends `event` if the channel has room now.
+    /// Sends `event` if the channel has room now (or its overflow choice makes room).
     ///
     /// # Errors
     ///
-    /// [`NexusError::QueueFull`] when the channel is full, [`NexusError::Closed`] when the
-    /// producer is gone; both hand the event back.
+    /// [`NexusError::QueueFull`] when the channel is full and senders wait,
+    /// [`NexusError::Closed`] when the producer is gone; both hand the event back.
     pub fn try_send(&self, event: Event) -> Result<(), NexusError> {
-        self.tx.try_send(event).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(event) => NexusError::QueueFull {
+        let channel = &self.senders.channel;
+        match channel.try_send(event) {
+            Err(event) if !channel.is_closed() => Err(NexusError::QueueFull {
                 event: Box::new(event),
-                capacity: self.tx.max_capacity(),
-            },
-            mpsc::error::TrySendError::Closed(event) => closed(event),
-        })
+                capacity: channel.capacity(),
+            }),
+            sent => self.sent(sent),
+        }
     }
 }
 
 impl ChannelProducer {
-    /// A producer whose channel holds `capacity` events (at least 1), and its first sender.
+    /// A producer whose channel holds `capacity` events (at least 1) and makes senders wait
+    /// when full, and its first sender.
     pub fn new(capacity: usize) -> (Self, EventSender) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        Self::with_overflow(capacity, Overflow::Wait)
+    }
+
+    /// As [`new`](Self::new), with the given choice for a full channel.
+    pub fn with_overflow(capacity: usize, overflow: Overflow) -> (Self, EventSender) {
+        let channel = Bounded::new(capacity, overflow);
+        let link = ProducerLink::new();
         let producer = Self {
-            link: ProducerLink::new(),
-            rx: Some(rx),
+            link: link.clone(),
+            channel: channel.clone(),
             task: None,
         };
-        (producer, EventSender { tx })
+        let senders = Arc::new(Senders { channel, link });
+        (producer, EventSender { senders })
+    }
+}
+
+impl Drop for ChannelProducer {
+    fn drop(&mut self) {
+        // Senders learn at once that nobody will take their events.
+        self.channel.close();
     }
 }
 
@@ -268,14 +308,14 @@ impl EventSource for ChannelProducer {
     /// when started before.
     async fn start(&mut self) -> Result<(), NexusError> {
         self.link.begin(self.name())?;
-        let Some(mut rx) = self.rx.take() else {
+        if self.task.is_some() {
             return Err(NexusError::MultipleStart {
                 source_name: self.name().to_owned(),
             });
-        };
-        let link = self.link.clone();
+        }
+        let (link, channel) = (self.link.clone(), self.channel.clone());
         self.task = Some(tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
+            while let Some(event) = channel.recv().await {
                 if let Err(err) = link.distribute_event(event).await {
                     tracing::error!(error = %err, "channel producer could not deliver an event");
                 }
@@ -285,10 +325,14 @@ impl EventSource for ChannelProducer {
         Ok(())
     }
 
-    /// Stops ingesting; events still in the channel are reported and dropped.
+    /// Stops ingesting; events still in the channel are counted as dropped and reported.
     async fn close(&mut self) -> Result<(), NexusError> {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        self.channel.close();
+        while let Some(event) = self.channel.try_recv() {
+            self.link.record_dropped(&event);
         }
         Ok(())
     }

@@ -1,0 +1,311 @@
+//! A bounded channel that says what happens when it is full: [`Overflow`]. The channel
+//! producers and boundaries of nexus are built on it, so no buffer of theirs is unbounded.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+/// What a full bounded channel does with one more item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// The sender waits for room: backpressure, nothing lost. The default.
+    #[default]
+    Wait,
+    /// The oldest waiting item is dropped to make room, counted and reported.
+    DropOldest,
+    /// The new item is dropped, counted and reported.
+    DropNewest,
+}
+
+/// A bounded multi-producer, single-consumer channel with an [`Overflow`] choice and a count of
+/// what it dropped. Cheap to clone; clones share the channel.
+///
+/// ```
+/// use nexus_core::channel::{Bounded, Overflow};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let channel = Bounded::new(2, Overflow::DropOldest);
+/// for n in 1..=3 {
+///     channel.send(n).await.unwrap();
+/// }
+/// assert_eq!(channel.dropped(), 1); // 1 made room for 3
+/// assert_eq!(channel.recv().await, Some(2));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Bounded<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Bounded<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+    overflow: Overflow,
+    dropped: AtomicU64,
+    items: Notify,
+    room: Notify,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    queue: VecDeque<T>,
+    closed: bool,
+}
+
+/// What [`Bounded::send`] did with a full channel under a dropping [`Overflow`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent<T> {
+    /// The item is in the channel; nothing was dropped.
+    Queued,
+    /// The item is in the channel; the oldest item was dropped to make room (here it is).
+    DroppedOldest(T),
+    /// The channel was full: the item itself was dropped (here it is).
+    DroppedNewest(T),
+}
+
+impl<T> Bounded<T> {
+    /// A channel holding `capacity` items (at least 1).
+    pub fn new(capacity: usize, overflow: Overflow) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    closed: false,
+                }),
+                capacity: capacity.max(1),
+                overflow,
+                dropped: AtomicU64::new(0),
+                items: Notify::new(),
+                room: Notify::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `item`: waits while the channel is full, or drops an item, as its [`Overflow`]
+    /// says.
+    ///
+    /// # Errors
+    ///
+    /// Hands `item` back when the channel is closed.
+    pub async fn send(&self, item: T) -> Result<Sent<T>, T> {
+        let mut item = Some(item);
+        loop {
+            let room = self.shared.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut state = self.lock();
+                let Some(next) = item.take() else {
+                    unreachable!("the item is put back before every retry")
+                };
+                if state.closed {
+                    return Err(next);
+                }
+                if state.queue.len() < self.shared.capacity {
+                    state.queue.push_back(next);
+                    drop(state);
+                    self.shared.items.notify_one();
+                    return Ok(Sent::Queued);
+                }
+                match self.shared.overflow {
+                    Overflow::DropNewest => {
+                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Sent::DroppedNewest(next));
+                    }
+                    Overflow::DropOldest => {
+                        let oldest = state.queue.pop_front();
+                        state.queue.push_back(next);
+                        drop(state);
+                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.shared.items.notify_one();
+                        return Ok(oldest.map_or(Sent::Queued, Sent::DroppedOldest));
+                    }
+                    Overflow::Wait => item = Some(next),
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Sends from outside the async runtime (a plain thread), blocking the thread while it
+    /// must wait. Inside a runtime use [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn blocking_send(&self, item: T) -> Result<Sent<T>, T> {
+        block_on(self.send(item))
+    }
+
+    /// Sends `item` if there is room now (or a dropping [`Overflow`] makes room).
+    ///
+    /// # Errors
+    ///
+    /// Hands `item` back when the channel is full under [`Overflow::Wait`], or closed.
+    pub fn try_send(&self, item: T) -> Result<Sent<T>, T> {
+        {
+            let state = self.lock();
+            if state.closed
+                || (state.queue.len() >= self.shared.capacity
+                    && self.shared.overflow == Overflow::Wait)
+            {
+                return Err(item);
+            }
+        }
+        futures_util::FutureExt::now_or_never(self.send(item))
+            .unwrap_or_else(|| unreachable!("there was room, or it drops"))
+    }
+
+    /// Waits for the next item; `None` once the channel is closed and empty.
+    pub async fn recv(&self) -> Option<T> {
+        loop {
+            let items = self.shared.items.notified();
+            let mut items = std::pin::pin!(items);
+            items.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if let Some(item) = state.queue.pop_front() {
+                    drop(state);
+                    self.shared.room.notify_one();
+                    return Some(item);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            items.await;
+        }
+    }
+
+    /// The next item if there is one now.
+    pub fn try_recv(&self) -> Option<T> {
+        let item = self.lock().queue.pop_front();
+        if item.is_some() {
+            self.shared.room.notify_one();
+        }
+        item
+    }
+
+    /// Refuses further items; those already in it can still be received.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.shared.items.notify_waiters();
+        self.shared.room.notify_waiters();
+    }
+
+    /// Whether it is closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// How many items are waiting.
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Whether no item is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many items it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// How many items it dropped under its [`Overflow`].
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Wakes a parked thread.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` on this thread, parking it while the future waits.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_overflow_choice_counts_what_it_drops() {
+        let newest = Bounded::new(2, Overflow::DropNewest);
+        for n in 1..=4 {
+            newest.send(n).await.unwrap();
+        }
+        assert_eq!(
+            (newest.dropped(), newest.try_recv(), newest.try_recv()),
+            (2, Some(1), Some(2))
+        );
+
+        let oldest = Bounded::new(2, Overflow::DropOldest);
+        for n in 1..=4 {
+            oldest.send(n).await.unwrap();
+        }
+        assert_eq!(
+            (oldest.dropped(), oldest.try_recv(), oldest.try_recv()),
+            (2, Some(3), Some(4))
+        );
+
+        let wait = Bounded::new(1, Overflow::Wait);
+        wait.send(1).await.unwrap();
+        assert_eq!(wait.try_send(2), Err(2), "full: the sender would wait");
+        assert_eq!(wait.dropped(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_sender_gets_room_and_a_thread_can_block() {
+        let channel = Bounded::new(1, Overflow::Wait);
+        let sender = channel.clone();
+        let thread = std::thread::spawn(move || {
+            for n in 0..100 {
+                sender.blocking_send(n).unwrap();
+            }
+            sender.close();
+        });
+        let mut got = Vec::new();
+        while let Some(n) = channel.recv().await {
+            got.push(n);
+        }
+        thread.join().unwrap();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(channel.send(7).await, Err(7), "closed");
+    }
+}
