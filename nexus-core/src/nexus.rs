@@ -616,7 +616,20 @@ impl AsyncEventNexus {
 
         let mut sources = std::mem::take(&mut *lock(&inner.sources));
         inner.unfinished.send_replace(sources.len());
-        *lock(&inner.per_source) = sources.iter().map(|s| (s.name(), s.counters())).collect();
+        let counters: Vec<SourceCounters> = sources.iter().map(SourceBox::counters).collect();
+        *lock(&inner.per_source) = sources
+            .iter()
+            .zip(&counters)
+            .map(|(s, c)| (s.name(), c.clone()))
+            .collect();
+        // Each converter's delivery counter, in the order the converters are spawned below.
+        let mut converter_counters = sources
+            .iter()
+            .zip(counters)
+            .filter(|(s, _)| !matches!(s, SourceBox::Producer(_)))
+            .map(|(_, c)| c.delivered)
+            .collect::<Vec<_>>()
+            .into_iter();
         let started =
             futures_util::future::join_all(sources.iter_mut().map(|s| s.start(self))).await;
         let (converters, producers): (Vec<_>, Vec<_>) = sources
@@ -640,9 +653,11 @@ impl AsyncEventNexus {
         let (failed_tx, mut failed) = mpsc::channel(converters.len().max(1));
         for converter in converters {
             inner.converters_out.fetch_add(1, Ordering::AcqRel);
+            let delivered = converter_counters.next().unwrap_or_default();
             let task = tokio::spawn(converter_task(
                 self.clone(),
                 converter,
+                delivered,
                 inner.stop_tx.subscribe(),
                 failed_tx.clone(),
             ));
@@ -972,12 +987,12 @@ impl Drop for StopOnDrop<'_> {
 async fn converter_task(
     nexus: AsyncEventNexus,
     source: SourceBox,
+    delivered: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
     failed: mpsc::Sender<NexusError>,
 ) {
     let _active = Active::enter(nexus.clone());
     let name = source.name();
-    let delivered = source.counters().delivered;
     let outcome = AssertUnwindSafe(drive(nexus.clone(), source, stop, delivered))
         .catch_unwind()
         .await;

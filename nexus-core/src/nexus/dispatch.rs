@@ -104,17 +104,28 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// A handler's or filter's call, polled with this thread marked as dispatching for its nexus
 /// (so that calls back into the nexus are recognised), its panics caught, and its time limited.
 struct Guarded<'a, T> {
-    call: Call<'a, Result<T, BoxError>>,
+    /// The call, or the message of the panic that starting it raised.
+    call: Result<Call<'a, Result<T, BoxError>>, Option<String>>,
     inner: usize,
     limit: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl<'a, T> Guarded<'a, T> {
+    /// Starts the call (a plain closure does all its work here), catching a panic.
     #[inline]
-    fn new(call: Call<'a, Result<T, BoxError>>, inner: &Inner, limit: Option<Duration>) -> Self {
+    fn new(
+        start: impl FnOnce() -> Call<'a, Result<T, BoxError>>,
+        inner: &Inner,
+        limit: Option<Duration>,
+    ) -> Self {
+        let address = address(inner);
+        DISPATCHING.with_borrow_mut(|chain| chain.push(address));
+        let call = std::panic::catch_unwind(AssertUnwindSafe(start))
+            .map_err(|payload| Some(panic_message(&*payload)));
+        DISPATCHING.with_borrow_mut(|chain| chain.pop());
         Self {
             call,
-            inner: address(inner),
+            inner: address,
             limit: limit.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
         }
     }
@@ -126,9 +137,15 @@ impl<T: Unpin + Default> Future for Guarded<'_, T> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        let call = match &mut this.call {
+            Ok(call) => call,
+            Err(message) => {
+                let message = message.take().unwrap_or_default();
+                return Poll::Ready(Err(Failure::Panic(message)));
+            }
+        };
         DISPATCHING.with_borrow_mut(|chain| chain.push(this.inner));
-        let polled =
-            std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.call).poll(cx)));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *call).poll(cx)));
         DISPATCHING.with_borrow_mut(|chain| chain.pop());
         match polled {
             Ok(Poll::Ready(Ok(value))) => Poll::Ready(Ok(value)),
@@ -217,7 +234,7 @@ impl AsyncEventNexus {
             let mut kept = None;
             let result = 'event: {
                 for entry in &table.filters {
-                    let call = entry.filter.call(&event, &inner.queue);
+                    let call = || entry.filter.call(&event, &inner.queue);
                     match Guarded::new(call, inner, None).await {
                         Ok(true) => {
                             bump(&outcomes.filtered);
@@ -241,7 +258,7 @@ impl AsyncEventNexus {
                     });
                 };
                 for entry in rest {
-                    let call = entry.start(event.clone(), inner.queue.clone());
+                    let call = || entry.start(event.clone(), inner.queue.clone());
                     if let Err(failure) = Guarded::new(call, inner, entry.time_limit()).await {
                         kept = Some(event.clone());
                         let err = failure_error(failure, event.id, &event.event_type, entry.name());
@@ -252,7 +269,7 @@ impl AsyncEventNexus {
                 if policy.keeps_events() {
                     kept = Some(event.clone());
                 }
-                let call = last.start(event, inner.queue.clone());
+                let call = || last.start(event, inner.queue.clone());
                 match Guarded::new(call, inner, last.time_limit()).await {
                     Ok(()) => {
                         bump(&outcomes.dispatched);

@@ -1,0 +1,261 @@
+//! No event lost, no handler able to take the nexus down, every failure visible: error
+//! policies, caught panics, time limits, cycles, shutdown with a deadline, overflow choices.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nexus::channel::Overflow;
+use nexus::sources::ChannelProducer;
+use nexus::{
+    AsyncEventNexus, ErrorPolicy, Event, EventQueue, EventSource, Handler, NexusError,
+    SimpleEventConverter, async_trait,
+};
+use support::running;
+
+/// A nexus whose handler for type 1 fails on odd ids and panics on ids divisible by 10.
+fn failing(policy: ErrorPolicy) -> AsyncEventNexus {
+    let nexus = AsyncEventNexus::builder().error_policy(policy).build();
+    nexus
+        .add_handler(1, |e: Event, _q: EventQueue| {
+            if e.id % 10 == 0 {
+                panic!("handler bug on {}", e.id);
+            }
+            if e.id % 2 == 1 {
+                return Err(format!("odd id {}", e.id));
+            }
+            Ok(())
+        })
+        .unwrap();
+    nexus
+}
+
+#[tokio::test]
+async fn propagate_returns_the_error_to_the_caller() {
+    let nexus = failing(ErrorPolicy::Propagate);
+    let _task = running(&nexus).await;
+    let err = nexus.ingest(Event::new(3, 1, 0, ())).await.unwrap_err();
+    assert!(
+        err.to_string().ends_with("failed on event 3 of type 1"),
+        "{err}"
+    );
+    nexus.ingest(Event::new(4, 1, 0, ())).await.unwrap();
+    let stats = nexus.stats();
+    assert_eq!((stats.failed, stats.dispatched), (1, 1));
+}
+
+#[tokio::test]
+async fn continue_reports_and_goes_on() {
+    let nexus = failing(ErrorPolicy::Continue);
+    let _task = running(&nexus).await;
+    for id in 1..=20 {
+        nexus.ingest(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    nexus.ingest(Event::new(21, 99, 0, ())).await.unwrap(); // unhandled, reported
+    let stats = nexus.stats();
+    assert_eq!(
+        (stats.dispatched, stats.failed, stats.unhandled),
+        (8, 12, 1)
+    );
+}
+
+#[tokio::test]
+async fn dead_letter_receives_each_failed_event_with_its_error() {
+    let letters: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let l = letters.clone();
+    let nexus = failing(ErrorPolicy::dead_letter(move |event, error| {
+        l.lock().unwrap().push((event.id, error.to_string()));
+    }));
+    let _task = running(&nexus).await;
+    for id in [2, 3, 10] {
+        nexus.ingest(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    nexus.ingest(Event::new(11, 99, 0, ())).await.unwrap();
+    let letters = letters.lock().unwrap();
+    let ids: Vec<u64> = letters.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [3, 10, 11]);
+    assert!(
+        letters[1]
+            .1
+            .contains("panicked on event 10 of type 1: handler bug on 10"),
+        "{letters:?}"
+    );
+    assert!(
+        letters[2].1.starts_with("unhandled event 11"),
+        "{letters:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_failed_handler_and_the_nexus_goes_on() {
+    let nexus = failing(ErrorPolicy::Propagate);
+    let _task = running(&nexus).await;
+    let err = nexus.ingest(Event::new(10, 1, 0, ())).await.unwrap_err();
+    let NexusError::HandlerPanicked {
+        id,
+        handler,
+        message,
+        ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!((*id, message.as_str()), (10, "handler bug on 10"));
+    assert!(handler.contains("failing"), "{handler}");
+    nexus.ingest(Event::new(12, 1, 0, ())).await.unwrap();
+    assert_eq!(nexus.state(), nexus::LoopState::Looping);
+}
+
+/// Events 1..=n of type 1, then exhausted.
+struct Numbers(u64, u64);
+
+impl EventSource for Numbers {}
+
+#[async_trait]
+impl SimpleEventConverter for Numbers {
+    async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+        if self.0 == self.1 {
+            return Err(NexusError::NoMoreEvents);
+        }
+        self.0 += 1;
+        Ok(Event::new(self.0, 1, 0, ()))
+    }
+}
+
+#[tokio::test]
+async fn under_continue_panicking_handlers_do_not_end_the_loop() {
+    let nexus = failing(ErrorPolicy::Continue);
+    nexus.register(Numbers(0, 100)).unwrap();
+    nexus.loop_until_exhausted().await.unwrap();
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.failed), (40, 60));
+    assert_eq!(stats.per_source, [("reliability::Numbers".to_owned(), 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_over_its_time_limit_is_cancelled_and_counted_as_failed() {
+    let nexus = AsyncEventNexus::new();
+    let slow =
+        Handler::new(|_e: Event, _q: EventQueue| tokio::time::sleep(Duration::from_secs(60)));
+    nexus.add(1, slow.timeout(Duration::from_secs(2))).unwrap();
+    let _task = running(&nexus).await;
+    let started = tokio::time::Instant::now();
+    let err = nexus.ingest(Event::new(5, 1, 0, ())).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert!(
+        matches!(err, NexusError::HandlerTimedOut { id: 5, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("timed out after 2s on event 5 of type 1"),
+        "{err}"
+    );
+    assert_eq!(nexus.stats().failed, 1);
+}
+
+#[tokio::test]
+async fn a_cycle_between_two_nexuses_is_an_error_not_a_hang() {
+    let (a, b) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let to_b = b.downgrade();
+    a.add_handler(1, move |e: Event, _q: EventQueue| {
+        let b = to_b.upgrade().expect("b alive");
+        async move { b.ingest(Event::new(e.id, 2, 0, ())).await }
+    })
+    .unwrap();
+    let to_a = a.downgrade();
+    b.add_handler(2, move |e: Event, _q: EventQueue| {
+        let a = to_a.upgrade().expect("a alive");
+        async move { a.ingest(Event::new(e.id, 1, 0, "back")).await }
+    })
+    .unwrap();
+    let (_ta, _tb) = (running(&a).await, running(&b).await);
+    let result = tokio::time::timeout(Duration::from_secs(5), a.ingest(Event::new(7, 1, 0, ())))
+        .await
+        .expect("a cycle must not hang");
+    let err = result.unwrap_err();
+    assert!(matches!(err, NexusError::Cycle { .. }), "{err}");
+    assert!(err.is_bad_call());
+}
+
+/// A converter whose second event's handler never finishes, and which queues secondary events.
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_within_its_deadline_and_reports_what_was_left() {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(1, |e: Event, q: EventQueue| async move {
+            q.put(Event::new(e.id * 100, 2, 0, "follow-up")).unwrap();
+            if e.id == 2 {
+                std::future::pending::<()>().await; // stuck
+            }
+        })
+        .unwrap();
+    nexus
+        .add_handler(2, |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    nexus.register(Numbers(0, 5)).unwrap();
+    let _task = running(&nexus).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    let started = tokio::time::Instant::now();
+    let report = nexus.shutdown(Duration::from_secs(3)).await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(3),
+        "waited for the deadline"
+    );
+    assert!(!report.completed);
+    assert_eq!(report.interrupted, Some(2), "event 2 was cut short");
+    let left: Vec<u64> = report.undelivered.iter().map(|e| e.id).collect();
+    assert_eq!(left, [200], "its queued follow-up is handed back");
+    let stats = nexus.stats();
+    assert_eq!(stats.returned, 1);
+    assert_eq!(stats.dispatched, 2, "event 1 and its follow-up");
+}
+
+#[tokio::test]
+async fn shutdown_that_finishes_in_time_reports_nothing_left() {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(1, |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    nexus.register(Numbers(0, 3)).unwrap();
+    let _task = running(&nexus).await;
+    let report = nexus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.completed && report.undelivered.is_empty() && report.interrupted.is_none());
+    assert_eq!(nexus.state(), nexus::LoopState::Stopped);
+}
+
+async fn overflow_run(overflow: Overflow) -> (Vec<u64>, u64) {
+    let nexus = AsyncEventNexus::new();
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let s = seen.clone();
+    nexus
+        .add_handler(1, move |e: Event, _q: EventQueue| {
+            s.lock().unwrap().push(e.id)
+        })
+        .unwrap();
+    let (producer, sender) = ChannelProducer::with_overflow(3, overflow);
+    nexus.add_producer(producer).unwrap();
+    // Sent before the nexus runs: the channel holds 3.
+    for id in 1..=5 {
+        if overflow == Overflow::Wait {
+            sender.try_send(Event::new(id, 1, 0, ())).ok();
+        } else {
+            sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+        }
+    }
+    drop(sender);
+    nexus.loop_until_exhausted().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    (seen, nexus.stats().dropped)
+}
+
+#[tokio::test]
+async fn each_overflow_choice_drops_what_it_says_and_counts_it() {
+    assert_eq!(overflow_run(Overflow::DropOldest).await, (vec![3, 4, 5], 2));
+    assert_eq!(overflow_run(Overflow::DropNewest).await, (vec![1, 2, 3], 2));
+    // Waiting senders lose nothing: the two that did not fit were refused and handed back.
+    assert_eq!(overflow_run(Overflow::Wait).await, (vec![1, 2, 3], 0));
+}
