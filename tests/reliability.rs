@@ -259,3 +259,44 @@ async fn each_overflow_choice_drops_what_it_says_and_counts_it() {
     // Waiting senders lose nothing: the two that did not fit were refused and handed back.
     assert_eq!(overflow_run(Overflow::Wait).await, (vec![1, 2, 3], 0));
 }
+
+#[tokio::test]
+async fn counters_per_type_and_per_source_can_be_read_at_any_time() {
+    let nexus = AsyncEventNexus::builder()
+        .error_policy(ErrorPolicy::Continue)
+        .count_per_type(true)
+        .build();
+    nexus.add_filter(|e: &Event, _q: &EventQueue| e.id == 1);
+    nexus
+        .add_handler(1, |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    nexus
+        .add_handler(2, |_e: Event, _q: EventQueue| Err::<(), _>("no"))
+        .unwrap();
+    nexus.register(Numbers(0, 0)).unwrap();
+    let _task = running(&nexus).await;
+    for (id, t) in [(1, 1), (2, 1), (3, 2), (4, 3)] {
+        nexus.ingest(Event::new(id, t, 0, ())).await.unwrap();
+    }
+    let stats = nexus.stats();
+    let per_type: Vec<(String, (u64, u64, u64, u64))> = stats
+        .per_type
+        .iter()
+        .map(|(t, c)| {
+            (
+                t.to_string(),
+                (c.dispatched, c.filtered, c.unhandled, c.failed),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_type,
+        [
+            ("1".to_owned(), (1, 1, 0, 0)),
+            ("2".to_owned(), (0, 0, 0, 1)),
+            ("3".to_owned(), (0, 0, 1, 0))
+        ]
+    );
+    assert_eq!((stats.ingested, stats.queue_depth), (4, 0));
+    assert_eq!(stats.per_source, [("reliability::Numbers".to_owned(), 0)]);
+}

@@ -67,7 +67,7 @@ pub use handler::{
     HandlerReturn, Selector, marker,
 };
 pub use nexus::{AsyncEventNexus, NexusBuilder, ShutdownReport, WeakNexus};
-pub use policy::{DeadLetter, ErrorPolicy, NexusStats};
+pub use policy::{DeadLetter, ErrorPolicy, NexusStats, TypeCounts};
 pub use queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 pub use registry::{
     RegisteredNexus, Registrations, StopHandle, registered, registrations, run_registered,

@@ -20,10 +20,11 @@ use crate::handler::{
     BorrowingFilter, EventConsumer, FilterFuture, FilterReturn, FnHandler, Handler, HandlerReturn,
     Selector,
 };
-use crate::policy::{ErrorPolicy, NexusStats};
+use crate::policy::{ErrorPolicy, NexusStats, TypeCounts};
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox, SourceCounters};
 
+pub(crate) use dispatch::Counted;
 use dispatch::Dispatcher;
 use table::{FilterEntry, HandlerEntry, Table};
 
@@ -120,6 +121,8 @@ pub(crate) struct Inner {
     state: AtomicU8,
     policy: ErrorPolicy,
     outcomes: dispatch::Outcomes,
+    /// Counts per event type, when asked for.
+    per_type: Option<Mutex<rustc_hash::FxHashMap<EventType, TypeCounts>>>,
     /// Events handed back to their senders (see `NexusStats::returned`).
     returned: AtomicU64,
     /// Each source's count of delivered events, registered when the loop starts.
@@ -181,6 +184,7 @@ pub struct NexusBuilder {
     queue_capacity: usize,
     factory: Option<EventFactory>,
     policy: ErrorPolicy,
+    per_type: bool,
 }
 
 impl NexusBuilder {
@@ -211,6 +215,13 @@ impl NexusBuilder {
         self
     }
 
+    /// Also counts events per type ([`NexusStats::per_type`]); off by default, as it takes a
+    /// lock per event.
+    pub fn count_per_type(mut self, per_type: bool) -> Self {
+        self.per_type = per_type;
+        self
+    }
+
     /// Builds the nexus, in state `READY`.
     pub fn build(self) -> AsyncEventNexus {
         let (stop_tx, _) = watch::channel(false);
@@ -221,6 +232,7 @@ impl NexusBuilder {
                 state: AtomicU8::new(READY),
                 policy: self.policy,
                 outcomes: dispatch::Outcomes::default(),
+                per_type: self.per_type.then(Mutex::default),
                 returned: AtomicU64::new(0),
                 per_source: Mutex::new(Vec::new()),
                 converter_tasks: Mutex::new(Vec::new()),
@@ -258,6 +270,7 @@ impl AsyncEventNexus {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             factory: None,
             policy: ErrorPolicy::Propagate,
+            per_type: false,
         }
     }
 
@@ -850,6 +863,11 @@ impl AsyncEventNexus {
                 .iter()
                 .map(|(name, c)| (name.clone(), load(&c.delivered)))
                 .collect(),
+            per_type: inner.per_type.as_ref().map_or_else(Vec::new, |map| {
+                let mut counts: Vec<_> = lock(map).iter().map(|(t, c)| (t.clone(), *c)).collect();
+                counts.sort_by_key(|(t, _)| t.to_string());
+                counts
+            }),
         }
     }
 
@@ -943,7 +961,7 @@ pub struct ShutdownReport {
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM.
-async fn wait_for_signal() -> std::io::Result<()> {
+pub(crate) async fn wait_for_signal() -> std::io::Result<()> {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

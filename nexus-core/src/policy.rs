@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::NexusError;
-use crate::event::Event;
+use crate::event::{Event, EventType};
 
 /// What a nexus does when an event fails: a handler or filter returns an error, panics or runs
 /// out of time, or nothing handles the event.
@@ -111,4 +111,32 @@ pub struct NexusStats {
     pub queue_depth: usize,
     /// Events each source has delivered, by source name.
     pub per_source: Vec<(String, u64)>,
+    /// Counts per event type, when the nexus was built with
+    /// [`count_per_type`](crate::NexusBuilder::count_per_type); else empty.
+    pub per_type: Vec<(EventType, TypeCounts)>,
+}
+
+/// How the events of one type ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TypeCounts {
+    /// Handled without failing.
+    pub dispatched: u64,
+    /// Consumed by a filter.
+    pub filtered: u64,
+    /// Handled by nothing.
+    pub unhandled: u64,
+    /// Failed, panicked or timed out.
+    pub failed: u64,
+}
+
+impl TypeCounts {
+    pub(crate) fn count(&mut self, counted: crate::nexus::Counted) {
+        use crate::nexus::Counted;
+        match counted {
+            Counted::Dispatched => self.dispatched += 1,
+            Counted::Filtered => self.filtered += 1,
+            Counted::Unhandled => self.unhandled += 1,
+            Counted::Failed => self.failed += 1,
+        }
+    }
 }

@@ -188,6 +188,7 @@ pub struct RegisteredNexus {
     multiple: bool,
     until_exhausted: bool,
     signals: bool,
+    deadline: std::time::Duration,
     stop: StopHandle,
 }
 
@@ -198,6 +199,7 @@ pub fn registered() -> RegisteredNexus {
         multiple: false,
         until_exhausted: false,
         signals: true,
+        deadline: std::time::Duration::from_secs(10),
         stop: StopHandle::new(),
     }
 }
@@ -252,7 +254,14 @@ impl RegisteredNexus {
         self
     }
 
-    /// Whether Ctrl-C and SIGTERM stop the nexus (default `true`).
+    /// How long a shutdown on Ctrl-C or SIGTERM may take before what is still running is cut
+    /// short and reported (default 10 s; see [`AsyncEventNexus::shutdown`]).
+    pub fn shutdown_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Whether Ctrl-C and SIGTERM shut the nexus down (default `true`).
     pub fn stop_on_signals(mut self, signals: bool) -> Self {
         self.signals = signals;
         self
@@ -308,7 +317,8 @@ impl RegisteredNexus {
     }
 
     /// Runs `nexus` (usually from [`build`](Self::build), with more added by hand) until it is
-    /// stopped: by Ctrl-C or SIGTERM (unless turned off), the [`StopHandle`], `stop`, or, with
+    /// stopped: by Ctrl-C or SIGTERM (unless turned off; they shut it down within
+    /// [`shutdown_deadline`](Self::shutdown_deadline)), the [`StopHandle`], `stop`, or, with
     /// [`until_exhausted`](Self::until_exhausted), when every source has finished. Then closes
     /// every source.
     ///
@@ -316,7 +326,25 @@ impl RegisteredNexus {
     ///
     /// The loop's error, else cleanup's.
     pub async fn run_nexus(&self, nexus: &AsyncEventNexus) -> Result<(), NexusError> {
-        let signals = self.signals.then(|| nexus.stop_on_signals());
+        let signals = self.signals.then(|| {
+            let (weak, deadline) = (nexus.downgrade(), self.deadline);
+            tokio::spawn(async move {
+                if crate::nexus::wait_for_signal().await.is_err() {
+                    return;
+                }
+                let Some(nexus) = weak.upgrade() else { return };
+                tracing::info!(?deadline, "signal received: shutting the nexus down");
+                match nexus.shutdown(deadline).await {
+                    Ok(report) if report.completed && report.undelivered.is_empty() => {}
+                    Ok(report) => tracing::warn!(
+                        interrupted = ?report.interrupted,
+                        undelivered = report.undelivered.len(),
+                        "shutdown deadline passed; what was left is reported here"
+                    ),
+                    Err(err) => tracing::error!(error = %err, "shutdown failed"),
+                }
+            })
+        });
         let stopper = {
             let (stop, weak) = (self.stop.clone(), nexus.downgrade());
             tokio::spawn(async move {

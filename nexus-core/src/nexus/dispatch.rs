@@ -21,6 +21,7 @@ use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
 use crate::handler::{Call, handler_error};
 use crate::policy::ErrorPolicy;
+use tracing::Instrument;
 
 /// The dispatcher's own state, behind the nexus's gate: its snapshot of the handler table,
 /// refreshed when registration has changed it.
@@ -163,6 +164,22 @@ impl<T: Unpin + Default> Future for Guarded<'_, T> {
     }
 }
 
+/// How one event ended, as the counters see it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Counted {
+    Dispatched,
+    Filtered,
+    Unhandled,
+    Failed,
+}
+
+/// The span of one handler call: event id, type and handler. Costs a check of a static when no
+/// subscriber wants it.
+#[inline]
+fn dispatch_span(event: &Event, handler: &'static str) -> tracing::Span {
+    tracing::trace_span!("dispatch", id = event.id, event_type = %event.event_type, handler)
+}
+
 /// The nexus's error for a failed call, naming the event and the handler.
 fn failure_error(
     failure: Failure,
@@ -232,14 +249,13 @@ impl AsyncEventNexus {
             let table = &*dispatcher.table;
             // The event's copy, kept only when a dead-letter handler may need it.
             let mut kept = None;
-            let result = 'event: {
+            // The type, kept only when counts per type are wanted.
+            let counted_type = inner.per_type.as_ref().map(|_| event.event_type.clone());
+            let result: Result<Counted, NexusError> = 'event: {
                 for entry in &table.filters {
                     let call = || entry.filter.call(&event, &inner.queue);
                     match Guarded::new(call, inner, None).await {
-                        Ok(true) => {
-                            bump(&outcomes.filtered);
-                            break 'event Ok(());
-                        }
+                        Ok(true) => break 'event Ok(Counted::Filtered),
                         Ok(false) => {}
                         Err(failure) => {
                             kept = Some(event.clone());
@@ -251,7 +267,6 @@ impl AsyncEventNexus {
                 }
                 let handlers = table.lookup(&event.event_type);
                 let Some((last, rest)) = handlers.split_last() else {
-                    bump(&outcomes.unhandled);
                     kept = policy.keeps_events().then(|| event.clone());
                     break 'event Err(NexusError::UnhandledEvent {
                         event: Box::new(event),
@@ -259,7 +274,9 @@ impl AsyncEventNexus {
                 };
                 for entry in rest {
                     let call = || entry.start(event.clone(), inner.queue.clone());
-                    if let Err(failure) = Guarded::new(call, inner, entry.time_limit()).await {
+                    let span = dispatch_span(&event, entry.name());
+                    let guarded = Guarded::new(call, inner, entry.time_limit()).instrument(span);
+                    if let Err(failure) = guarded.await {
                         kept = Some(event.clone());
                         let err = failure_error(failure, event.id, &event.event_type, entry.name());
                         break 'event Err(err);
@@ -269,19 +286,34 @@ impl AsyncEventNexus {
                 if policy.keeps_events() {
                     kept = Some(event.clone());
                 }
+                let span = dispatch_span(&event, last.name());
                 let call = || last.start(event, inner.queue.clone());
-                match Guarded::new(call, inner, last.time_limit()).await {
-                    Ok(()) => {
-                        bump(&outcomes.dispatched);
-                        Ok(())
-                    }
+                match Guarded::new(call, inner, last.time_limit())
+                    .instrument(span)
+                    .await
+                {
+                    Ok(()) => Ok(Counted::Dispatched),
                     Err(failure) => Err(failure_error(failure, id, &event_type, last.name())),
                 }
             };
+            let counted = match &result {
+                Ok(counted) => *counted,
+                Err(NexusError::UnhandledEvent { .. }) => Counted::Unhandled,
+                Err(_) => Counted::Failed,
+            };
+            bump(match counted {
+                Counted::Dispatched => &outcomes.dispatched,
+                Counted::Filtered => &outcomes.filtered,
+                Counted::Unhandled => &outcomes.unhandled,
+                Counted::Failed => &outcomes.failed,
+            });
+            if let (Some(per_type), Some(event_type)) = (&inner.per_type, counted_type) {
+                super::lock(per_type)
+                    .entry(event_type)
+                    .or_default()
+                    .count(counted);
+            }
             if let Err(err) = result {
-                if !matches!(err, NexusError::UnhandledEvent { .. }) {
-                    bump(&outcomes.failed);
-                }
                 match policy {
                     ErrorPolicy::Propagate => match first_error {
                         None => first_error = Some(err),
