@@ -59,7 +59,16 @@ fn state_of(raw: u8) -> LoopState {
 /// One event at a time: no two handlers or filters of one nexus ever run at once, and events
 /// from one source are dispatched in the order it produced them. An `ingest` made by a handler
 /// into its own nexus (from the task that is dispatching) is taken like a secondary event: it is
-/// queued, returns at once, and is dispatched after the current handler returns.
+/// queued, returns at once, and is dispatched after the current handler returns. An `ingest`
+/// into a nexus that is waiting further up the same call (two nexuses whose handlers ingest
+/// into each other) would wait on itself: it is refused with [`NexusError::Cycle`].
+///
+/// # Failures
+///
+/// A handler or filter that returns an error, panics or exceeds its time limit has failed; so
+/// has an event nothing handles. The [`ErrorPolicy`] chosen with
+/// [`NexusBuilder::error_policy`] says what happens next; the nexus always goes on.
+/// [`stats`](Self::stats) counts every outcome.
 ///
 /// # Life cycle
 ///
