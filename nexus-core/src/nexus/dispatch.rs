@@ -180,6 +180,20 @@ fn dispatch_span(event: &Event, handler: &'static str) -> tracing::Span {
     tracing::trace_span!("dispatch", id = event.id, event_type = %event.event_type, handler)
 }
 
+/// Awaits `guarded` inside its handler's span, when a subscriber wants the span.
+async fn traced<T: Unpin + Default>(
+    guarded: Guarded<'_, T>,
+    event: &Event,
+    handler: &'static str,
+) -> Result<T, Failure> {
+    let span = dispatch_span(event, handler);
+    if span.is_disabled() {
+        guarded.await
+    } else {
+        guarded.instrument(span).await
+    }
+}
+
 /// The nexus's error for a failed call, naming the event and the handler.
 fn failure_error(
     failure: Failure,
@@ -274,9 +288,8 @@ impl AsyncEventNexus {
                 };
                 for entry in rest {
                     let call = || entry.start(event.clone(), inner.queue.clone());
-                    let span = dispatch_span(&event, entry.name());
-                    let guarded = Guarded::new(call, inner, entry.time_limit()).instrument(span);
-                    if let Err(failure) = guarded.await {
+                    let guarded = Guarded::new(call, inner, entry.time_limit());
+                    if let Err(failure) = traced(guarded, &event, entry.name()).await {
                         kept = Some(event.clone());
                         let err = failure_error(failure, event.id, &event.event_type, entry.name());
                         break 'event Err(err);
@@ -288,10 +301,13 @@ impl AsyncEventNexus {
                 }
                 let span = dispatch_span(&event, last.name());
                 let call = || last.start(event, inner.queue.clone());
-                match Guarded::new(call, inner, last.time_limit())
-                    .instrument(span)
-                    .await
-                {
+                let guarded = Guarded::new(call, inner, last.time_limit());
+                let outcome = if span.is_disabled() {
+                    guarded.await
+                } else {
+                    guarded.instrument(span).await
+                };
+                match outcome {
                     Ok(()) => Ok(Counted::Dispatched),
                     Err(failure) => Err(failure_error(failure, id, &event_type, last.name())),
                 }
