@@ -46,6 +46,16 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
+/// A boundary with JetStream on `server`.
+async fn jetstream(server: &NatsServer) -> NatsBoundary {
+    NatsBoundary::connect(&server.url(), PREFIX)
+        .await
+        .unwrap()
+        .jetstream("TEST")
+        .await
+        .unwrap()
+}
+
 /// A sending domain publishing every event it ingests through `nats`.
 async fn sender(nats: &NatsBoundary) -> AsyncEventNexus {
     let nexus = AsyncEventNexus::new();
@@ -90,22 +100,12 @@ async fn a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_on
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let out = NatsBoundary::connect(&server.url(), PREFIX)
-        .await
-        .unwrap()
-        .jetstream("TEST")
-        .await
-        .unwrap();
+    let out = jetstream(&server).await;
     let app = sender(&out).await;
 
     // The receiving side runs, takes the first 20 events, then is killed: its tasks end and its
     // connection closes. What it had fetched but not acknowledged comes again after `ack_wait`.
-    let into = NatsBoundary::connect(&server.url(), PREFIX)
-        .await
-        .unwrap()
-        .jetstream("TEST")
-        .await
-        .unwrap();
+    let into = jetstream(&server).await;
     let (receiver, first) = recorder();
     let durable = into
         .durable_subscriber(7, "logging")
@@ -126,12 +126,7 @@ async fn a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_on
     }
 
     // A new receiving side with the same durable name resumes where the old one stopped.
-    let into = NatsBoundary::connect(&server.url(), PREFIX)
-        .await
-        .unwrap()
-        .jetstream("TEST")
-        .await
-        .unwrap();
+    let into = jetstream(&server).await;
     let (receiver, second) = recorder();
     receiver
         .add_producer(into.durable_subscriber(7, "logging"))
@@ -154,12 +149,7 @@ async fn publishing_resumes_after_the_server_restarts_without_losing_stored_even
     let Some(mut server) = NatsServer::start() else {
         return;
     };
-    let out = NatsBoundary::connect(&server.url(), PREFIX)
-        .await
-        .unwrap()
-        .jetstream("TEST")
-        .await
-        .unwrap();
+    let out = jetstream(&server).await;
     let app = sender(&out).await;
     for id in 0..50 {
         app.ingest(Event::new(id, 3, 0, "stored before"))
@@ -172,12 +162,7 @@ async fn publishing_resumes_after_the_server_restarts_without_losing_stored_even
         app.ingest(Event::new(id, 3, 0, "after")).await.unwrap(); // waits for the server
     }
 
-    let into = NatsBoundary::connect(&server.url(), PREFIX)
-        .await
-        .unwrap()
-        .jetstream("TEST")
-        .await
-        .unwrap();
+    let into = jetstream(&server).await;
     let (receiver, seen) = recorder();
     receiver
         .add_producer(into.durable_subscriber(3, "reader"))
@@ -194,20 +179,10 @@ async fn an_event_delivered_again_is_not_dispatched_twice() {
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let out = NatsBoundary::connect(&server.url(), PREFIX)
-        .await
-        .unwrap()
-        .jetstream("TEST")
-        .await
-        .unwrap();
+    let out = jetstream(&server).await;
     let app = sender(&out).await;
 
-    let into = NatsBoundary::connect(&server.url(), PREFIX)
-        .await
-        .unwrap()
-        .jetstream("TEST")
-        .await
-        .unwrap();
+    let into = jetstream(&server).await;
     let receiver = AsyncEventNexus::new();
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let s = seen.clone();
@@ -247,12 +222,7 @@ async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let into = NatsBoundary::connect(&server.url(), PREFIX)
-        .await
-        .unwrap()
-        .jetstream("TEST")
-        .await
-        .unwrap();
+    let into = jetstream(&server).await;
     let subscriber = into.durable_subscriber(1..=9, "strict").max_bytes(256);
     let stats = subscriber.stats();
     let (receiver, seen) = recorder();

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use nexus_core::wire::{self, DecodeLimits, WireStats};
 use nexus_core::{
-    BoxError, Event, EventConsumer, EventProducer, EventQueue, EventSource, EventType, Malformed,
-    NexusError, ProducerLink, Selector, async_trait,
+    BoxError, Event, EventConsumer, EventProducer, EventQueue, EventSource, EventType, NexusError,
+    ProducerLink, Selector, async_trait,
 };
 use tokio::task::JoinHandle;
 
@@ -323,22 +323,7 @@ impl NatsSubscriber {
 
     /// Decodes a message into an event this subscriber takes, or counts why not.
     fn accept(&self, payload: &[u8]) -> Option<Event> {
-        let event = match wire::decode(payload, self.limits) {
-            Ok(event) => event,
-            Err(err) => {
-                if let Err(other) = self.stats.record(err) {
-                    tracing::warn!(error = %other, "message skipped");
-                }
-                return None;
-            }
-        };
-        if !self.selector.matches(&event.event_type) {
-            let detail = format!("event {} of type {}", event.id, event.event_type);
-            self.stats.record_malformed(Malformed::UnknownType, &detail);
-            return None;
-        }
-        self.stats.record_event();
-        Some(event)
+        self.stats.admit(payload, self.limits, Some(&self.selector))
     }
 
     async fn run_core(self: std::sync::Arc<Self>, mut messages: async_nats::Subscriber) {

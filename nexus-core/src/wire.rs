@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::error::{Malformed, NexusError};
 use crate::event::{Event, EventType, Payload};
+use crate::handler::Selector;
 
 /// What [`decode`] accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,6 +252,44 @@ impl WireStats {
             }
             other => Err(other),
         }
+    }
+
+    /// Decodes a message from the network into an event of a type `only` names (any type with
+    /// `None`), counting it; or counts why not and returns `None`, so that a receiver skips it.
+    ///
+    /// ```
+    /// use nexus_core::{Malformed, Selector};
+    /// use nexus_core::wire::{DecodeLimits, WireStats};
+    ///
+    /// let stats = WireStats::default();
+    /// let only = Selector::from(1..=9);
+    /// let good = br#"{"id": 1, "type": 2, "payload": "hi"}"#;
+    /// assert!(stats.admit(good, DecodeLimits::default(), Some(&only)).is_some());
+    /// assert!(stats.admit(b"oops", DecodeLimits::default(), Some(&only)).is_none());
+    /// assert_eq!((stats.events(), stats.malformed(Malformed::NotJson)), (1, 1));
+    /// ```
+    pub fn admit(
+        &self,
+        bytes: &[u8],
+        limits: DecodeLimits,
+        only: Option<&Selector>,
+    ) -> Option<Event> {
+        let event = match decode(bytes, limits) {
+            Ok(event) => event,
+            Err(err) => {
+                if let Err(other) = self.record(err) {
+                    tracing::warn!(error = %other, "message skipped");
+                }
+                return None;
+            }
+        };
+        if only.is_some_and(|only| !only.matches(&event.event_type)) {
+            let detail = format!("event {} of type {}", event.id, event.event_type);
+            self.record_malformed(Malformed::UnknownType, &detail);
+            return None;
+        }
+        self.record_event();
+        Some(event)
     }
 
     /// Events passed on.

@@ -203,21 +203,12 @@ impl<S: SocketRecv + Send + 'static> SimpleEventConverter for ZmqEventReceiver<S
     async fn obtain_event(&mut self) -> Result<Event, NexusError> {
         loop {
             let message = self.socket.recv().await.map_err(transport)?;
-            let event = match wire::decode(&body(message), self.limits) {
-                Ok(event) => event,
-                Err(err) => {
-                    self.stats.record(err)?;
-                    continue;
-                }
+            let Some(event) = self
+                .stats
+                .admit(&body(message), self.limits, self.only.as_ref())
+            else {
+                continue;
             };
-            if let Some(only) = &self.only {
-                if !only.matches(&event.event_type) {
-                    let detail = format!("event {} of type {}", event.id, event.event_type);
-                    self.stats.record_malformed(Malformed::UnknownType, &detail);
-                    continue;
-                }
-            }
-            self.stats.record_event();
             return Ok(event);
         }
     }
