@@ -6,7 +6,7 @@
 //! failure of that handler, handled by the nexus's error policy, never the end of the nexus.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -59,9 +59,38 @@ fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
+/// How deep a chain of nexuses calling into each other is tracked; deeper calls are still
+/// dispatched, only not checked for cycles.
+const TRACKED: usize = 8;
+
+/// The nexuses whose handlers are being polled on this thread, innermost last.
+struct Chain {
+    depth: Cell<usize>,
+    nexuses: [Cell<usize>; TRACKED],
+}
+
 thread_local! {
-    /// The nexuses whose handlers are being polled on this thread, innermost last.
-    static DISPATCHING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    static DISPATCHING: Chain = const {
+        Chain {
+            depth: Cell::new(0),
+            nexuses: [const { Cell::new(0) }; TRACKED],
+        }
+    };
+}
+
+/// Marks this thread as polling a handler of the nexus at `address` while `body` runs.
+#[inline]
+fn marked<R>(address: usize, body: impl FnOnce() -> R) -> R {
+    DISPATCHING.with(|chain| {
+        let depth = chain.depth.get();
+        if let Some(slot) = chain.nexuses.get(depth) {
+            slot.set(address);
+        }
+        chain.depth.set(depth + 1);
+    });
+    let result = body();
+    DISPATCHING.with(|chain| chain.depth.set(chain.depth.get().saturating_sub(1)));
+    result
 }
 
 fn address(inner: &Inner) -> usize {
@@ -80,10 +109,14 @@ enum Nesting {
 
 fn nesting(inner: &Inner) -> Nesting {
     let me = address(inner);
-    DISPATCHING.with_borrow(|chain| match chain.iter().rposition(|&a| a == me) {
-        None => Nesting::Outside,
-        Some(at) if at + 1 == chain.len() => Nesting::Reentry,
-        Some(_) => Nesting::Cycle,
+    DISPATCHING.with(|chain| {
+        let depth = chain.depth.get().min(TRACKED);
+        let found = chain.nexuses[..depth].iter().rposition(|a| a.get() == me);
+        match found {
+            None => Nesting::Outside,
+            Some(at) if at + 1 == chain.depth.get() => Nesting::Reentry,
+            Some(_) => Nesting::Cycle,
+        }
     })
 }
 
@@ -102,52 +135,50 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "a panic with no message".to_owned())
 }
 
-/// A handler's or filter's call, polled with this thread marked as dispatching for its nexus
-/// (so that calls back into the nexus are recognised), its panics caught, and its time limited.
-struct Guarded<'a, T> {
-    /// The call, or the message of the panic that starting it raised.
-    call: Result<Call<'a, Result<T, BoxError>>, Option<String>>,
+/// A handler's or filter's call, started and polled with this thread marked as dispatching for
+/// its nexus (so that calls back into the nexus are recognised), its panics caught, and its time
+/// limited. Starting happens in the first poll, under the same mark and catch.
+struct Guarded<'a, T, S> {
+    start: Option<S>,
+    call: Call<'a, Result<T, BoxError>>,
     inner: usize,
     limit: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
-impl<'a, T> Guarded<'a, T> {
-    /// Starts the call (a plain closure does all its work here), catching a panic.
+impl<'a, T, S> Guarded<'a, T, S>
+where
+    S: FnOnce() -> Call<'a, Result<T, BoxError>>,
+{
     #[inline]
-    fn new(
-        start: impl FnOnce() -> Call<'a, Result<T, BoxError>>,
-        inner: &Inner,
-        limit: Option<Duration>,
-    ) -> Self {
-        let address = address(inner);
-        DISPATCHING.with_borrow_mut(|chain| chain.push(address));
-        let call = std::panic::catch_unwind(AssertUnwindSafe(start))
-            .map_err(|payload| Some(panic_message(&*payload)));
-        DISPATCHING.with_borrow_mut(|chain| chain.pop());
+    fn new(start: S, inner: &Inner, limit: Option<Duration>) -> Self {
         Self {
-            call,
-            inner: address,
+            start: Some(start),
+            call: Call::Ready(None),
+            inner: address(inner),
             limit: limit.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
         }
     }
 }
 
-impl<T: Unpin + Default> Future for Guarded<'_, T> {
+impl<'a, T, S> Future for Guarded<'a, T, S>
+where
+    T: Unpin + Default,
+    S: FnOnce() -> Call<'a, Result<T, BoxError>> + Unpin,
+{
     type Output = Result<T, Failure>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let call = match &mut this.call {
-            Ok(call) => call,
-            Err(message) => {
-                let message = message.take().unwrap_or_default();
-                return Poll::Ready(Err(Failure::Panic(message)));
-            }
-        };
-        DISPATCHING.with_borrow_mut(|chain| chain.push(this.inner));
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *call).poll(cx)));
-        DISPATCHING.with_borrow_mut(|chain| chain.pop());
+        let (start, call) = (&mut this.start, &mut this.call);
+        let polled = marked(this.inner, || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                if let Some(start) = start.take() {
+                    *call = start();
+                }
+                Pin::new(call).poll(cx)
+            }))
+        });
         match polled {
             Ok(Poll::Ready(Ok(value))) => Poll::Ready(Ok(value)),
             Ok(Poll::Ready(Err(err))) => Poll::Ready(Err(Failure::Error(err))),
@@ -181,11 +212,15 @@ fn dispatch_span(event: &Event, handler: &'static str) -> tracing::Span {
 }
 
 /// Awaits `guarded` inside its handler's span, when a subscriber wants the span.
-async fn traced<T: Unpin + Default>(
-    guarded: Guarded<'_, T>,
+async fn traced<'a, T, S>(
+    guarded: Guarded<'a, T, S>,
     event: &Event,
     handler: &'static str,
-) -> Result<T, Failure> {
+) -> Result<T, Failure>
+where
+    T: Unpin + Default,
+    S: FnOnce() -> Call<'a, Result<T, BoxError>> + Unpin,
+{
     let span = dispatch_span(event, handler);
     if span.is_disabled() {
         guarded.await
