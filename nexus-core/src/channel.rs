@@ -100,6 +100,36 @@ impl<T> Bounded<T> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Puts `item` in, drops one as the overflow choice says, or hands it back (full under
+    /// [`Overflow::Wait`], or closed: `Err(Ok(item))` and `Err(Err(item))`).
+    fn offer(&self, item: T) -> Result<Sent<T>, Result<T, T>> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Err(item));
+        }
+        let sent = if state.queue.len() < self.shared.capacity {
+            state.queue.push_back(item);
+            Sent::Queued
+        } else {
+            match self.shared.overflow {
+                Overflow::Wait => return Err(Ok(item)),
+                Overflow::DropNewest => {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Sent::DroppedNewest(item));
+                }
+                Overflow::DropOldest => {
+                    let oldest = state.queue.pop_front();
+                    state.queue.push_back(item);
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    oldest.map_or(Sent::Queued, Sent::DroppedOldest)
+                }
+            }
+        };
+        drop(state);
+        self.shared.items.notify_one();
+        Ok(sent)
+    }
+
     /// Sends `item`: waits while the channel is full, or drops an item, as its [`Overflow`]
     /// says.
     ///
@@ -107,40 +137,15 @@ impl<T> Bounded<T> {
     ///
     /// Hands `item` back when the channel is closed.
     pub async fn send(&self, item: T) -> Result<Sent<T>, T> {
-        let mut item = Some(item);
+        let mut item = item;
         loop {
             let room = self.shared.room.notified();
             let mut room = std::pin::pin!(room);
             room.as_mut().enable();
-            {
-                let mut state = self.lock();
-                let Some(next) = item.take() else {
-                    unreachable!("the item is put back before every retry")
-                };
-                if state.closed {
-                    return Err(next);
-                }
-                if state.queue.len() < self.shared.capacity {
-                    state.queue.push_back(next);
-                    drop(state);
-                    self.shared.items.notify_one();
-                    return Ok(Sent::Queued);
-                }
-                match self.shared.overflow {
-                    Overflow::DropNewest => {
-                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        return Ok(Sent::DroppedNewest(next));
-                    }
-                    Overflow::DropOldest => {
-                        let oldest = state.queue.pop_front();
-                        state.queue.push_back(next);
-                        drop(state);
-                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        self.shared.items.notify_one();
-                        return Ok(oldest.map_or(Sent::Queued, Sent::DroppedOldest));
-                    }
-                    Overflow::Wait => item = Some(next),
-                }
+            match self.offer(item) {
+                Ok(sent) => return Ok(sent),
+                Err(Err(closed)) => return Err(closed),
+                Err(Ok(full)) => item = full,
             }
             room.await;
         }
@@ -162,17 +167,9 @@ impl<T> Bounded<T> {
     ///
     /// Hands `item` back when the channel is full under [`Overflow::Wait`], or closed.
     pub fn try_send(&self, item: T) -> Result<Sent<T>, T> {
-        {
-            let state = self.lock();
-            if state.closed
-                || (state.queue.len() >= self.shared.capacity
-                    && self.shared.overflow == Overflow::Wait)
-            {
-                return Err(item);
-            }
-        }
-        futures_util::FutureExt::now_or_never(self.send(item))
-            .unwrap_or_else(|| unreachable!("there was room, or it drops"))
+        self.offer(item).map_err(|refused| match refused {
+            Ok(item) | Err(item) => item,
+        })
     }
 
     /// Waits for the next item; `None` once the channel is closed and empty.
