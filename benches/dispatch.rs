@@ -185,10 +185,10 @@ fn timer_schedule(ticks: u64) -> (Duration, Duration) {
         let done_tx = std::sync::Mutex::new(Some(done_tx));
         nexus
             .add_handler(1, move |event: Event, _queue: EventQueue| {
-                if event.payload.as_int() == Some(ticks as i64) {
-                    if let Some(tx) = done_tx.lock().expect("lock").take() {
-                        let _ = tx.send(Instant::now());
-                    }
+                if event.payload.as_int() == Some(ticks as i64)
+                    && let Some(tx) = done_tx.lock().expect("lock").take()
+                {
+                    let _ = tx.send(Instant::now());
                 }
             })
             .expect("handler");

@@ -51,10 +51,10 @@ async fn through_nexus(url: &str, round: usize) -> Duration {
     let c = count.clone();
     receiver
         .add_handler(7, move |_e: Event, _q: EventQueue| {
-            if c.fetch_add(1, Ordering::Relaxed) + 1 == N {
-                if let Some(tx) = done_tx.lock().unwrap().take() {
-                    let _ = tx.send(Instant::now());
-                }
+            if c.fetch_add(1, Ordering::Relaxed) + 1 == N
+                && let Some(tx) = done_tx.lock().unwrap().take()
+            {
+                let _ = tx.send(Instant::now());
             }
         })
         .unwrap();

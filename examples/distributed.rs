@@ -81,10 +81,10 @@ pub async fn shipping(url: &str, stop_after: Option<u64>, out: Out) -> Result<u6
             event.payload, event.id
         ));
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        if Some(n) == stop_after {
-            if let Some(nexus) = weak.upgrade() {
-                nexus.stop();
-            }
+        if Some(n) == stop_after
+            && let Some(nexus) = weak.upgrade()
+        {
+            nexus.stop();
         }
     })?;
     nexus.stop_on_signals();

@@ -46,10 +46,11 @@ pub fn build(out: Out) -> Result<AsyncEventNexus, NexusError> {
     let weak = nexus.downgrade();
     nexus.add_handler(-1, move |event: Event, _queue: EventQueue| {
         out(event.to_string());
-        if event.event_type == 98.into() && event.payload.as_int() == Some(0) {
-            if let Some(nexus) = weak.upgrade() {
-                nexus.stop();
-            }
+        if event.event_type == 98.into()
+            && event.payload.as_int() == Some(0)
+            && let Some(nexus) = weak.upgrade()
+        {
+            nexus.stop();
         }
     })?;
     Ok(nexus)

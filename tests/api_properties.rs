@@ -74,7 +74,7 @@ async fn run(ops: Vec<Op>, policy: ErrorPolicy) {
         let result: Result<(), NexusError> = match op {
             Op::AddHandler(t) => nexus.add_handler(t, |_e: Event, _q: EventQueue| {}),
             Op::AddFilter => {
-                nexus.add_filter(|e: &Event, _q: &EventQueue| e.id % 5 == 0);
+                nexus.add_filter(|e: &Event, _q: &EventQueue| e.id.is_multiple_of(5));
                 Ok(())
             }
             Op::RegisterConverter(n) => nexus.register(Few(n)),

@@ -25,7 +25,7 @@ async fn filters_run_in_registration_order_and_the_first_true_consumes() {
     let l = log.clone();
     nexus.add_filter(move |e: &Event, _q: &EventQueue| {
         l.push(format!("f2:{}", e.id));
-        e.id % 2 == 0 // consumes even ids
+        e.id.is_multiple_of(2) // consumes even ids
     });
     let l = log.clone();
     nexus.add_filter(move |e: &Event, _q: &EventQueue| {

@@ -19,7 +19,7 @@ fn failing(policy: ErrorPolicy) -> AsyncEventNexus {
     let nexus = AsyncEventNexus::builder().error_policy(policy).build();
     nexus
         .add_handler(1, |e: Event, _q: EventQueue| {
-            if e.id % 10 == 0 {
+            if e.id.is_multiple_of(10) {
                 panic!("handler bug on {}", e.id);
             }
             if e.id % 2 == 1 {

@@ -26,14 +26,14 @@ async fn a_million_events_are_each_accounted_for_once() {
     let nexus = AsyncEventNexus::builder()
         .error_policy(ErrorPolicy::Continue)
         .build();
-    nexus.add_filter(|e: &Event, _q: &EventQueue| draw(e.id) % 31 == 0);
+    nexus.add_filter(|e: &Event, _q: &EventQueue| draw(e.id).is_multiple_of(31));
     nexus
         .add_handler(0..=5, |e: Event, _q: EventQueue| {
             let d = draw(e.id);
-            if d % 101 == 0 {
+            if d.is_multiple_of(101) {
                 panic!("random panic on {}", e.id);
             }
-            if d % 13 == 0 {
+            if d.is_multiple_of(13) {
                 return Err("random failure");
             }
             Ok(())

@@ -39,7 +39,7 @@ fn peer_available() -> bool {
 
 /// Event `i`, by the same rule as `zmq_peer.py`'s `event(i)`.
 fn event(i: usize) -> Event {
-    let event_type = if i % 5 == 0 {
+    let event_type = if i.is_multiple_of(5) {
         EventType::name("named.type")
     } else {
         EventType::Int(100 + (i % 7) as i64)
@@ -89,10 +89,10 @@ async fn events_sent_by_the_original_reach_a_rust_nexus_intact() {
         .add_handler(-1, move |e: Event, _q: EventQueue| {
             let mut received = r.lock().unwrap();
             received.push(e);
-            if received.len() == N {
-                if let Some(tx) = done_tx.lock().unwrap().take() {
-                    let _ = tx.send(());
-                }
+            if received.len() == N
+                && let Some(tx) = done_tx.lock().unwrap().take()
+            {
+                let _ = tx.send(());
             }
         })
         .unwrap();

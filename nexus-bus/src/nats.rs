@@ -414,10 +414,10 @@ impl Seen {
     }
 
     fn insert(&mut self, id: String) {
-        if self.order.len() == self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.ids.remove(&oldest);
-            }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
         }
         self.ids.insert(id.clone());
         self.order.push_back(id);

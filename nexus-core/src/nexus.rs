@@ -721,11 +721,11 @@ impl AsyncEventNexus {
     pub fn stop_on_signals(&self) -> JoinHandle<()> {
         let weak = self.downgrade();
         tokio::spawn(async move {
-            if wait_for_signal().await.is_ok() {
-                if let Some(nexus) = weak.upgrade() {
-                    tracing::info!("signal received: stopping the nexus");
-                    nexus.stop();
-                }
+            if wait_for_signal().await.is_ok()
+                && let Some(nexus) = weak.upgrade()
+            {
+                tracing::info!("signal received: stopping the nexus");
+                nexus.stop();
             }
         })
     }
@@ -1039,11 +1039,11 @@ async fn converter_task(
         )),
     };
     nexus.inner.converters_out.fetch_sub(1, Ordering::AcqRel);
-    if let Err(err) = result {
-        if let Err(mpsc::error::SendError(err)) = failed.send(err).await {
-            // The loop itself was cancelled: nobody is left to return the error to.
-            tracing::error!(source = %name, error = %err, "converter failed after its loop ended");
-        }
+    if let Err(err) = result
+        && let Err(mpsc::error::SendError(err)) = failed.send(err).await
+    {
+        // The loop itself was cancelled: nobody is left to return the error to.
+        tracing::error!(source = %name, error = %err, "converter failed after its loop ended");
     }
 }
 

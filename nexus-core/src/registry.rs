@@ -286,16 +286,15 @@ impl RegisteredNexus {
         let mut taken: Vec<(Selector, &'static str)> = Vec::new();
         for handler in handler_records() {
             let selector = (handler.selector)();
-            if !self.multiple {
-                if let Some((_, first)) =
+            if !self.multiple
+                && let Some((_, first)) =
                     taken.iter().find(|(s, _)| selectors_overlap(s, &selector))
-                {
-                    return Err(NexusError::DuplicateRegisteredHandler {
-                        selector: selector.to_string(),
-                        first,
-                        second: handler.path,
-                    });
-                }
+            {
+                return Err(NexusError::DuplicateRegisteredHandler {
+                    selector: selector.to_string(),
+                    first,
+                    second: handler.path,
+                });
             }
             (handler.register)(&nexus)?;
             taken.push((selector, handler.path));

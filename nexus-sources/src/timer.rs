@@ -220,11 +220,11 @@ impl Timer {
                 Some(hook) => hook(value, &factory),
                 None => Some(factory.create_event(payload(value), self.event_type.clone())),
             };
-            if let Some(event) = event {
-                if let Err(err) = self.link.distribute_event(event).await {
-                    tracing::warn!(error = %err, "timer stops: its event was refused");
-                    return Err(err);
-                }
+            if let Some(event) = event
+                && let Err(err) = self.link.distribute_event(event).await
+            {
+                tracing::warn!(error = %err, "timer stops: its event was refused");
+                return Err(err);
             }
             if Some(value) == last {
                 return Ok(());

@@ -184,10 +184,10 @@ where
             Ok(Poll::Ready(Err(err))) => Poll::Ready(Err(Failure::Error(err))),
             Err(payload) => Poll::Ready(Err(Failure::Panic(panic_message(&*payload)))),
             Ok(Poll::Pending) => {
-                if let Some((limit, sleep)) = &mut this.limit {
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(Failure::TimedOut(*limit)));
-                    }
+                if let Some((limit, sleep)) = &mut this.limit
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Err(Failure::TimedOut(*limit)));
                 }
                 Poll::Pending
             }
