@@ -392,23 +392,7 @@ impl AsyncEventNexus {
         R: HandlerReturn<M>,
         M: 'static,
     {
-        self.add_handler_named(selector.into(), std::any::type_name::<F>(), handler)
-    }
-
-    /// As [`add_handler`](Self::add_handler), naming the handler `name` in errors instead of its
-    /// type's name.
-    pub(crate) fn add_handler_named<F, R, M>(
-        &self,
-        selector: Selector,
-        name: &'static str,
-        handler: F,
-    ) -> Result<(), NexusError>
-    where
-        F: Fn(Event, EventQueue) -> R + Send + Sync + 'static,
-        R: HandlerReturn<M>,
-        M: 'static,
-    {
-        self.insert_handler(&selector, Handler::new(handler).named(name))
+        self.add(selector, Handler::new(handler))
     }
 
     /// Registers an [`EventConsumer`] object for the events `selector` names, as

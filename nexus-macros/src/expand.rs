@@ -164,13 +164,14 @@ fn expand_handler(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStr
             fn __nexus_register(
                 nexus: &#private::AsyncEventNexus,
             ) -> #private::Result<(), #private::NexusError> {
-                #private::add_handler(
-                    nexus,
-                    __nexus_selector(),
-                    ::core::concat!(::core::module_path!(), "::", #name_text),
+                let handler = #private::Handler::new(
                     |event: #private::Event, queue: #private::EventQueue| async move {
                         #result(#name(#event_arg, #queue_arg).await)
                     },
+                );
+                nexus.add(
+                    __nexus_selector(),
+                    handler.named(::core::concat!(::core::module_path!(), "::", #name_text)),
                 )
             }
 
