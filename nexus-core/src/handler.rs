@@ -350,9 +350,10 @@ impl<T> fmt::Debug for Call<'_, T> {
     }
 }
 
-/// A registered handler with its kind erased.
+/// A registered handler with its kind erased. A call owns all it uses, so the dispatcher can
+/// keep it across a suspension without keeping the handler table borrowed.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
-    fn call(&self, event: Event, queue: EventQueue) -> Call<'_, Result<(), BoxError>>;
+    fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>>;
 }
 
 pub(crate) struct FnHandler<F, M> {
@@ -375,16 +376,18 @@ where
     R: HandlerReturn<M>,
     M: 'static,
 {
-    fn call(&self, event: Event, queue: EventQueue) -> Call<'_, Result<(), BoxError>> {
+    fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>> {
         (self.f)(event, queue).into_call()
     }
 }
 
-pub(crate) struct ConsumerHandler<C>(pub(crate) C);
+/// A consumer object; each call holds a reference count of it.
+pub(crate) struct ConsumerHandler<C>(pub(crate) Arc<C>);
 
 impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
-    fn call(&self, event: Event, queue: EventQueue) -> Call<'_, Result<(), BoxError>> {
-        Call::Boxed(self.0.handle(event, queue))
+    fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>> {
+        let consumer = Arc::clone(&self.0);
+        Call::Boxed(Box::pin(async move { consumer.handle(event, queue).await }))
     }
 }
 
@@ -430,7 +433,7 @@ impl Handler {
     /// A handler from an [`EventConsumer`] object.
     pub fn consumer<C: EventConsumer>(consumer: C) -> Self {
         Self {
-            inner: Arc::new(ConsumerHandler(consumer)),
+            inner: Arc::new(ConsumerHandler(Arc::new(consumer))),
             name: std::any::type_name::<C>(),
             limit: None,
         }
@@ -498,7 +501,11 @@ impl Handler {
 
     /// Starts a call without wrapping its error (the dispatch path does that itself).
     #[inline]
-    pub(crate) fn start(&self, event: Event, queue: EventQueue) -> Call<'_, Result<(), BoxError>> {
+    pub(crate) fn start(
+        &self,
+        event: Event,
+        queue: EventQueue,
+    ) -> Call<'static, Result<(), BoxError>> {
         self.inner.call(event, queue)
     }
 }
@@ -509,13 +516,9 @@ impl fmt::Debug for Handler {
     }
 }
 
-/// A registered filter with its kind erased. Its call may borrow the event and the queue.
+/// A registered filter with its kind erased. As for handlers, a call owns all it uses.
 pub(crate) trait ErasedFilter: Send + Sync + 'static {
-    fn call<'a>(
-        &'a self,
-        event: &'a Event,
-        queue: &'a EventQueue,
-    ) -> Call<'a, Result<bool, BoxError>>;
+    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>>;
 }
 
 impl<F, R, M> ErasedFilter for FnHandler<F, (R, M)>
@@ -524,11 +527,7 @@ where
     R: FilterReturn<M>,
     M: 'static,
 {
-    fn call<'a>(
-        &'a self,
-        event: &'a Event,
-        queue: &'a EventQueue,
-    ) -> Call<'a, Result<bool, BoxError>> {
+    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>> {
         (self.f)(event, queue).into_call()
     }
 }
@@ -543,12 +542,11 @@ pub(crate) struct BorrowingFilter(
 );
 
 impl ErasedFilter for BorrowingFilter {
-    fn call<'a>(
-        &'a self,
-        event: &'a Event,
-        queue: &'a EventQueue,
-    ) -> Call<'a, Result<bool, BoxError>> {
-        Call::Boxed((self.0)(event, queue))
+    /// The future borrows its arguments, so the call owns a copy of the event (a reference
+    /// count for a text or value payload) and of the queue handle.
+    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>> {
+        let (filter, event, queue) = (self.0, event.clone(), queue.clone());
+        Call::Boxed(Box::pin(async move { filter(&event, &queue).await }))
     }
 }
 

@@ -541,8 +541,9 @@ impl AsyncEventNexus {
     /// stopped; [`NexusError::UnhandledEvent`] when nothing consumed an event; the error of a
     /// failing handler or filter. Secondary events are all dispatched even when one fails; the
     /// first error is returned.
+    #[inline]
     pub fn ingest(&self, event: Event) -> impl Future<Output = Result<(), NexusError>> + Send + '_ {
-        self.dispatch(event, true)
+        dispatch::Dispatch::new(&self.inner, event, true)
     }
 
     // ----- life cycle --------------------------------------------------------------------
@@ -1051,7 +1052,7 @@ async fn drive(
             match next {
                 Ok(Some(event)) => {
                     delivered.fetch_add(1, Ordering::Relaxed);
-                    if let Err(err) = nexus.dispatch(event, false).await {
+                    if let Err(err) = dispatch::Dispatch::new(&nexus.inner, event, false).await {
                         break (false, Err(err));
                     }
                 }

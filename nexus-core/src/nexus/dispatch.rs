@@ -1,9 +1,13 @@
 //! The dispatch of one event and the secondary events it leads to.
 //!
-//! This is the hot path: one async fn, so that an event passes through a single state machine;
-//! no lock, allocation or reference count beyond the gate, the handler's own future and the
-//! queue handle the handler is given. Each handler call is guarded: a panic or a timeout is a
-//! failure of that handler, handled by the nexus's error policy, never the end of the nexus.
+//! This is the hot path, written as one hand-made future ([`Dispatch`]) so that nothing is
+//! moved or set up that an event does not need: no lock, allocation or reference count beyond
+//! the gate, the handler's own future and the queue handle the handler is given. A call that
+//! completes when first polled is started, polled and finished in one go; only a call that has
+//! to wait is kept in the future, with what the rest of the dispatch needs.
+//!
+//! Each call is guarded: a panic or a timeout is a failure of that handler or filter, handled by
+//! the nexus's error policy, never the end of the nexus.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -12,16 +16,16 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use super::gate::GateGuard;
 use super::table::Table;
-use super::{AsyncEventNexus, Inner, LOOPING, STARTING, state_of};
+use super::{Inner, LOOPING, STARTING, state_of};
 use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
 use crate::handler::{Call, handler_error};
 use crate::policy::ErrorPolicy;
-use tracing::Instrument;
 
 /// The dispatcher's own state, behind the nexus's gate: its snapshot of the handler table,
 /// refreshed when registration has changed it.
@@ -135,66 +139,6 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "a panic with no message".to_owned())
 }
 
-/// A handler's or filter's call, started and polled with this thread marked as dispatching for
-/// its nexus (so that calls back into the nexus are recognised), its panics caught, and its time
-/// limited. Starting happens in the first poll, under the same mark and catch.
-struct Guarded<'a, T, S> {
-    start: Option<S>,
-    call: Call<'a, Result<T, BoxError>>,
-    inner: usize,
-    limit: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
-}
-
-impl<'a, T, S> Guarded<'a, T, S>
-where
-    S: FnOnce() -> Call<'a, Result<T, BoxError>>,
-{
-    #[inline]
-    fn new(start: S, inner: &Inner, limit: Option<Duration>) -> Self {
-        Self {
-            start: Some(start),
-            call: Call::Ready(None),
-            inner: address(inner),
-            limit: limit.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
-        }
-    }
-}
-
-impl<'a, T, S> Future for Guarded<'a, T, S>
-where
-    T: Unpin + Default,
-    S: FnOnce() -> Call<'a, Result<T, BoxError>> + Unpin,
-{
-    type Output = Result<T, Failure>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let (start, call) = (&mut this.start, &mut this.call);
-        let polled = marked(this.inner, || {
-            std::panic::catch_unwind(AssertUnwindSafe(|| {
-                if let Some(start) = start.take() {
-                    *call = start();
-                }
-                Pin::new(call).poll(cx)
-            }))
-        });
-        match polled {
-            Ok(Poll::Ready(Ok(value))) => Poll::Ready(Ok(value)),
-            Ok(Poll::Ready(Err(err))) => Poll::Ready(Err(Failure::Error(err))),
-            Err(payload) => Poll::Ready(Err(Failure::Panic(panic_message(&*payload)))),
-            Ok(Poll::Pending) => {
-                if let Some((limit, sleep)) = &mut this.limit
-                    && sleep.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Err(Failure::TimedOut(*limit)));
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
 /// How one event ended, as the counters see it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Counted {
@@ -202,31 +146,6 @@ pub(crate) enum Counted {
     Filtered,
     Unhandled,
     Failed,
-}
-
-/// The span of one handler call: event id, type and handler. Costs a check of a static when no
-/// subscriber wants it.
-#[inline]
-fn dispatch_span(event: &Event, handler: &'static str) -> tracing::Span {
-    tracing::trace_span!("dispatch", id = event.id, event_type = %event.event_type, handler)
-}
-
-/// Awaits `guarded` inside its handler's span, when a subscriber wants the span.
-async fn traced<'a, T, S>(
-    guarded: Guarded<'a, T, S>,
-    event: &Event,
-    handler: &'static str,
-) -> Result<T, Failure>
-where
-    T: Unpin + Default,
-    S: FnOnce() -> Call<'a, Result<T, BoxError>> + Unpin,
-{
-    let span = dispatch_span(event, handler);
-    if span.is_disabled() {
-        guarded.await
-    } else {
-        guarded.instrument(span).await
-    }
 }
 
 /// The nexus's error for a failed call, naming the event and the handler.
@@ -253,138 +172,527 @@ fn failure_error(
     }
 }
 
-impl AsyncEventNexus {
-    /// Dispatches `event`, then every event waiting on the queue, first in first out. Every
-    /// event is dispatched even if one fails; what happens to failures is the error policy's
-    /// choice. With `checked`, refuses the event unless the loop is starting or running.
-    pub(super) async fn dispatch(&self, event: Event, checked: bool) -> Result<(), NexusError> {
-        let inner = &*self.inner;
-        if checked {
-            let raw = inner.state.load(Ordering::Acquire);
-            if raw != LOOPING && raw != STARTING {
-                inner.returned.fetch_add(1, Ordering::Relaxed);
-                return Err(NexusError::NotRunning {
-                    event: Box::new(event),
-                    state: state_of(raw),
-                });
+/// Runs `body` with this thread marked as dispatching for the nexus at `address`, catching a
+/// panic as a failure.
+#[inline]
+fn guarded<R>(address: usize, body: impl FnOnce() -> R) -> Result<R, Failure> {
+    marked(address, || std::panic::catch_unwind(AssertUnwindSafe(body)))
+        .map_err(|payload| Failure::Panic(panic_message(&*payload)))
+}
+
+/// Starts a call and polls it once, guarded: its result, or the call itself when it has to wait.
+#[inline]
+fn start_and_poll<T: Unpin + Default>(
+    address: usize,
+    cx: &mut Context<'_>,
+    start: impl FnOnce() -> Call<'static, Result<T, BoxError>>,
+) -> Result<Result<T, Call<'static, Result<T, BoxError>>>, Failure> {
+    let polled = guarded(address, || {
+        let mut call = start();
+        match Pin::new(&mut call).poll(cx) {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => Err(call),
+        }
+    })?;
+    match polled {
+        Ok(Ok(value)) => Ok(Ok(value)),
+        Ok(Err(err)) => Err(Failure::Error(err)),
+        Err(call) => Ok(Err(call)),
+    }
+}
+
+/// One started call that has to wait.
+enum Flight {
+    /// A filter's: `true` when it consumed the event.
+    Filter(Call<'static, Result<bool, BoxError>>),
+    Handler(Call<'static, Result<(), BoxError>>),
+}
+
+/// A call that has to wait, with what its end needs: polled guarded, inside its span when a
+/// subscriber wants one, and cancelled at its time limit. Boxed, so that a dispatch whose calls
+/// all complete at once stays small.
+struct Waiting {
+    call: Flight,
+    name: &'static str,
+    limit: Option<Limit>,
+    span: Option<tracing::Span>,
+    /// The event's id and type, for the end of its dispatch (the last handler owns the event).
+    id: u64,
+    event_type: EventType,
+    /// A copy for the dead-letter handler, when the policy wants one.
+    kept: Option<Event>,
+}
+
+/// A handler's time limit, counted from the start of its call.
+struct Limit {
+    limit: Duration,
+    deadline: tokio::time::Instant,
+    /// Set when the call first has to wait: a call that completes at once sets no timer.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Limit {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            deadline: tokio::time::Instant::now() + limit,
+            sleep: None,
+        }
+    }
+
+    /// Whether the limit has passed; otherwise arranges for a wake-up when it does.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl Waiting {
+    /// Polls the call: `Ok(true)` when a filter consumed the event.
+    fn poll(&mut self, address: usize, cx: &mut Context<'_>) -> Poll<Result<bool, Failure>> {
+        let entered = self.span.as_ref().map(tracing::Span::enter);
+        let call = &mut self.call;
+        let polled = guarded(address, || match call {
+            Flight::Filter(call) => Pin::new(call).poll(cx),
+            Flight::Handler(call) => Pin::new(call).poll(cx).map(|done| done.map(|()| false)),
+        });
+        drop(entered);
+        match polled {
+            Ok(Poll::Ready(Ok(consumed))) => Poll::Ready(Ok(consumed)),
+            Ok(Poll::Ready(Err(err))) => Poll::Ready(Err(Failure::Error(err))),
+            Err(failure) => Poll::Ready(Err(failure)),
+            Ok(Poll::Pending) => self.timed_out(cx),
+        }
+    }
+
+    /// After a `Pending` from the call: times it out if its limit has passed.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, Failure>> {
+        match &mut self.limit {
+            Some(limit) => {
+                if limit.expired(cx) {
+                    Poll::Ready(Err(Failure::TimedOut(limit.limit)))
+                } else {
+                    Poll::Pending
+                }
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The span of one handler call (event id, type and handler), when a subscriber wants it.
+#[inline]
+fn dispatch_span(id: u64, event_type: &EventType, handler: &'static str) -> Option<tracing::Span> {
+    if !tracing::level_enabled!(tracing::Level::TRACE) {
+        return None;
+    }
+    let span = tracing::trace_span!("dispatch", id, event_type = %event_type, handler);
+    (!span.is_disabled()).then_some(span)
+}
+
+/// What comes next for an event.
+#[derive(Clone, Copy)]
+enum At {
+    /// The filter at this index.
+    Filter(usize),
+    /// The handler at this index among those for the event's type.
+    Handler(usize),
+}
+
+/// Counts how an event ended.
+#[inline]
+fn count(inner: &Inner, counted: Counted, event_type: &EventType) {
+    let outcomes = &inner.outcomes;
+    bump(match counted {
+        Counted::Dispatched => &outcomes.dispatched,
+        Counted::Filtered => &outcomes.filtered,
+        Counted::Unhandled => &outcomes.unhandled,
+        Counted::Failed => &outcomes.failed,
+    });
+    if let Some(per_type) = &inner.per_type {
+        super::lock(per_type)
+            .entry(event_type.clone())
+            .or_default()
+            .count(counted);
+    }
+}
+
+/// Counts an event that failed and hands the failure to the error policy.
+#[cold]
+fn failed(
+    inner: &Inner,
+    first_error: &mut Option<Box<NexusError>>,
+    event_type: &EventType,
+    err: NexusError,
+    kept: Option<Event>,
+) {
+    let counted = match err {
+        NexusError::UnhandledEvent { .. } => Counted::Unhandled,
+        _ => Counted::Failed,
+    };
+    count(inner, counted, event_type);
+    match &inner.policy {
+        ErrorPolicy::Propagate => match first_error {
+            None => *first_error = Some(Box::new(err)),
+            Some(_) => tracing::error!(error = %err, "secondary event failed"),
+        },
+        ErrorPolicy::Continue => tracing::error!(error = %err, "event failed"),
+        ErrorPolicy::DeadLetter(dead_letter) => match kept {
+            Some(copy) => dead_letter.send(copy, err),
+            None => tracing::error!(error = %err, "event failed"),
+        },
+    }
+}
+
+/// The dispatch of one event: through the filters, then to its handlers.
+struct Cursor {
+    /// The event while it is still the dispatcher's; the last handler takes it.
+    event: Option<Event>,
+    at: At,
+    /// The call that has to wait, if any.
+    waiting: Option<Box<Waiting>>,
+}
+
+impl Cursor {
+    /// Starts on `event`.
+    #[inline]
+    fn begin(&mut self, inner: &Inner, event: Event) {
+        inner.outcomes.current.store(event.id, Ordering::Relaxed);
+        self.event = Some(event);
+        self.at = At::Filter(0);
+    }
+
+    /// Calls filters and handlers in turn until the event is done with (and counted) or a call
+    /// has to wait.
+    #[inline]
+    fn advance(
+        &mut self,
+        inner: &Inner,
+        table: &Table,
+        cx: &mut Context<'_>,
+        first_error: &mut Option<Box<NexusError>>,
+    ) -> Poll<()> {
+        let me = address(inner);
+        if let Some(mut waiting) = self.waiting.take() {
+            match waiting.poll(me, cx) {
+                Poll::Pending => {
+                    self.waiting = Some(waiting);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(false)) => {
+                    if self.event.is_none() {
+                        // That was the last handler.
+                        count(inner, Counted::Dispatched, &waiting.event_type);
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(Ok(true)) => {
+                    self.event = None;
+                    count(inner, Counted::Filtered, &waiting.event_type);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Err(failure)) => {
+                    self.fail_waiting(inner, *waiting, failure, first_error);
+                    return Poll::Ready(());
+                }
             }
         }
-        let mut dispatcher = match inner.dispatcher.try_lock() {
-            Some(guard) => guard,
-            None => match nesting(inner) {
-                Nesting::Outside => inner.dispatcher.lock().await,
-                // A handler of this very dispatch calls back in: waiting would deadlock, so the
-                // event is taken like a secondary event.
-                Nesting::Reentry => {
-                    return inner.queue.put(event).inspect_err(|_| {
-                        inner.returned.fetch_add(1, Ordering::Relaxed);
-                    });
-                }
-                Nesting::Cycle => {
-                    inner.returned.fetch_add(1, Ordering::Relaxed);
-                    return Err(NexusError::Cycle {
-                        event: Box::new(event),
-                    });
-                }
-            },
-        };
-        let outcomes = &inner.outcomes;
-        let policy = &inner.policy;
-        let mut event = event;
-        let mut first_error: Option<NexusError> = None;
+        let keeps = inner.policy.keeps_events();
         loop {
-            dispatcher.refresh(inner);
-            outcomes.current.store(event.id, Ordering::Relaxed);
-            let table = &*dispatcher.table;
-            // The event's copy, kept only when a dead-letter handler may need it.
-            let mut kept = None;
-            // The type, kept only when counts per type are wanted.
-            let counted_type = inner.per_type.as_ref().map(|_| event.event_type.clone());
-            let result: Result<Counted, NexusError> = 'event: {
-                for entry in &table.filters {
-                    let call = || entry.filter.call(&event, &inner.queue);
-                    match Guarded::new(call, inner, None).await {
-                        Ok(true) => break 'event Ok(Counted::Filtered),
-                        Ok(false) => {}
+            let Some(event) = &self.event else {
+                return Poll::Ready(());
+            };
+            match self.at {
+                At::Filter(at) => {
+                    let Some(entry) = table.filters.get(at) else {
+                        self.at = At::Handler(0);
+                        continue;
+                    };
+                    self.at = At::Filter(at + 1);
+                    let queue = &inner.queue;
+                    match start_and_poll(me, cx, || entry.filter.call(event, queue)) {
+                        Ok(Ok(false)) => {}
+                        Ok(Ok(true)) => {
+                            count(inner, Counted::Filtered, &event.event_type);
+                            self.event = None;
+                            return Poll::Ready(());
+                        }
+                        Ok(Err(call)) => {
+                            let waiting = Waiting {
+                                call: Flight::Filter(call),
+                                name: entry.name,
+                                limit: None,
+                                span: None,
+                                id: event.id,
+                                event_type: event.event_type.clone(),
+                                kept: None,
+                            };
+                            return self.wait(inner, Box::new(waiting), cx, first_error);
+                        }
                         Err(failure) => {
-                            kept = Some(event.clone());
                             let err =
                                 failure_error(failure, event.id, &event.event_type, entry.name);
-                            break 'event Err(err);
+                            let event_type = event.event_type.clone();
+                            let kept = self.event.take().filter(|_| keeps);
+                            failed(inner, first_error, &event_type, err, kept);
+                            return Poll::Ready(());
                         }
                     }
                 }
-                let handlers = table.lookup(&event.event_type);
-                let Some((last, rest)) = handlers.split_last() else {
-                    kept = policy.keeps_events().then(|| event.clone());
-                    break 'event Err(NexusError::UnhandledEvent {
-                        event: Box::new(event),
-                    });
-                };
-                for entry in rest {
-                    let call = || entry.start(event.clone(), inner.queue.clone());
-                    let guarded = Guarded::new(call, inner, entry.time_limit());
-                    if let Err(failure) = traced(guarded, &event, entry.name()).await {
-                        kept = Some(event.clone());
-                        let err = failure_error(failure, event.id, &event.event_type, entry.name());
-                        break 'event Err(err);
+                At::Handler(at) => {
+                    let handlers = table.lookup(&event.event_type);
+                    let Some(entry) = handlers.get(at) else {
+                        // No handler at all: otherwise the last one takes the event.
+                        self.unhandled(inner, first_error);
+                        return Poll::Ready(());
+                    };
+                    self.at = At::Handler(at + 1);
+                    let (id, event_type) = (event.id, event.event_type.clone());
+                    let last = at + 1 == handlers.len();
+                    let (copy, kept) = if last {
+                        let kept = keeps.then(|| event.clone());
+                        match self.event.take() {
+                            Some(event) => (event, kept),
+                            None => return Poll::Ready(()),
+                        }
+                    } else {
+                        (event.clone(), None)
+                    };
+                    let limit = entry.time_limit().map(Limit::new);
+                    let span = dispatch_span(id, &event_type, entry.name());
+                    let entered = span.as_ref().map(tracing::Span::enter);
+                    let queue = inner.queue.clone();
+                    let polled = start_and_poll(me, cx, || entry.start(copy, queue));
+                    drop(entered);
+                    match polled {
+                        Ok(Ok(())) => {
+                            if last {
+                                count(inner, Counted::Dispatched, &event_type);
+                                return Poll::Ready(());
+                            }
+                        }
+                        Ok(Err(call)) => {
+                            let waiting = Waiting {
+                                call: Flight::Handler(call),
+                                name: entry.name(),
+                                limit,
+                                span,
+                                id,
+                                event_type,
+                                kept,
+                            };
+                            return self.wait(inner, Box::new(waiting), cx, first_error);
+                        }
+                        Err(failure) => {
+                            let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
+                            self.event = None;
+                            let err = failure_error(failure, id, &event_type, entry.name());
+                            failed(inner, first_error, &event_type, err, kept);
+                            return Poll::Ready(());
+                        }
                     }
                 }
-                let (id, event_type) = (event.id, event.event_type.clone());
-                if policy.keeps_events() {
-                    kept = Some(event.clone());
-                }
-                let span = dispatch_span(&event, last.name());
-                let call = || last.start(event, inner.queue.clone());
-                let guarded = Guarded::new(call, inner, last.time_limit());
-                let outcome = if span.is_disabled() {
-                    guarded.await
-                } else {
-                    guarded.instrument(span).await
-                };
-                match outcome {
-                    Ok(()) => Ok(Counted::Dispatched),
-                    Err(failure) => Err(failure_error(failure, id, &event_type, last.name())),
-                }
-            };
-            let counted = match &result {
-                Ok(counted) => *counted,
-                Err(NexusError::UnhandledEvent { .. }) => Counted::Unhandled,
-                Err(_) => Counted::Failed,
-            };
-            bump(match counted {
-                Counted::Dispatched => &outcomes.dispatched,
-                Counted::Filtered => &outcomes.filtered,
-                Counted::Unhandled => &outcomes.unhandled,
-                Counted::Failed => &outcomes.failed,
-            });
-            if let (Some(per_type), Some(event_type)) = (&inner.per_type, counted_type) {
-                super::lock(per_type)
-                    .entry(event_type)
-                    .or_default()
-                    .count(counted);
-            }
-            if let Err(err) = result {
-                match policy {
-                    ErrorPolicy::Propagate => match first_error {
-                        None => first_error = Some(err),
-                        Some(_) => tracing::error!(error = %err, "secondary event failed"),
-                    },
-                    ErrorPolicy::Continue => tracing::error!(error = %err, "event failed"),
-                    ErrorPolicy::DeadLetter(dead_letter) => match kept.take() {
-                        Some(copy) => dead_letter.send(copy, err),
-                        None => tracing::error!(error = %err, "event failed"),
-                    },
-                }
-            }
-            match inner.queue.pop() {
-                Some(next) => event = next,
-                None => break,
             }
         }
-        match first_error {
+    }
+
+    /// Keeps a call that has to wait, unless its time is already up.
+    #[cold]
+    fn wait(
+        &mut self,
+        inner: &Inner,
+        mut waiting: Box<Waiting>,
+        cx: &mut Context<'_>,
+        first_error: &mut Option<Box<NexusError>>,
+    ) -> Poll<()> {
+        match waiting.timed_out(cx) {
+            Poll::Ready(Err(failure)) => {
+                self.fail_waiting(inner, *waiting, failure, first_error);
+                Poll::Ready(())
+            }
+            _ => {
+                self.waiting = Some(waiting);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Ends the event whose waiting call failed.
+    #[cold]
+    fn fail_waiting(
+        &mut self,
+        inner: &Inner,
+        waiting: Waiting,
+        failure: Failure,
+        first_error: &mut Option<Box<NexusError>>,
+    ) {
+        let keeps = inner.policy.keeps_events();
+        let kept = waiting.kept.or_else(|| self.event.take().filter(|_| keeps));
+        self.event = None;
+        let err = failure_error(failure, waiting.id, &waiting.event_type, waiting.name);
+        failed(inner, first_error, &waiting.event_type, err, kept);
+    }
+
+    /// Ends an event no handler takes.
+    #[cold]
+    fn unhandled(&mut self, inner: &Inner, first_error: &mut Option<Box<NexusError>>) {
+        if let Some(event) = self.event.take() {
+            let kept = inner.policy.keeps_events().then(|| event.clone());
+            let event_type = event.event_type.clone();
+            let err = NexusError::UnhandledEvent {
+                event: Box::new(event),
+            };
+            failed(inner, first_error, &event_type, err, kept);
+        }
+    }
+}
+
+/// The future of one `ingest`: dispatches the event, then every secondary event it led to.
+pub(super) struct Dispatch<'a> {
+    inner: &'a Inner,
+    /// Not yet polled: the gate is still to be taken for the cursor's event.
+    fresh: bool,
+    /// Refuse the event unless the loop is starting or running.
+    checked: bool,
+    /// Waiting for the gate, which another task holds.
+    lock: Option<Pin<Box<dyn Future<Output = GateGuard<'a, Dispatcher>> + Send + 'a>>>,
+    /// The event being dispatched. Declared before the guard, so that a waiting call is dropped
+    /// before the gate is released.
+    cursor: Cursor,
+    guard: Option<GateGuard<'a, Dispatcher>>,
+    /// With [`ErrorPolicy::Propagate`], the first failure, returned once the queue is empty.
+    first_error: Option<Box<NexusError>>,
+}
+
+impl<'a> Dispatch<'a> {
+    /// Dispatches `event`, then every event waiting on the queue, first in first out. Every
+    /// event is dispatched even if one fails; what happens to failures is the error policy's
+    /// choice. With `checked`, refuses the event unless the loop is starting or running.
+    #[inline]
+    pub(super) fn new(inner: &'a Inner, event: Event, checked: bool) -> Self {
+        Self {
+            inner,
+            fresh: true,
+            checked,
+            lock: None,
+            cursor: Cursor {
+                event: Some(event),
+                at: At::Filter(0),
+                waiting: None,
+            },
+            guard: None,
+            first_error: None,
+        }
+    }
+
+    /// Takes the gate for the first event: at once, or after waiting for it. Ready with the
+    /// dispatch's end when the event is refused or taken as a secondary event.
+    #[inline]
+    fn enter(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), NexusError>>> {
+        let inner = self.inner;
+        if let Some(lock) = &mut self.lock {
+            let guard = ready!(lock.as_mut().poll(cx));
+            self.lock = None;
+            self.guard = Some(guard);
+            return Poll::Ready(None);
+        }
+        if self.checked {
+            let raw = inner.state.load(Ordering::Acquire);
+            if raw != LOOPING && raw != STARTING {
+                return Poll::Ready(Some(self.refuse(|event| NexusError::NotRunning {
+                    event,
+                    state: state_of(raw),
+                })));
+            }
+        }
+        match inner.dispatcher.try_lock() {
+            Some(guard) => {
+                self.guard = Some(guard);
+                Poll::Ready(None)
+            }
+            None => self.contended(cx),
+        }
+    }
+
+    /// The gate is not free: waits for it, or, when a handler of this very nexus calls in, takes
+    /// the event as a secondary one (waiting would deadlock), or refuses it when the call comes
+    /// round through another nexus.
+    #[cold]
+    fn contended(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), NexusError>>> {
+        let inner = self.inner;
+        match nesting(inner) {
+            Nesting::Outside => {
+                self.lock = Some(Box::pin(inner.dispatcher.lock()));
+                self.enter(cx)
+            }
+            Nesting::Reentry => Poll::Ready(Some(match self.cursor.event.take() {
+                Some(event) => inner.queue.put(event).inspect_err(|_| {
+                    inner.returned.fetch_add(1, Ordering::Relaxed);
+                }),
+                None => Ok(()),
+            })),
+            Nesting::Cycle => Poll::Ready(Some(self.refuse(|event| NexusError::Cycle { event }))),
+        }
+    }
+
+    /// Hands the event back in an error.
+    #[cold]
+    fn refuse(&mut self, error: impl FnOnce(Box<Event>) -> NexusError) -> Result<(), NexusError> {
+        match self.cursor.event.take() {
+            Some(event) => {
+                self.inner.returned.fetch_add(1, Ordering::Relaxed);
+                Err(error(Box::new(event)))
+            }
             None => Ok(()),
-            Some(err) => Err(err),
+        }
+    }
+}
+
+impl Future for Dispatch<'_> {
+    type Output = Result<(), NexusError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let inner = this.inner;
+        if this.fresh {
+            if let Some(done) = ready!(this.enter(cx)) {
+                this.fresh = false;
+                return Poll::Ready(done);
+            }
+            this.fresh = false;
+            if let Some(guard) = &mut this.guard {
+                guard.refresh(inner);
+                if let Some(event) = &this.cursor.event {
+                    inner.outcomes.current.store(event.id, Ordering::Relaxed);
+                }
+            }
+        }
+        // Without the gate after the first poll: the dispatch is over.
+        let Some(guard) = &mut this.guard else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            ready!(
+                this.cursor
+                    .advance(inner, &guard.table, cx, &mut this.first_error)
+            );
+            match inner.queue.pop() {
+                Some(next) => {
+                    guard.refresh(inner);
+                    this.cursor.begin(inner, next);
+                }
+                None => {
+                    this.guard = None;
+                    return Poll::Ready(match this.first_error.take() {
+                        None => Ok(()),
+                        Some(err) => Err(*err),
+                    });
+                }
+            }
         }
     }
 }
