@@ -1,0 +1,967 @@
+//! Every nexus path beside its floor and beside the event buses a user might pick instead, in one
+//! process, on one current-thread tokio runtime.
+//!
+//! ```text
+//! cargo bench --manifest-path bench/Cargo.toml
+//! ```
+//!
+//! Each round runs every case once, so that machine noise falls on all of them alike; the table
+//! gives the median over the rounds of the nanoseconds per event, and each ratio is taken between
+//! medians of the same run. Peers are timed to the completion of their handlers, not to the
+//! return of `publish`. The run also counts heap allocations per event (a counting global
+//! allocator), times a Timer of 1000 ticks of 1 ms, compares the peak memory of runs of 100,000
+//! and 10,000,000 events (each in a child process), writes `bench/dispatch.svg`, and ends with one
+//! `summary:` line of `name=value` pairs.
+//!
+//! Environment: `NEXUS_BENCH_EVENTS` (default 200000), `NEXUS_BENCH_ROUNDS` (default 7),
+//! `NEXUS_BENCH_QUICK=1` (few events and rounds, no memory run: to check that it works),
+//! `NEXUS_BENCH_ONLY=single,fanout8` (only these paths),
+//! `NEXUS_PYTHON` and `NEXUS_PYTHON_REFERENCE` (an interpreter with async-nexus installed and
+//! the path of `python_reference.py`: the original is then measured in the same run).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nexus::bus::{AsyncEventBoundary, EventFanout};
+use nexus::sources::{ChannelProducer, Timer, TimerKind};
+use nexus::{AsyncEventNexus, Event, EventQueue, Handler};
+use tokio::sync::Notify;
+
+// ----- counting allocator ------------------------------------------------------------------
+
+/// Counts heap allocations, then leaves the work to the system allocator.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so it keeps
+// all of `System`'s guarantees; counting touches only an atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above, which is `System`'s.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `dealloc`; the caller's contract for `realloc` is passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// ----- what every handler does ---------------------------------------------------------------
+
+/// The event type of the benchmark's events.
+const TYPE: i64 = 99;
+/// How many secondary events a chain dispatches per ingest (the first included).
+const CHAIN: i64 = 10;
+/// How many handlers a fanout calls.
+const FANOUT: usize = 8;
+/// The capacity of every channel between two tasks (the nexus's default queue capacity).
+const CAPACITY: usize = 50;
+
+/// The work of a handler that runs inline: read the payload.
+#[inline]
+fn body(event: &Event) {
+    black_box(event.payload.as_int());
+}
+
+fn event(i: u64) -> Event {
+    Event::new(i, TYPE, 0, i as i64)
+}
+
+/// Counts handled events and wakes the timer when the expected number is reached: the body of
+/// handlers that run in another task (and of every peer's), whose end the timer must wait for.
+#[derive(Default)]
+struct Tally {
+    seen: AtomicU64,
+    target: AtomicU64,
+    done: Notify,
+}
+
+impl Tally {
+    fn expect(self: &Arc<Self>, n: u64) {
+        self.seen.store(0, Ordering::SeqCst);
+        self.target.store(n, Ordering::SeqCst);
+    }
+
+    #[inline]
+    fn hit(&self) {
+        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.target.load(Ordering::Relaxed) {
+            self.done.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        self.done.notified().await;
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type BoxedHandler = Box<dyn Fn(Event, EventQueue) -> BoxFuture + Send + Sync>;
+type BoxedFilter = Box<dyn Fn(&Event) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+fn boxed_handler() -> BoxedHandler {
+    Box::new(|event: Event, _queue: EventQueue| Box::pin(async move { body(&event) }))
+}
+
+/// A filter as the benchmark's filters are: async, reads the payload, lets the event pass.
+fn passing_filter(event: &Event) -> impl Future<Output = bool> + Send + use<> {
+    let value = event.payload.as_int();
+    async move {
+        black_box(value);
+        false
+    }
+}
+
+fn running_nexus(nexus: &AsyncEventNexus) -> tokio::task::JoinHandle<Result<(), nexus::NexusError>> {
+    nexus.start().expect("start")
+}
+
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
+// ----- nexus paths and their floors ---------------------------------------------------------
+
+async fn nexus_single(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(TYPE, |event: Event, _queue: EventQueue| async move { body(&event) })
+        .expect("handler");
+    let running = running_nexus(&nexus);
+    settle().await;
+    let start = Instant::now();
+    for i in 0..n {
+        nexus.ingest(event(i)).await.expect("ingest");
+    }
+    let took = start.elapsed();
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
+async fn floor_single(n: u64) -> Duration {
+    let mut table: HashMap<i64, BoxedHandler> = HashMap::new();
+    table.insert(TYPE, boxed_handler());
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        let handler = table.get(&event.event_type.as_int().unwrap_or_default()).expect("handler");
+        handler(event, queue.clone()).await;
+    }
+    start.elapsed()
+}
+
+async fn nexus_filters(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::new();
+    for _ in 0..4 {
+        nexus.add_filter(|event: &Event, _queue: &EventQueue| passing_filter(event));
+    }
+    nexus
+        .add_handler(TYPE, |event: Event, _queue: EventQueue| async move { body(&event) })
+        .expect("handler");
+    let running = running_nexus(&nexus);
+    settle().await;
+    let start = Instant::now();
+    for i in 0..n {
+        nexus.ingest(event(i)).await.expect("ingest");
+    }
+    let took = start.elapsed();
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
+async fn floor_filters(n: u64) -> Duration {
+    let filters: Vec<BoxedFilter> = (0..4)
+        .map(|_| {
+            Box::new(|event: &Event| -> Pin<Box<dyn Future<Output = bool> + Send>> {
+                Box::pin(passing_filter(event))
+            }) as BoxedFilter
+        })
+        .collect();
+    let mut table: HashMap<i64, BoxedHandler> = HashMap::new();
+    table.insert(TYPE, boxed_handler());
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    'events: for i in 0..n {
+        let event = event(i);
+        for filter in &filters {
+            if filter(&event).await {
+                continue 'events;
+            }
+        }
+        let handler = table.get(&event.event_type.as_int().unwrap_or_default()).expect("handler");
+        handler(event, queue.clone()).await;
+    }
+    start.elapsed()
+}
+
+async fn nexus_chain(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::new();
+    for t in 1..=CHAIN {
+        nexus
+            .add_handler(t, |event: Event, queue: EventQueue| async move {
+                body(&event);
+                let next = event.event_type.as_int().unwrap_or(CHAIN) + 1;
+                if next <= CHAIN {
+                    queue
+                        .put(Event::new(event.id, next, 0, event.payload))
+                        .expect("queue");
+                }
+            })
+            .expect("handler");
+    }
+    let running = running_nexus(&nexus);
+    settle().await;
+    let start = Instant::now();
+    for i in 0..n / CHAIN as u64 {
+        nexus.ingest(Event::new(i, 1, 0, i as i64)).await.expect("ingest");
+    }
+    let took = start.elapsed();
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
+/// The chain's floor: boxed handlers by type, each putting the next event on a bounded queue
+/// behind a mutex, taken in turn until it is empty.
+async fn floor_chain(n: u64) -> Duration {
+    type Queue = Arc<Mutex<VecDeque<Event>>>;
+    type ChainHandler = Box<dyn Fn(Event, Queue) -> BoxFuture + Send + Sync>;
+    let mut table: HashMap<i64, ChainHandler> = HashMap::new();
+    for t in 1..=CHAIN {
+        table.insert(
+            t,
+            Box::new(|event: Event, queue: Queue| {
+                Box::pin(async move {
+                    body(&event);
+                    let next = event.event_type.as_int().unwrap_or(CHAIN) + 1;
+                    if next <= CHAIN {
+                        let mut queue = queue.lock().expect("queue");
+                        assert!(queue.len() < CAPACITY, "queue full");
+                        queue.push_back(Event::new(event.id, next, 0, event.payload));
+                    }
+                })
+            }),
+        );
+    }
+    let queue: Queue = Arc::new(Mutex::new(VecDeque::with_capacity(CAPACITY)));
+    let start = Instant::now();
+    for i in 0..n / CHAIN as u64 {
+        let mut next = Some(Event::new(i, 1, 0, i as i64));
+        while let Some(event) = next {
+            let handler = table.get(&event.event_type.as_int().unwrap_or_default()).expect("handler");
+            handler(event, Arc::clone(&queue)).await;
+            next = queue.lock().expect("queue").pop_front();
+        }
+    }
+    start.elapsed()
+}
+
+async fn nexus_fanout(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::new();
+    let fanout = EventFanout::new();
+    for _ in 0..FANOUT {
+        fanout.register(Handler::new(|event: Event, _queue: EventQueue| async move {
+            body(&event)
+        }));
+    }
+    nexus.add_consumer(TYPE, fanout).expect("fanout");
+    let running = running_nexus(&nexus);
+    settle().await;
+    let start = Instant::now();
+    for i in 0..n {
+        nexus.ingest(event(i)).await.expect("ingest");
+    }
+    let took = start.elapsed();
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
+async fn nexus_multiple(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::builder().multiple(true).build();
+    for _ in 0..FANOUT {
+        nexus
+            .add_handler(TYPE, |event: Event, _queue: EventQueue| async move { body(&event) })
+            .expect("handler");
+    }
+    let running = running_nexus(&nexus);
+    settle().await;
+    let start = Instant::now();
+    for i in 0..n {
+        nexus.ingest(event(i)).await.expect("ingest");
+    }
+    let took = start.elapsed();
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
+/// Eight boxed handlers awaited in turn, each with a copy of the event but the last.
+async fn floor_fanout(n: u64) -> Duration {
+    let handlers: Vec<BoxedHandler> = (0..FANOUT).map(|_| boxed_handler()).collect();
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        let (last, rest) = handlers.split_last().expect("handlers");
+        for handler in rest {
+            handler(event.clone(), queue.clone()).await;
+        }
+        last(event, queue.clone()).await;
+    }
+    start.elapsed()
+}
+
+async fn nexus_producer(n: u64) -> Duration {
+    let tally = Arc::new(Tally::default());
+    tally.expect(n);
+    let nexus = AsyncEventNexus::new();
+    let seen = Arc::clone(&tally);
+    nexus
+        .add_handler(TYPE, move |event: Event, _queue: EventQueue| {
+            body(&event);
+            seen.hit();
+        })
+        .expect("handler");
+    let (producer, sender) = ChannelProducer::new(CAPACITY);
+    nexus.add_producer(producer).expect("producer");
+    let running = running_nexus(&nexus);
+    settle().await;
+    let start = Instant::now();
+    let feeding = tokio::spawn(async move {
+        for i in 0..n {
+            sender.send(event(i)).await.expect("send");
+        }
+    });
+    tally.wait().await;
+    let took = start.elapsed();
+    feeding.await.expect("feeder");
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
+/// A bounded tokio mpsc from a producer task to a task that looks up a boxed handler by type and
+/// awaits it.
+async fn floor_mpsc(n: u64) -> Duration {
+    let tally = Arc::new(Tally::default());
+    tally.expect(n);
+    let mut table: HashMap<i64, BoxedHandler> = HashMap::new();
+    let seen = Arc::clone(&tally);
+    table.insert(
+        TYPE,
+        Box::new(move |event: Event, _queue: EventQueue| {
+            let seen = Arc::clone(&seen);
+            Box::pin(async move {
+                body(&event);
+                seen.hit();
+            })
+        }),
+    );
+    let queue = AsyncEventNexus::new().queue().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(CAPACITY);
+    let dispatching = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            let handler = table.get(&event.event_type.as_int().unwrap_or_default()).expect("handler");
+            handler(event, queue.clone()).await;
+        }
+    });
+    settle().await;
+    let start = Instant::now();
+    let feeding = tokio::spawn(async move {
+        for i in 0..n {
+            tx.send(event(i)).await.expect("send");
+        }
+    });
+    tally.wait().await;
+    let took = start.elapsed();
+    feeding.await.expect("feeder");
+    dispatching.await.expect("dispatcher");
+    took
+}
+
+/// Events ingested into one nexus cross an AsyncEventBoundary into a second, whose handler
+/// counts them.
+async fn nexus_boundary(n: u64) -> Duration {
+    let tally = Arc::new(Tally::default());
+    tally.expect(n);
+    let boundary = AsyncEventBoundary::new(CAPACITY);
+    let sending = AsyncEventNexus::new();
+    sending.add_consumer(TYPE, boundary.handler()).expect("boundary handler");
+    let receiving = AsyncEventNexus::new();
+    receiving.add_producer(boundary.producer()).expect("boundary producer");
+    let seen = Arc::clone(&tally);
+    receiving
+        .add_handler(TYPE, move |event: Event, _queue: EventQueue| {
+            body(&event);
+            seen.hit();
+        })
+        .expect("handler");
+    let running = (running_nexus(&sending), running_nexus(&receiving));
+    settle().await;
+    let start = Instant::now();
+    let feeding = {
+        let sending = sending.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                sending.ingest(event(i)).await.expect("ingest");
+            }
+        })
+    };
+    tally.wait().await;
+    let took = start.elapsed();
+    feeding.await.expect("feeder");
+    boundary.close().await.expect("close");
+    sending.stop();
+    receiving.stop();
+    let _ = running.0.await;
+    let _ = running.1.await;
+    took
+}
+
+// ----- peers ---------------------------------------------------------------------------------
+
+/// The peers' event: an id and a value, as the nexus's events carry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, tokio_events::Event)]
+struct PeerEvent {
+    id: u64,
+    value: i64,
+}
+
+async fn tokio_events(n: u64, subscribers: usize) -> Duration {
+    use tokio_events::prelude::*;
+    let tally = Arc::new(Tally::default());
+    tally.expect(n * subscribers as u64);
+    let bus = EventBusBuilder::new().build().await.expect("tokio-events bus");
+    let mut handles = Vec::new();
+    for _ in 0..subscribers {
+        let seen = Arc::clone(&tally);
+        let handle = bus
+            .subscribe(move |event: PeerEvent| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    black_box(event.value);
+                    seen.hit();
+                }
+            })
+            .await
+            .expect("subscribe");
+        handles.push(handle);
+    }
+    settle().await;
+    let start = Instant::now();
+    for i in 0..n {
+        bus.publish(PeerEvent { id: i, value: i as i64 })
+            .await
+            .expect("publish");
+    }
+    tally.wait().await;
+    let took = start.elapsed();
+    drop(handles);
+    let _ = bus.shutdown().await;
+    took
+}
+
+struct JaebHandler(Arc<Tally>);
+
+impl jaeb::EventHandler<PeerEvent> for JaebHandler {
+    async fn handle(&self, event: &PeerEvent, _bus: &jaeb::EventBus) -> jaeb::HandlerResult {
+        black_box(event.value);
+        self.0.hit();
+        Ok(())
+    }
+}
+
+async fn jaeb(n: u64, subscribers: usize) -> Duration {
+    let tally = Arc::new(Tally::default());
+    tally.expect(n * subscribers as u64);
+    let bus = jaeb::EventBus::builder().build().await.expect("jaeb bus");
+    let mut subscriptions = Vec::new();
+    for _ in 0..subscribers {
+        let subscription = bus
+            .subscribe::<PeerEvent, _, _>(JaebHandler(Arc::clone(&tally)))
+            .await
+            .expect("subscribe");
+        subscriptions.push(subscription);
+    }
+    settle().await;
+    let start = Instant::now();
+    for i in 0..n {
+        bus.publish(PeerEvent { id: i, value: i as i64 })
+            .await
+            .expect("publish");
+    }
+    tally.wait().await;
+    let took = start.elapsed();
+    drop(subscriptions);
+    let _ = bus.shutdown().await;
+    took
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct AbxResult {}
+
+abxbus::event! {
+    struct AbxEvent {
+        value: i64,
+        event_result_type: AbxResult,
+        event_type: "AbxEvent",
+    }
+}
+
+async fn abxbus(n: u64, subscribers: usize) -> Duration {
+    use abxbus::event_bus::{EventBus, EventBusOptions};
+    let tally = Arc::new(Tally::default());
+    tally.expect(n * subscribers as u64);
+    let bus = EventBus::new_with_options(
+        Some("NexusBench".to_owned()),
+        EventBusOptions {
+            max_history_size: Some(1024),
+            max_history_drop: true,
+            event_handler_detect_file_paths: false,
+            ..EventBusOptions::default()
+        },
+    );
+    for _ in 0..subscribers {
+        let seen = Arc::clone(&tally);
+        bus.on(AbxEvent, move |event: AbxEvent| {
+            let seen = Arc::clone(&seen);
+            async move {
+                black_box(event.value);
+                seen.hit();
+                Ok(AbxResult {})
+            }
+        });
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        bus.emit(AbxEvent {
+            value: i as i64,
+            ..Default::default()
+        });
+    }
+    tally.wait().await;
+    let took = start.elapsed();
+    bus.destroy();
+    took
+}
+
+// ----- the run -------------------------------------------------------------------------------
+
+type Run = Box<dyn Fn(u64) -> Pin<Box<dyn Future<Output = Duration>>>>;
+
+/// One measured case: `events` events per round.
+struct Case {
+    name: &'static str,
+    /// The nexus path, floor or peer it measures.
+    what: &'static str,
+    events: u64,
+    run: Run,
+    samples: Vec<f64>,
+}
+
+fn case<F, Fut>(name: &'static str, what: &'static str, events: u64, run: F) -> Case
+where
+    F: Fn(u64) -> Fut + 'static,
+    Fut: Future<Output = Duration> + 'static,
+{
+    Case {
+        name,
+        what,
+        events,
+        run: Box::new(move |n| Box::pin(run(n))),
+        samples: Vec::new(),
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        len if len % 2 == 1 => sorted[len / 2],
+        len => (sorted[len / 2 - 1] + sorted[len / 2]) / 2.0,
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Heap allocations per event through `ingest` into one handler, integer payload.
+fn allocations_per_event(events: u64) -> f64 {
+    runtime().block_on(async {
+        let nexus = AsyncEventNexus::new();
+        nexus
+            .add_handler(TYPE, |event: Event, _queue: EventQueue| async move { body(&event) })
+            .expect("handler");
+        let running = running_nexus(&nexus);
+        settle().await;
+        let mut ready = Vec::with_capacity(events as usize);
+        ready.extend((0..events).map(event));
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for event in ready {
+            nexus.ingest(event).await.expect("ingest");
+        }
+        let counted = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        nexus.stop();
+        let _ = running.await;
+        counted as f64 / events as f64
+    })
+}
+
+/// Real time from a Timer's start to its handler seeing the last of `ticks` ticks of 1 ms, and
+/// for as many ticks of a tokio interval.
+fn timer_schedule(ticks: u64) -> (Duration, Duration) {
+    runtime().block_on(async {
+        let nexus = AsyncEventNexus::new();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let done_tx = Mutex::new(Some(done_tx));
+        nexus
+            .add_handler(1, move |event: Event, _queue: EventQueue| {
+                if event.payload.as_int() == Some(ticks as i64)
+                    && let Some(tx) = done_tx.lock().expect("lock").take()
+                {
+                    let _ = tx.send(Instant::now());
+                }
+            })
+            .expect("handler");
+        let timer = Timer::new(Duration::from_millis(1), TimerKind::CountUp(ticks), 1);
+        nexus.add_producer(timer.expect("timer")).expect("producer");
+        let start = Instant::now();
+        let running = nexus.start().expect("start");
+        let end = done_rx.await.expect("last tick");
+        nexus.stop();
+        let _ = running.await;
+        let timer_took = end - start;
+
+        let start = Instant::now();
+        let mut interval = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_millis(1),
+            Duration::from_millis(1),
+        );
+        for _ in 0..ticks {
+            interval.tick().await;
+        }
+        (timer_took, start.elapsed())
+    })
+}
+
+/// The peak resident memory of this process so far, in KiB (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// In a child process: moves `events` events through a nexus, both by `ingest` and from a
+/// producer task, then prints the peak RSS.
+fn memory_child(events: u64) {
+    runtime().block_on(async {
+        let half = events / 2;
+        let _ = nexus_single(half).await;
+        let _ = nexus_producer(events - half).await;
+    });
+    println!("peak_rss_kib={}", peak_rss_kib().unwrap_or(0));
+}
+
+/// Peak RSS in KiB of a child run of `events` events.
+fn memory_run(events: u64) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = std::process::Command::new(exe)
+        .env("NEXUS_BENCH_MEMORY_CHILD", events.to_string())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("peak_rss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The Python original's ns per event for ingest into one handler, measured now with its
+/// reference script, when an interpreter and the script are named.
+fn python_single_ns() -> Option<f64> {
+    let script = std::env::var("NEXUS_PYTHON_REFERENCE").ok()?;
+    let python = std::env::var("NEXUS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let json = std::env::temp_dir().join(format!("nexus-bench-python-{}.json", std::process::id()));
+    let status = std::process::Command::new(python)
+        .arg(&script)
+        .args(["-n", "200000", "--rounds", "3", "--only", "single", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        eprintln!("python reference: {script} exited with {status}");
+        return None;
+    }
+    let text = std::fs::read_to_string(&json).ok()?;
+    let _ = std::fs::remove_file(&json);
+    python_median(&text)
+}
+
+/// The median ns per event of the `single` scenario in the reference script's JSON.
+fn python_median(text: &str) -> Option<f64> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let mut found = Vec::new();
+    collect_single(&value, &mut found);
+    (!found.is_empty()).then(|| median(&found))
+}
+
+fn collect_single(value: &serde_json::Value, found: &mut Vec<f64>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("scenario").and_then(|s| s.as_str()) == Some("single")
+                && let Some(ns) = map.get("ns_per_event").and_then(serde_json::Value::as_f64)
+            {
+                found.push(ns);
+            }
+            map.values().for_each(|v| collect_single(v, found));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_single(v, found)),
+        _ => {}
+    }
+}
+
+fn main() {
+    if let Ok(events) = std::env::var("NEXUS_BENCH_MEMORY_CHILD") {
+        memory_child(events.parse().unwrap_or(100_000));
+        return;
+    }
+    // `cargo bench` passes `--bench`; a filter or `--list` from a harness is not used here.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let quick = std::env::var("NEXUS_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let n = env_u64("NEXUS_BENCH_EVENTS", if quick { 2_000 } else { 200_000 });
+    let rounds = env_u64("NEXUS_BENCH_ROUNDS", if quick { 1 } else { 7 }).max(1);
+    // Peers are 10 to 1000 times slower: fewer events keep each round to about a second.
+    let peer_n = (n / 10).max(100);
+    let slow_n = (n / 200).max(50);
+
+    let mut cases = vec![
+        case("single", "nexus", n, nexus_single),
+        case("single", "floor", n, floor_single),
+        case("filters4", "nexus", n, nexus_filters),
+        case("filters4", "floor", n, floor_filters),
+        case("chain10", "nexus", n, nexus_chain),
+        case("chain10", "floor", n, floor_chain),
+        case("fanout8", "nexus", n, nexus_fanout),
+        case("fanout8", "nexus_multiple", n, nexus_multiple),
+        case("fanout8", "floor", n, floor_fanout),
+        case("producer", "nexus", n, nexus_producer),
+        case("producer", "floor_mpsc", n, floor_mpsc),
+        case("boundary", "nexus", n, nexus_boundary),
+        case("peers1", "tokio_events", peer_n, |n| tokio_events(n, 1)),
+        case("peers8", "tokio_events", peer_n, |n| tokio_events(n, FANOUT)),
+        case("peers1", "jaeb", peer_n, |n| jaeb(n, 1)),
+        case("peers8", "jaeb", peer_n, |n| jaeb(n, FANOUT)),
+        case("peers1", "abxbus", slow_n, |n| abxbus(n, 1)),
+        case("peers8", "abxbus", slow_n, |n| abxbus(n, FANOUT)),
+    ];
+    if let Ok(only) = std::env::var("NEXUS_BENCH_ONLY") {
+        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+        cases.retain(|c| wanted.contains(&c.name));
+    }
+
+    eprintln!("{} cases, {rounds} rounds, {n} events per nexus case", cases.len());
+    for round in 0..rounds {
+        for c in &mut cases {
+            let rt = runtime();
+            let took = rt.block_on((c.run)(c.events));
+            c.samples
+                .push(took.as_nanos() as f64 / c.events as f64);
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+
+    let ns = |name: &str, what: &str| {
+        cases
+            .iter()
+            .find(|c| c.name == name && c.what == what)
+            .map_or(f64::NAN, |c| median(&c.samples))
+    };
+    let single = ns("single", "nexus");
+    let fanout = ns("fanout8", "nexus");
+    let mpsc = ns("producer", "floor_mpsc");
+    let mut summary: Vec<(String, String)> = Vec::new();
+    let mut push = |key: &str, value: f64, digits: usize| {
+        summary.push((key.to_owned(), format!("{value:.digits$}")));
+    };
+
+    println!();
+    println!("{:<10} {:<16} {:>12} {:>10} {:>8}", "path", "what", "ns/event", "vs", "ratio");
+    let mut rows = Vec::new();
+    for c in &cases {
+        let value = median(&c.samples);
+        let (base_name, base) = match (c.name, c.what) {
+            ("producer" | "boundary", "nexus") => ("floor_mpsc", mpsc),
+            ("peers1", _) => ("nexus 1", single),
+            ("peers8", _) => ("nexus 8", fanout),
+            (_, "floor" | "floor_mpsc") => ("", f64::NAN),
+            (name, _) => ("floor", ns(name, "floor")),
+        };
+        let ratio = value / base;
+        if ratio.is_nan() {
+            println!("{:<10} {:<16} {:>12.1}", c.name, c.what, value);
+        } else {
+            println!(
+                "{:<10} {:<16} {:>12.1} {:>10} {:>7.2}x",
+                c.name, c.what, value, base_name, ratio
+            );
+        }
+        rows.push((c.name, c.what, value));
+    }
+
+    for (name, what) in [
+        ("single", "nexus"),
+        ("filters4", "nexus"),
+        ("chain10", "nexus"),
+        ("fanout8", "nexus"),
+        ("fanout8", "nexus_multiple"),
+    ] {
+        let key = if what == "nexus" {
+            format!("{name}_vs_floor")
+        } else {
+            format!("{name}_{what}_vs_floor")
+        };
+        push(&key, ns(name, what) / ns(name, "floor"), 3);
+    }
+    push("producer_vs_mpsc", ns("producer", "nexus") / mpsc, 3);
+    push("boundary_vs_mpsc", ns("boundary", "nexus") / mpsc, 3);
+    for peer in ["tokio_events", "jaeb", "abxbus"] {
+        push(&format!("{peer}1_over_nexus"), ns("peers1", peer) / single, 1);
+        push(&format!("{peer}8_over_nexus"), ns("peers8", peer) / fanout, 1);
+    }
+    for (name, what, value) in &rows {
+        push(&format!("{name}_{what}_ns"), *value, 1);
+    }
+
+    let allocations = allocations_per_event(n.min(100_000));
+    println!("\nheap allocations per event, ingest into one handler, integer payload: {allocations:.3}");
+    push("allocs_per_event", allocations, 3);
+
+    let (timer, interval) = timer_schedule(1000);
+    println!(
+        "Timer, 1000 ticks of 1 ms: {:.4} s (tokio interval: {:.4} s; schedule 1.0000 s)",
+        timer.as_secs_f64(),
+        interval.as_secs_f64()
+    );
+    push("timer_1000x1ms_s", timer.as_secs_f64(), 4);
+
+    if !quick {
+        match (memory_run(100_000), memory_run(10_000_000)) {
+            (Some(small), Some(large)) => {
+                let growth = large as f64 / small as f64;
+                println!(
+                    "peak RSS: {small} KiB after 100,000 events, {large} KiB after 10,000,000 ({growth:.3}x)"
+                );
+                push("rss_100k_kib", small as f64, 0);
+                push("rss_10m_kib", large as f64, 0);
+                push("rss_growth", growth, 3);
+            }
+            _ => println!("peak RSS: not measured (no /proc/self/status or no child process)"),
+        }
+    }
+
+    match python_single_ns() {
+        Some(python) => {
+            println!(
+                "Python original (async-nexus), ingest into one handler: {python:.0} ns/event, {:.1}x nexus",
+                python / single
+            );
+            push("python_single_ns", python, 0);
+            push("python_over_nexus", python / single, 1);
+        }
+        None => println!(
+            "Python original: not measured (set NEXUS_PYTHON_REFERENCE to python_reference.py and NEXUS_PYTHON to an interpreter with async-nexus)"
+        ),
+    }
+
+    let chart = chart(&rows, ns);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dispatch.svg");
+    match std::fs::write(&path, chart) {
+        Ok(()) => println!("chart: {}", path.display()),
+        Err(err) => println!("chart: not written to {}: {err}", path.display()),
+    }
+
+    let mut line = String::from("summary:");
+    for (key, value) in &summary {
+        let _ = write!(line, " {key}={value}");
+    }
+    println!("{line}");
+}
+
+/// A bar chart of ns per event (log scale), one group per path.
+fn chart(rows: &[(&str, &str, f64)], _ns: impl Fn(&str, &str) -> f64) -> String {
+    let bar_h = 16.0;
+    let gap = 10.0;
+    let left = 230.0;
+    let width = 560.0;
+    let max = rows.iter().map(|r| r.2).fold(1.0_f64, f64::max);
+    let min = 10.0_f64;
+    let scale = |v: f64| ((v.max(min) / min).log10() / (max / min).log10()) * width;
+    let mut y = 40.0;
+    let mut body = String::new();
+    let mut last_group = "";
+    for (name, what, value) in rows {
+        if *name != last_group {
+            if !last_group.is_empty() {
+                y += gap;
+            }
+            last_group = name;
+        }
+        let colour = match *what {
+            "nexus" | "nexus_multiple" => "#2b6cb0",
+            w if w.starts_with("floor") => "#718096",
+            _ => "#c05621",
+        };
+        let _ = write!(
+            body,
+            r##"<text x="{tx}" y="{ty}" text-anchor="end" font-size="12">{name} · {what}</text><rect x="{left}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{colour}"/><text x="{vx:.1}" y="{ty}" font-size="11">{value:.0} ns</text>"##,
+            tx = left - 8.0,
+            ty = y + 12.0,
+            w = scale(*value),
+            vx = left + scale(*value) + 6.0,
+        );
+        y += bar_h + 4.0;
+    }
+    let height = y + 30.0;
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="{height}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="14">ns per event, log scale (blue: nexus, grey: floor, orange: peer crates)</text>{body}</svg>"##,
+        total = left + width + 90.0,
+    )
+}
