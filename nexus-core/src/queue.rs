@@ -79,11 +79,13 @@ impl EventQueue {
     }
 
     /// How many events are waiting.
+    #[inline]
     pub fn len(&self) -> usize {
         self.shared.len.load(Ordering::Acquire)
     }
 
     /// Whether no event is waiting.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

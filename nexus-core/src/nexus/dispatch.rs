@@ -36,7 +36,7 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    #[inline]
+    #[inline(always)]
     fn refresh(&mut self, inner: &Inner) {
         let version = inner.table_version.load(Ordering::Acquire);
         if version != self.version {
@@ -172,22 +172,20 @@ fn failure_error(
     }
 }
 
-/// Runs `body` with this thread marked as dispatching for the nexus at `address`, catching a
-/// panic as a failure.
+/// Runs `body`, catching a panic as a failure.
 #[inline]
-fn guarded<R>(address: usize, body: impl FnOnce() -> R) -> Result<R, Failure> {
-    marked(address, || std::panic::catch_unwind(AssertUnwindSafe(body)))
+fn caught<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
+    std::panic::catch_unwind(AssertUnwindSafe(body))
         .map_err(|payload| Failure::Panic(panic_message(&*payload)))
 }
 
 /// Starts a call and polls it once, guarded: its result, or the call itself when it has to wait.
 #[inline]
 fn start_and_poll<T: Unpin + Default>(
-    address: usize,
     cx: &mut Context<'_>,
     start: impl FnOnce() -> Call<'static, Result<T, BoxError>>,
 ) -> Result<Result<T, Call<'static, Result<T, BoxError>>>, Failure> {
-    let polled = guarded(address, || {
+    let polled = caught(|| {
         let mut call = start();
         match Pin::new(&mut call).poll(cx) {
             Poll::Ready(result) => Ok(result),
@@ -251,11 +249,12 @@ impl Limit {
 }
 
 impl Waiting {
-    /// Polls the call: `Ok(true)` when a filter consumed the event.
-    fn poll(&mut self, address: usize, cx: &mut Context<'_>) -> Poll<Result<bool, Failure>> {
+    /// Polls the call (the caller has marked the thread): `Ok(true)` when a filter consumed the
+    /// event.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, Failure>> {
         let entered = self.span.as_ref().map(tracing::Span::enter);
         let call = &mut self.call;
-        let polled = guarded(address, || match call {
+        let polled = caught(|| match call {
             Flight::Filter(call) => Pin::new(call).poll(cx),
             Flight::Handler(call) => Pin::new(call).poll(cx).map(|done| done.map(|()| false)),
         });
@@ -303,7 +302,7 @@ enum At {
 }
 
 /// Counts how an event ended.
-#[inline]
+#[inline(always)]
 fn count(inner: &Inner, counted: Counted, event_type: &EventType) {
     let outcomes = &inner.outcomes;
     bump(match counted {
@@ -366,7 +365,7 @@ impl Cursor {
     }
 
     /// Calls filters and handlers in turn until the event is done with (and counted) or a call
-    /// has to wait.
+    /// has to wait, with this thread marked as dispatching for the nexus all the while.
     #[inline]
     fn advance(
         &mut self,
@@ -375,9 +374,19 @@ impl Cursor {
         cx: &mut Context<'_>,
         first_error: &mut Option<Box<NexusError>>,
     ) -> Poll<()> {
-        let me = address(inner);
+        marked(address(inner), || self.run(inner, table, cx, first_error))
+    }
+
+    #[inline]
+    fn run(
+        &mut self,
+        inner: &Inner,
+        table: &Table,
+        cx: &mut Context<'_>,
+        first_error: &mut Option<Box<NexusError>>,
+    ) -> Poll<()> {
         if let Some(mut waiting) = self.waiting.take() {
-            match waiting.poll(me, cx) {
+            match waiting.poll(cx) {
                 Poll::Pending => {
                     self.waiting = Some(waiting);
                     return Poll::Pending;
@@ -413,7 +422,7 @@ impl Cursor {
                     };
                     self.at = At::Filter(at + 1);
                     let queue = &inner.queue;
-                    match start_and_poll(me, cx, || entry.filter.call(event, queue)) {
+                    match start_and_poll(cx, || entry.filter.call(event, queue)) {
                         Ok(Ok(false)) => {}
                         Ok(Ok(true)) => {
                             count(inner, Counted::Filtered, &event.event_type);
@@ -442,58 +451,61 @@ impl Cursor {
                         }
                     }
                 }
-                At::Handler(at) => {
+                At::Handler(first) => {
                     let handlers = table.lookup(&event.event_type);
-                    let Some(entry) = handlers.get(at) else {
-                        // No handler at all: otherwise the last one takes the event.
+                    if handlers.is_empty() {
                         self.unhandled(inner, first_error);
                         return Poll::Ready(());
-                    };
-                    self.at = At::Handler(at + 1);
+                    }
                     let (id, event_type) = (event.id, event.event_type.clone());
-                    let last = at + 1 == handlers.len();
-                    let (copy, kept) = if last {
-                        let kept = keeps.then(|| event.clone());
-                        match self.event.take() {
-                            Some(event) => (event, kept),
+                    for (at, entry) in handlers.iter().enumerate().skip(first) {
+                        let last = at + 1 == handlers.len();
+                        // The last handler takes the event itself, moved straight into its call.
+                        let (copy, kept) = match &self.event {
+                            Some(event) if !last => (Some(event.clone()), None),
+                            Some(event) if keeps => (None, Some(event.clone())),
+                            Some(_) => (None, None),
                             None => return Poll::Ready(()),
-                        }
-                    } else {
-                        (event.clone(), None)
-                    };
-                    let limit = entry.time_limit().map(Limit::new);
-                    let span = dispatch_span(id, &event_type, entry.name());
-                    let entered = span.as_ref().map(tracing::Span::enter);
-                    let queue = inner.queue.clone();
-                    let polled = start_and_poll(me, cx, || entry.start(copy, queue));
-                    drop(entered);
-                    match polled {
-                        Ok(Ok(())) => {
-                            if last {
-                                count(inner, Counted::Dispatched, &event_type);
+                        };
+                        let limit = entry.time_limit().map(Limit::new);
+                        let span = dispatch_span(id, &event_type, entry.name());
+                        let entered = span.as_ref().map(tracing::Span::enter);
+                        let queue = inner.queue.clone();
+                        let slot = &mut self.event;
+                        let polled = start_and_poll(cx, || match copy {
+                            Some(copy) => entry.start(copy, queue),
+                            None => match slot.take() {
+                                Some(event) => entry.start(event, queue),
+                                None => Call::Ready(None),
+                            },
+                        });
+                        drop(entered);
+                        match polled {
+                            Ok(Ok(())) => {}
+                            Ok(Err(call)) => {
+                                self.at = At::Handler(at + 1);
+                                let waiting = Waiting {
+                                    call: Flight::Handler(call),
+                                    name: entry.name(),
+                                    limit,
+                                    span,
+                                    id,
+                                    event_type,
+                                    kept,
+                                };
+                                return self.wait(inner, Box::new(waiting), cx, first_error);
+                            }
+                            Err(failure) => {
+                                let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
+                                self.event = None;
+                                let err = failure_error(failure, id, &event_type, entry.name());
+                                failed(inner, first_error, &event_type, err, kept);
                                 return Poll::Ready(());
                             }
                         }
-                        Ok(Err(call)) => {
-                            let waiting = Waiting {
-                                call: Flight::Handler(call),
-                                name: entry.name(),
-                                limit,
-                                span,
-                                id,
-                                event_type,
-                                kept,
-                            };
-                            return self.wait(inner, Box::new(waiting), cx, first_error);
-                        }
-                        Err(failure) => {
-                            let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
-                            self.event = None;
-                            let err = failure_error(failure, id, &event_type, entry.name());
-                            failed(inner, first_error, &event_type, err, kept);
-                            return Poll::Ready(());
-                        }
                     }
+                    count(inner, Counted::Dispatched, &event_type);
+                    return Poll::Ready(());
                 }
             }
         }
@@ -687,10 +699,10 @@ impl Future for Dispatch<'_> {
                 }
                 None => {
                     this.guard = None;
-                    return Poll::Ready(match this.first_error.take() {
-                        None => Ok(()),
-                        Some(err) => Err(*err),
-                    });
+                    let Some(err) = this.first_error.take() else {
+                        return Poll::Ready(Ok(()));
+                    };
+                    return Poll::Ready(Err(*err));
                 }
             }
         }
