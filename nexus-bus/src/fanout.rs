@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use nexus_core::{BoxError, Event, EventConsumer, EventQueue, Handler, NexusError, async_trait};
+use nexus_core::{
+    BoxError, ConsumerFuture, Event, EventConsumer, EventQueue, Handler, NexusError, async_trait,
+};
 
 /// A consumer that sends a copy of each event to every handler registered with it, one after
 /// the other, in registration order.
@@ -108,15 +110,10 @@ impl EventFanout {
     }
 }
 
-#[async_trait]
-impl EventConsumer for EventFanout {
-    /// Sends a copy of `event` to every registered handler, in order.
-    ///
-    /// # Errors
-    ///
-    /// [`NexusError::MisconfiguredEventConsumer`] with no handler registered; else the first
-    /// handler error.
-    async fn handle(&self, event: Event, queue: EventQueue) -> Result<(), BoxError> {
+impl EventFanout {
+    /// Sends a copy of `event` to every registered handler, in order; the first error is
+    /// returned, the others are logged.
+    async fn fan(&self, event: Event, queue: EventQueue) -> Result<(), BoxError> {
         let handlers = self.snapshot();
         let Some(((_, last), rest)) = handlers.split_last() else {
             return Err(NexusError::MisconfiguredEventConsumer {
@@ -142,6 +139,24 @@ impl EventConsumer for EventFanout {
             None => Ok(()),
             Some(err) => Err(err.into()),
         }
+    }
+}
+
+#[async_trait]
+impl EventConsumer for EventFanout {
+    /// Sends a copy of `event` to every registered handler, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::MisconfiguredEventConsumer`] with no handler registered; else the first
+    /// handler error.
+    async fn handle(&self, event: Event, queue: EventQueue) -> Result<(), BoxError> {
+        self.fan(event, queue).await
+    }
+
+    /// One future for the whole fanout, owning the fanout's shared part.
+    fn handle_shared(self: Arc<Self>, event: Event, queue: EventQueue) -> ConsumerFuture {
+        Box::pin(async move { self.fan(event, queue).await })
     }
 }
 

@@ -189,7 +189,23 @@ pub trait EventConsumer: Send + Sync + 'static {
     /// Whatever the consumer reports; the nexus wraps it in [`NexusError::Handler`], naming the
     /// event and the consumer.
     async fn handle(&self, event: Event, queue: EventQueue) -> Result<(), BoxError>;
+
+    /// Handles one event with the consumer shared by the call: what a nexus calls, so that the
+    /// call owns all it uses.
+    ///
+    /// The default boxes a future that awaits [`handle`](Self::handle). A consumer whose
+    /// handling can be written as one future owning an `Arc` of it may return that instead,
+    /// saving an allocation per event.
+    fn handle_shared(self: Arc<Self>, event: Event, queue: EventQueue) -> ConsumerFuture
+    where
+        Self: Sized,
+    {
+        Box::pin(async move { self.handle(event, queue).await })
+    }
 }
+
+/// The future of one call of a consumer, as [`EventConsumer::handle_shared`] returns it.
+pub type ConsumerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'static>>;
 
 #[async_trait]
 impl<C: EventConsumer + ?Sized> EventConsumer for Arc<C> {
@@ -386,8 +402,7 @@ pub(crate) struct ConsumerHandler<C>(pub(crate) Arc<C>);
 
 impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
     fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>> {
-        let consumer = Arc::clone(&self.0);
-        Call::Boxed(Box::pin(async move { consumer.handle(event, queue).await }))
+        Call::Boxed(C::handle_shared(Arc::clone(&self.0), event, queue))
     }
 }
 
@@ -479,24 +494,22 @@ impl Handler {
     ///
     /// The handler's own error as [`NexusError::Handler`], naming the event and this handler
     /// (a [`NexusError`] it returned passes through as it is).
-    pub async fn call(&self, event: Event, queue: EventQueue) -> Result<(), NexusError> {
+    pub fn call(
+        &self,
+        event: Event,
+        queue: EventQueue,
+    ) -> impl Future<Output = Result<(), NexusError>> + Send + 'static {
         let (id, event_type) = (event.id, event.event_type.clone());
-        let call = self.start(event, queue);
-        let outcome = match self.limit {
-            None => call.await,
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(NexusError::HandlerTimedOut {
-                        id,
-                        event_type,
-                        handler: self.name,
-                        limit,
-                    });
-                }
-            },
-        };
-        outcome.map_err(|err| handler_error(err, id, &event_type, self.name))
+        let limit = self
+            .limit
+            .map(|limit| (limit, tokio::time::Instant::now() + limit, None));
+        HandlerCall {
+            call: self.start(event, queue),
+            id,
+            event_type,
+            name: self.name,
+            limit,
+        }
     }
 
     /// Starts a call without wrapping its error (the dispatch path does that itself).
@@ -513,6 +526,49 @@ impl Handler {
 impl fmt::Debug for Handler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Handler").field(&self.name).finish()
+    }
+}
+
+/// One call of a [`Handler`], naming the event and the handler in its error, and cancelled at
+/// the handler's time limit (a timer is set only if the call has to wait).
+struct HandlerCall {
+    call: Call<'static, Result<(), BoxError>>,
+    id: u64,
+    event_type: EventType,
+    name: &'static str,
+    limit: Option<CallLimit>,
+}
+
+/// A call's time limit, its deadline, and the timer set once the call has to wait.
+type CallLimit = (
+    std::time::Duration,
+    tokio::time::Instant,
+    Option<Pin<Box<tokio::time::Sleep>>>,
+);
+
+impl Future for HandlerCall {
+    type Output = Result<(), NexusError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(outcome) = Pin::new(&mut this.call).poll(cx) {
+            return Poll::Ready(
+                outcome.map_err(|err| handler_error(err, this.id, &this.event_type, this.name)),
+            );
+        }
+        if let Some((limit, deadline, sleep)) = &mut this.limit {
+            let deadline = *deadline;
+            let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(NexusError::HandlerTimedOut {
+                    id: this.id,
+                    event_type: this.event_type.clone(),
+                    handler: this.name,
+                    limit: *limit,
+                }));
+            }
+        }
+        Poll::Pending
     }
 }
 

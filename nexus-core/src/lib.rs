@@ -63,8 +63,8 @@ pub use error::{BoxError, LoopState, Malformed, NexusError};
 pub use event::{AnyValue, Event, EventType, Payload, Text};
 pub use factory::{EventFactory, EventId};
 pub use handler::{
-    Call, EventConsumer, FilterFuture, FilterOutput, FilterReturn, Handler, HandlerOutput,
-    HandlerReturn, Selector, marker,
+    Call, ConsumerFuture, EventConsumer, FilterFuture, FilterOutput, FilterReturn, Handler,
+    HandlerOutput, HandlerReturn, Selector, marker,
 };
 pub use nexus::{AsyncEventNexus, NexusBuilder, ShutdownReport, WeakNexus};
 pub use policy::{DeadLetter, ErrorPolicy, NexusStats, TypeCounts};
