@@ -130,7 +130,9 @@ fn passing_filter(event: &Event) -> impl Future<Output = bool> + Send + use<> {
     }
 }
 
-fn running_nexus(nexus: &AsyncEventNexus) -> tokio::task::JoinHandle<Result<(), nexus::NexusError>> {
+fn running_nexus(
+    nexus: &AsyncEventNexus,
+) -> tokio::task::JoinHandle<Result<(), nexus::NexusError>> {
     nexus.start().expect("start")
 }
 
@@ -145,7 +147,9 @@ async fn settle() {
 async fn nexus_single(n: u64) -> Duration {
     let nexus = AsyncEventNexus::new();
     nexus
-        .add_handler(TYPE, |event: Event, _queue: EventQueue| async move { body(&event) })
+        .add_handler(TYPE, |event: Event, _queue: EventQueue| async move {
+            body(&event)
+        })
         .expect("handler");
     let running = running_nexus(&nexus);
     settle().await;
@@ -166,7 +170,9 @@ async fn floor_single(n: u64) -> Duration {
     let start = Instant::now();
     for i in 0..n {
         let event = event(i);
-        let handler = table.get(&event.event_type.as_int().unwrap_or_default()).expect("handler");
+        let handler = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handler");
         handler(event, queue.clone()).await;
     }
     start.elapsed()
@@ -178,7 +184,9 @@ async fn nexus_filters(n: u64) -> Duration {
         nexus.add_filter(|event: &Event, _queue: &EventQueue| passing_filter(event));
     }
     nexus
-        .add_handler(TYPE, |event: Event, _queue: EventQueue| async move { body(&event) })
+        .add_handler(TYPE, |event: Event, _queue: EventQueue| async move {
+            body(&event)
+        })
         .expect("handler");
     let running = running_nexus(&nexus);
     settle().await;
@@ -195,9 +203,11 @@ async fn nexus_filters(n: u64) -> Duration {
 async fn floor_filters(n: u64) -> Duration {
     let filters: Vec<BoxedFilter> = (0..4)
         .map(|_| {
-            Box::new(|event: &Event| -> Pin<Box<dyn Future<Output = bool> + Send>> {
-                Box::pin(passing_filter(event))
-            }) as BoxedFilter
+            Box::new(
+                |event: &Event| -> Pin<Box<dyn Future<Output = bool> + Send>> {
+                    Box::pin(passing_filter(event))
+                },
+            ) as BoxedFilter
         })
         .collect();
     let mut table: HashMap<i64, BoxedHandler> = HashMap::new();
@@ -211,7 +221,9 @@ async fn floor_filters(n: u64) -> Duration {
                 continue 'events;
             }
         }
-        let handler = table.get(&event.event_type.as_int().unwrap_or_default()).expect("handler");
+        let handler = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handler");
         handler(event, queue.clone()).await;
     }
     start.elapsed()
@@ -236,7 +248,10 @@ async fn nexus_chain(n: u64) -> Duration {
     settle().await;
     let start = Instant::now();
     for i in 0..n / CHAIN as u64 {
-        nexus.ingest(Event::new(i, 1, 0, i as i64)).await.expect("ingest");
+        nexus
+            .ingest(Event::new(i, 1, 0, i as i64))
+            .await
+            .expect("ingest");
     }
     let took = start.elapsed();
     nexus.stop();
@@ -271,7 +286,9 @@ async fn floor_chain(n: u64) -> Duration {
     for i in 0..n / CHAIN as u64 {
         let mut next = Some(Event::new(i, 1, 0, i as i64));
         while let Some(event) = next {
-            let handler = table.get(&event.event_type.as_int().unwrap_or_default()).expect("handler");
+            let handler = table
+                .get(&event.event_type.as_int().unwrap_or_default())
+                .expect("handler");
             handler(event, Arc::clone(&queue)).await;
             next = queue.lock().expect("queue").pop_front();
         }
@@ -283,9 +300,9 @@ async fn nexus_fanout(n: u64) -> Duration {
     let nexus = AsyncEventNexus::new();
     let fanout = EventFanout::new();
     for _ in 0..FANOUT {
-        fanout.register(Handler::new(|event: Event, _queue: EventQueue| async move {
-            body(&event)
-        }));
+        fanout.register(Handler::new(
+            |event: Event, _queue: EventQueue| async move { body(&event) },
+        ));
     }
     nexus.add_consumer(TYPE, fanout).expect("fanout");
     let running = running_nexus(&nexus);
@@ -304,7 +321,9 @@ async fn nexus_multiple(n: u64) -> Duration {
     let nexus = AsyncEventNexus::builder().multiple(true).build();
     for _ in 0..FANOUT {
         nexus
-            .add_handler(TYPE, |event: Event, _queue: EventQueue| async move { body(&event) })
+            .add_handler(TYPE, |event: Event, _queue: EventQueue| async move {
+                body(&event)
+            })
             .expect("handler");
     }
     let running = running_nexus(&nexus);
@@ -385,7 +404,9 @@ async fn floor_mpsc(n: u64) -> Duration {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(CAPACITY);
     let dispatching = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            let handler = table.get(&event.event_type.as_int().unwrap_or_default()).expect("handler");
+            let handler = table
+                .get(&event.event_type.as_int().unwrap_or_default())
+                .expect("handler");
             handler(event, queue.clone()).await;
         }
     });
@@ -410,9 +431,13 @@ async fn nexus_boundary(n: u64) -> Duration {
     tally.expect(n);
     let boundary = AsyncEventBoundary::new(CAPACITY);
     let sending = AsyncEventNexus::new();
-    sending.add_consumer(TYPE, boundary.handler()).expect("boundary handler");
+    sending
+        .add_consumer(TYPE, boundary.handler())
+        .expect("boundary handler");
     let receiving = AsyncEventNexus::new();
-    receiving.add_producer(boundary.producer()).expect("boundary producer");
+    receiving
+        .add_producer(boundary.producer())
+        .expect("boundary producer");
     let seen = Arc::clone(&tally);
     receiving
         .add_handler(TYPE, move |event: Event, _queue: EventQueue| {
@@ -455,7 +480,10 @@ async fn tokio_events(n: u64, subscribers: usize) -> Duration {
     use tokio_events::prelude::*;
     let tally = Arc::new(Tally::default());
     tally.expect(n * subscribers as u64);
-    let bus = EventBusBuilder::new().build().await.expect("tokio-events bus");
+    let bus = EventBusBuilder::new()
+        .build()
+        .await
+        .expect("tokio-events bus");
     let mut handles = Vec::new();
     for _ in 0..subscribers {
         let seen = Arc::clone(&tally);
@@ -474,9 +502,12 @@ async fn tokio_events(n: u64, subscribers: usize) -> Duration {
     settle().await;
     let start = Instant::now();
     for i in 0..n {
-        bus.publish(PeerEvent { id: i, value: i as i64 })
-            .await
-            .expect("publish");
+        bus.publish(PeerEvent {
+            id: i,
+            value: i as i64,
+        })
+        .await
+        .expect("publish");
     }
     tally.wait().await;
     let took = start.elapsed();
@@ -510,9 +541,12 @@ async fn jaeb(n: u64, subscribers: usize) -> Duration {
     settle().await;
     let start = Instant::now();
     for i in 0..n {
-        bus.publish(PeerEvent { id: i, value: i as i64 })
-            .await
-            .expect("publish");
+        bus.publish(PeerEvent {
+            id: i,
+            value: i as i64,
+        })
+        .await
+        .expect("publish");
     }
     tally.wait().await;
     let took = start.elapsed();
@@ -626,7 +660,9 @@ fn allocations_per_event(events: u64) -> f64 {
     runtime().block_on(async {
         let nexus = AsyncEventNexus::new();
         nexus
-            .add_handler(TYPE, |event: Event, _queue: EventQueue| async move { body(&event) })
+            .add_handler(TYPE, |event: Event, _queue: EventQueue| async move {
+                body(&event)
+            })
             .expect("handler");
         let running = running_nexus(&nexus);
         settle().await;
@@ -719,7 +755,9 @@ fn python_single_ns() -> Option<f64> {
     let json = std::env::temp_dir().join(format!("nexus-bench-python-{}.json", std::process::id()));
     let status = std::process::Command::new(python)
         .arg(&script)
-        .args(["-n", "200000", "--rounds", "3", "--only", "single", "--json"])
+        .args([
+            "-n", "200000", "--rounds", "3", "--only", "single", "--json",
+        ])
         .arg(&json)
         .stdout(std::process::Stdio::null())
         .status()
@@ -733,27 +771,22 @@ fn python_single_ns() -> Option<f64> {
     python_median(&text)
 }
 
-/// The median ns per event of the `single` scenario in the reference script's JSON.
+/// The median ns per event of the `single` scenario in the reference script's JSON
+/// (`samples.single.<event loop>[].seconds / events`).
 fn python_median(text: &str) -> Option<f64> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let mut found = Vec::new();
-    collect_single(&value, &mut found);
+    let loops = value.get("samples")?.get("single")?.as_object()?;
+    let found: Vec<f64> = loops
+        .values()
+        .filter_map(serde_json::Value::as_array)
+        .flatten()
+        .filter_map(|run| {
+            let seconds = run.get("seconds")?.as_f64()?;
+            let events = run.get("events")?.as_f64()?;
+            Some(seconds * 1e9 / events)
+        })
+        .collect();
     (!found.is_empty()).then(|| median(&found))
-}
-
-fn collect_single(value: &serde_json::Value, found: &mut Vec<f64>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            if map.get("scenario").and_then(|s| s.as_str()) == Some("single")
-                && let Some(ns) = map.get("ns_per_event").and_then(serde_json::Value::as_f64)
-            {
-                found.push(ns);
-            }
-            map.values().for_each(|v| collect_single(v, found));
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_single(v, found)),
-        _ => {}
-    }
 }
 
 fn main() {
@@ -786,7 +819,9 @@ fn main() {
         case("producer", "floor_mpsc", n, floor_mpsc),
         case("boundary", "nexus", n, nexus_boundary),
         case("peers1", "tokio_events", peer_n, |n| tokio_events(n, 1)),
-        case("peers8", "tokio_events", peer_n, |n| tokio_events(n, FANOUT)),
+        case("peers8", "tokio_events", peer_n, |n| {
+            tokio_events(n, FANOUT)
+        }),
         case("peers1", "jaeb", peer_n, |n| jaeb(n, 1)),
         case("peers8", "jaeb", peer_n, |n| jaeb(n, FANOUT)),
         case("peers1", "abxbus", slow_n, |n| abxbus(n, 1)),
@@ -797,13 +832,15 @@ fn main() {
         cases.retain(|c| wanted.contains(&c.name));
     }
 
-    eprintln!("{} cases, {rounds} rounds, {n} events per nexus case", cases.len());
+    eprintln!(
+        "{} cases, {rounds} rounds, {n} events per nexus case",
+        cases.len()
+    );
     for round in 0..rounds {
         for c in &mut cases {
             let rt = runtime();
             let took = rt.block_on((c.run)(c.events));
-            c.samples
-                .push(took.as_nanos() as f64 / c.events as f64);
+            c.samples.push(took.as_nanos() as f64 / c.events as f64);
         }
         eprintln!("round {} of {rounds} done", round + 1);
     }
@@ -823,7 +860,10 @@ fn main() {
     };
 
     println!();
-    println!("{:<10} {:<16} {:>12} {:>10} {:>8}", "path", "what", "ns/event", "vs", "ratio");
+    println!(
+        "{:<10} {:<16} {:>12} {:>10} {:>8}",
+        "path", "what", "ns/event", "vs", "ratio"
+    );
     let mut rows = Vec::new();
     for c in &cases {
         let value = median(&c.samples);
@@ -863,15 +903,30 @@ fn main() {
     push("producer_vs_mpsc", ns("producer", "nexus") / mpsc, 3);
     push("boundary_vs_mpsc", ns("boundary", "nexus") / mpsc, 3);
     for peer in ["tokio_events", "jaeb", "abxbus"] {
-        push(&format!("{peer}1_over_nexus"), ns("peers1", peer) / single, 1);
-        push(&format!("{peer}8_over_nexus"), ns("peers8", peer) / fanout, 1);
+        push(
+            &format!("{peer}1_over_nexus"),
+            ns("peers1", peer) / single,
+            1,
+        );
+        push(
+            &format!("{peer}8_over_nexus"),
+            ns("peers8", peer) / fanout,
+            1,
+        );
+        push(
+            &format!("{peer}8_over_nexus_multiple"),
+            ns("peers8", peer) / ns("fanout8", "nexus_multiple"),
+            1,
+        );
     }
     for (name, what, value) in &rows {
         push(&format!("{name}_{what}_ns"), *value, 1);
     }
 
     let allocations = allocations_per_event(n.min(100_000));
-    println!("\nheap allocations per event, ingest into one handler, integer payload: {allocations:.3}");
+    println!(
+        "\nheap allocations per event, ingest into one handler, integer payload: {allocations:.3}"
+    );
     push("allocs_per_event", allocations, 3);
 
     let (timer, interval) = timer_schedule(1000);
@@ -911,7 +966,7 @@ fn main() {
         ),
     }
 
-    let chart = chart(&rows, ns);
+    let chart = chart(&rows);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dispatch.svg");
     match std::fs::write(&path, chart) {
         Ok(()) => println!("chart: {}", path.display()),
@@ -926,7 +981,7 @@ fn main() {
 }
 
 /// A bar chart of ns per event (log scale), one group per path.
-fn chart(rows: &[(&str, &str, f64)], _ns: impl Fn(&str, &str) -> f64) -> String {
+fn chart(rows: &[(&str, &str, f64)]) -> String {
     let bar_h = 16.0;
     let gap = 10.0;
     let left = 230.0;
