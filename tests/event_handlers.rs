@@ -510,3 +510,49 @@ async fn named_event_types_route_by_type_name() {
     nexus.ingest(by_name).await.unwrap();
     assert_eq!(*got.lock().unwrap(), [Some(42), None]);
 }
+
+/// Filters and handlers that have to wait (here: they yield to the runtime once) resume where
+/// they left off: no filter or handler runs twice or is skipped, copies go to every handler, and
+/// the secondary events follow in order.
+#[tokio::test]
+async fn calls_that_wait_resume_where_they_left_off() {
+    let nexus = AsyncEventNexus::builder().multiple(true).build();
+    let log = Log::default();
+    for name in ["f1", "f2"] {
+        let l = log.clone();
+        nexus.add_filter(move |e: &Event, _q: &EventQueue| {
+            let (l, id) = (l.clone(), e.id);
+            async move {
+                tokio::task::yield_now().await;
+                l.push(format!("{name}:{id}"));
+                false
+            }
+        });
+    }
+    for name in ["h1", "h2", "h3"] {
+        let l = log.clone();
+        nexus
+            .add_handler(5, move |e: Event, q: EventQueue| {
+                let l = l.clone();
+                async move {
+                    if name == "h2" {
+                        tokio::task::yield_now().await;
+                    }
+                    l.push(format!("{name}:{}", e.id));
+                    if name == "h3" && e.id < 3 {
+                        q.put(Event::new(e.id + 1, 5, 0, ()))?;
+                    }
+                    Ok::<(), NexusError>(())
+                }
+            })
+            .unwrap();
+    }
+    let _task = running(&nexus).await;
+
+    nexus.ingest(Event::new(1, 5, 0, ())).await.unwrap();
+    let expected: Vec<String> = (1..=3)
+        .flat_map(|id| ["f1", "f2", "h1", "h2", "h3"].map(|n| format!("{n}:{id}")))
+        .collect();
+    assert_eq!(log.lines(), expected);
+    assert_eq!(nexus.stats().dispatched, 3);
+}
