@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nexus_core::{
-    BoxError, Event, EventConsumer, EventProducer, EventQueue, EventSource, NexusError,
-    ProducerLink, async_trait,
+    BoxError, ConsumerFuture, Event, EventConsumer, EventProducer, EventQueue, EventSource,
+    NexusError, ProducerLink, async_trait,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -76,8 +76,10 @@ struct Lane {
     producers: AtomicUsize,
     /// Events accepted into the queue.
     sent: AtomicU64,
-    /// Events delivered or failed; watched by `close`.
-    settled: watch::Sender<u64>,
+    /// Events delivered or failed.
+    settled: AtomicU64,
+    /// Bumped for `close` to look again, once it is closing.
+    changed: watch::Sender<()>,
     failures: Mutex<Vec<NexusError>>,
     stop: watch::Sender<bool>,
 }
@@ -92,7 +94,8 @@ impl Lane {
             in_flight: AtomicUsize::new(0),
             producers: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
-            settled: watch::channel(0).0,
+            settled: AtomicU64::new(0),
+            changed: watch::channel(()).0,
             failures: Mutex::new(Vec::new()),
             stop: watch::channel(false).0,
         }
@@ -117,12 +120,16 @@ impl Lane {
             tracing::error!(error = %err, "event boundary could not deliver an event");
             lock(&self.failures).push(err);
         }
-        self.settled.send_modify(|n| *n += 1);
+        self.settled.fetch_add(1, SeqCst);
+        // Only a closing lane has someone to wake: `close` sets `closed` before it looks.
+        if self.closed.load(SeqCst) {
+            self.wake();
+        }
     }
 
     /// Wakes `close` to look again.
     fn wake(&self) {
-        self.settled.send_modify(|_| {});
+        self.changed.send_modify(|()| {});
     }
 
     /// Refuses new events, waits until every accepted event is settled, then ends the
@@ -130,12 +137,13 @@ impl Lane {
     /// waiting forever.
     async fn close(&self) -> Vec<NexusError> {
         self.closed.store(true, SeqCst);
-        let mut settled = self.settled.subscribe();
-        let _ = settled
-            .wait_for(|&n| {
+        let mut changed = self.changed.subscribe();
+        let _ = changed
+            .wait_for(|()| {
                 let started = lock(&self.rx).is_none();
                 if started {
-                    self.in_flight.load(SeqCst) == 0 && n >= self.sent.load(SeqCst)
+                    self.in_flight.load(SeqCst) == 0
+                        && self.settled.load(SeqCst) >= self.sent.load(SeqCst)
                 } else {
                     self.producers.load(SeqCst) == 0
                 }
@@ -178,6 +186,9 @@ fn closed_error(event: Event) -> NexusError {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// How many waiting events a producer delivers with one lookup of its nexuses.
+const RUN: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 enum Direction {
@@ -271,6 +282,14 @@ impl EventConsumer for BoundaryHandler {
         let lane = self.boundary.lane(self.direction);
         lane.send(event).await.map_err(Into::into)
     }
+
+    /// One future per event, owning the handler's shared part.
+    fn handle_shared(self: Arc<Self>, event: Event, _queue: EventQueue) -> ConsumerFuture {
+        Box::pin(async move {
+            let lane = self.boundary.lane(self.direction);
+            lane.send(event).await.map_err(Into::into)
+        })
+    }
 }
 
 /// The receiving side of an [`AsyncEventBoundary`]: a producer that ingests what crosses into
@@ -333,7 +352,13 @@ impl EventSource for BoundaryProducer {
                     },
                     _ = stop.wait_for(|stop| *stop) => break,
                 };
-                lane.settle(link.distribute_event(event).await);
+                // What is already waiting goes through one lookup of the nexuses.
+                let delivery = link.delivery();
+                lane.settle(delivery.distribute_event(event).await);
+                for _ in 1..RUN {
+                    let Ok(event) = rx.try_recv() else { break };
+                    lane.settle(delivery.distribute_event(event).await);
+                }
             }
             link.finish();
         });

@@ -137,7 +137,12 @@ impl<T> Bounded<T> {
     ///
     /// Hands `item` back when the channel is closed.
     pub async fn send(&self, item: T) -> Result<Sent<T>, T> {
-        let mut item = item;
+        // Room is the common case: only a full channel registers for a wake-up.
+        let mut item = match self.offer(item) {
+            Ok(sent) => return Ok(sent),
+            Err(Err(closed)) => return Err(closed),
+            Err(Ok(full)) => full,
+        };
         loop {
             let room = self.shared.room.notified();
             let mut room = std::pin::pin!(room);
@@ -174,6 +179,11 @@ impl<T> Bounded<T> {
 
     /// Waits for the next item; `None` once the channel is closed and empty.
     pub async fn recv(&self) -> Option<T> {
+        // An item waiting is the common case under load: only an empty channel registers for a
+        // wake-up.
+        if let Some(item) = self.try_recv() {
+            return Some(item);
+        }
         loop {
             let items = self.shared.items.notified();
             let mut items = std::pin::pin!(items);

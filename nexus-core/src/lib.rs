@@ -73,8 +73,8 @@ pub use registry::{
     RegisteredNexus, Registrations, StopHandle, registered, registrations, run_registered,
 };
 pub use source::{
-    EventConverter, EventProducer, EventSource, IntoSource, ProducerLink, SimpleEventConverter,
-    SourceBoxPublic, source_marker,
+    Delivery, EventConverter, EventProducer, EventSource, IntoSource, ProducerLink,
+    SimpleEventConverter, SourceBoxPublic, source_marker,
 };
 
 /// `#[handler]`, `#[filter]` and `#[event_source]`: register functions and sources by attribute,

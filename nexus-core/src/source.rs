@@ -326,24 +326,32 @@ impl ProducerLink {
     /// registered nexus is alive; otherwise the first error of a nexus's
     /// [`ingest`](AsyncEventNexus::ingest), after which later nexuses are not tried.
     pub async fn distribute_event(&self, event: Event) -> Result<(), NexusError> {
-        self.shared
-            .delivered
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if !self.is_started() {
-            return Err(self.misconfigured("distribute_event called before start"));
+        self.delivery().distribute_event(event).await
+    }
+
+    /// The nexuses to deliver to, looked up once for a run of events: a producer with several
+    /// events at hand (such as a channel it drains) delivers them all through one `Delivery`
+    /// instead of looking the nexuses up for each. Hold it only while the run lasts: it keeps
+    /// the nexuses alive.
+    ///
+    /// ```
+    /// use nexus_core::{Event, NexusError, ProducerLink};
+    ///
+    /// /// Delivers a batch of events with one lookup of the producer's nexuses.
+    /// async fn deliver_all(link: &ProducerLink, events: Vec<Event>) -> Result<(), NexusError> {
+    ///     let delivery = link.delivery();
+    ///     for event in events {
+    ///         delivery.distribute_event(event).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # fn main() { let _ = deliver_all; }
+    /// ```
+    pub fn delivery(&self) -> Delivery<'_> {
+        Delivery {
+            link: self,
+            targets: self.targets(),
         }
-        let targets = match self.targets() {
-            Targets::One(Some(nexus)) => return nexus.ingest(event).await,
-            Targets::One(None) => Vec::new(),
-            Targets::Many(targets) => targets,
-        };
-        let Some((last, rest)) = targets.split_last() else {
-            return Err(self.misconfigured("every registered nexus was dropped"));
-        };
-        for nexus in rest {
-            nexus.ingest(event.clone()).await?;
-        }
-        last.ingest(event).await
     }
 
     /// The live nexuses, without allocating in the common case of one.
@@ -389,9 +397,48 @@ pub(crate) struct SourceCounters {
     pub(crate) dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
+#[derive(Debug)]
 enum Targets {
     One(Option<AsyncEventNexus>),
     Many(Vec<AsyncEventNexus>),
+}
+
+/// The nexuses of a [`ProducerLink`], looked up once for a run of events
+/// ([`ProducerLink::delivery`]).
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    link: &'a ProducerLink,
+    targets: Targets,
+}
+
+impl Delivery<'_> {
+    /// Ingests `event` into every nexus of the run in turn, as
+    /// [`ProducerLink::distribute_event`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`ProducerLink::distribute_event`].
+    pub async fn distribute_event(&self, event: Event) -> Result<(), NexusError> {
+        let link = self.link;
+        link.shared
+            .delivered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !link.is_started() {
+            return Err(link.misconfigured("distribute_event called before start"));
+        }
+        let targets = match &self.targets {
+            Targets::One(Some(nexus)) => return nexus.ingest(event).await,
+            Targets::One(None) => &[][..],
+            Targets::Many(targets) => targets.as_slice(),
+        };
+        let Some((last, rest)) = targets.split_last() else {
+            return Err(link.misconfigured("every registered nexus was dropped"));
+        };
+        for nexus in rest {
+            nexus.ingest(event.clone()).await?;
+        }
+        last.ingest(event).await
+    }
 }
 
 /// A registered source, by kind.

@@ -159,6 +159,9 @@ where
     }
 }
 
+/// How many waiting events a `ChannelProducer` delivers with one lookup of its nexuses.
+const RUN: usize = 64;
+
 /// A producer fed through a channel: any task or thread holding an [`EventSender`] sends
 /// events, and the producer ingests them into its nexuses in the order they were sent.
 ///
@@ -316,8 +319,19 @@ impl EventSource for ChannelProducer {
         let (link, channel) = (self.link.clone(), self.channel.clone());
         self.task = Some(tokio::spawn(async move {
             while let Some(event) = channel.recv().await {
-                if let Err(err) = link.distribute_event(event).await {
-                    tracing::error!(error = %err, "channel producer could not deliver an event");
+                // What is already waiting goes through one lookup of the nexuses (a bounded
+                // run, so that a busy channel does not keep a dropped nexus alive for long).
+                let delivery = link.delivery();
+                let mut next = Some(event);
+                let mut run = 0;
+                while let Some(event) = next.take() {
+                    if let Err(err) = delivery.distribute_event(event).await {
+                        tracing::error!(error = %err, "channel producer could not deliver an event");
+                    }
+                    run += 1;
+                    if run < RUN {
+                        next = channel.try_recv();
+                    }
                 }
             }
             link.finish();
