@@ -46,8 +46,15 @@ pub struct EventFanout {
 struct Shared {
     /// Replaced whole on each change, so a dispatch takes one reference count, not a lock held
     /// across the handlers.
-    handlers: Mutex<Arc<Vec<(FanoutKey, Handler)>>>,
+    handlers: Mutex<Arc<Entries>>,
     next_key: AtomicU64,
+}
+
+/// The registered handlers and their keys, side by side.
+#[derive(Clone, Debug, Default)]
+struct Entries {
+    keys: Vec<FanoutKey>,
+    handlers: Vec<Handler>,
 }
 
 /// Identifies a handler registered with an [`EventFanout`], to deregister it.
@@ -63,24 +70,29 @@ impl EventFanout {
     /// Adds `handler` after those already registered; returns its key.
     pub fn register(&self, handler: Handler) -> FanoutKey {
         let key = FanoutKey(self.shared.next_key.fetch_add(1, Ordering::Relaxed));
-        self.edit(|handlers| handlers.push((key, handler)));
+        self.edit(|entries| {
+            entries.keys.push(key);
+            entries.handlers.push(handler);
+        });
         key
     }
 
     /// Removes the handler registered under `key`; returns whether it was there.
     pub fn deregister(&self, key: FanoutKey) -> bool {
         let mut found = false;
-        self.edit(|handlers| {
-            let before = handlers.len();
-            handlers.retain(|(k, _)| *k != key);
-            found = handlers.len() != before;
+        self.edit(|entries| {
+            if let Some(at) = entries.keys.iter().position(|k| *k == key) {
+                entries.keys.remove(at);
+                entries.handlers.remove(at);
+                found = true;
+            }
         });
         found
     }
 
     /// How many handlers are registered.
     pub fn len(&self) -> usize {
-        self.snapshot().len()
+        self.snapshot().handlers.len()
     }
 
     /// Whether no handler is registered.
@@ -88,18 +100,18 @@ impl EventFanout {
         self.len() == 0
     }
 
-    fn edit(&self, change: impl FnOnce(&mut Vec<(FanoutKey, Handler)>)) {
+    fn edit(&self, change: impl FnOnce(&mut Entries)) {
         let mut current = self
             .shared
             .handlers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut next = Vec::clone(&current);
+        let mut next = Entries::clone(&current);
         change(&mut next);
         *current = Arc::new(next);
     }
 
-    fn snapshot(&self) -> Arc<Vec<(FanoutKey, Handler)>> {
+    fn snapshot(&self) -> Arc<Entries> {
         Arc::clone(
             &self
                 .shared
@@ -114,31 +126,15 @@ impl EventFanout {
     /// Sends a copy of `event` to every registered handler, in order; the first error is
     /// returned, the others are logged.
     async fn fan(&self, event: Event, queue: EventQueue) -> Result<(), BoxError> {
-        let handlers = self.snapshot();
-        let Some(((_, last), rest)) = handlers.split_last() else {
+        let entries = self.snapshot();
+        if entries.handlers.is_empty() {
             return Err(NexusError::MisconfiguredEventConsumer {
                 consumer: "EventFanout".to_owned(),
                 reason: "no handler registered",
             }
             .into());
-        };
-        let mut first_error: Option<NexusError> = None;
-        let mut note = |err: NexusError| match &first_error {
-            None => first_error = Some(err),
-            Some(_) => tracing::error!(error = %err, "fanout handler failed"),
-        };
-        for (_, handler) in rest {
-            if let Err(err) = handler.call(event.clone(), queue.clone()).await {
-                note(err);
-            }
         }
-        if let Err(err) = last.call(event, queue).await {
-            note(err);
-        }
-        match first_error {
-            None => Ok(()),
-            Some(err) => Err(err.into()),
-        }
+        Ok(Handler::call_all(&entries.handlers, event, queue).await?)
     }
 }
 

@@ -494,11 +494,16 @@ impl Handler {
     ///
     /// The handler's own error as [`NexusError::Handler`], naming the event and this handler
     /// (a [`NexusError`] it returned passes through as it is).
+    #[inline]
     pub fn call(
         &self,
         event: Event,
         queue: EventQueue,
     ) -> impl Future<Output = Result<(), NexusError>> + Send + 'static {
+        self.handler_call(event, queue)
+    }
+
+    fn handler_call(&self, event: Event, queue: EventQueue) -> HandlerCall {
         let (id, event_type) = (event.id, event.event_type.clone());
         let limit = self
             .limit
@@ -509,6 +514,44 @@ impl Handler {
             event_type,
             name: self.name,
             limit,
+        }
+    }
+
+    /// Calls each of `handlers` in turn with a copy of `event` (the last one with the event
+    /// itself), as a fanout does. Every handler is called even if an earlier one fails.
+    ///
+    /// A call that completes at once costs no more than the handler's own future; only a call
+    /// that has to wait is kept (boxed) until it is done.
+    ///
+    /// # Errors
+    ///
+    /// The first handler's error, as [`call`](Self::call) gives it; later errors are logged.
+    ///
+    /// ```
+    /// use nexus_core::{AsyncEventNexus, Event, EventQueue, Handler};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nexus_core::NexusError> {
+    /// let handlers = [
+    ///     Handler::new(|e: Event, _q: EventQueue| println!("first: {e}")),
+    ///     Handler::new(|e: Event, _q: EventQueue| async move { println!("second: {e}") }),
+    /// ];
+    /// let queue = AsyncEventNexus::new().queue().clone();
+    /// Handler::call_all(&handlers, Event::new(1, 2, 0, "to both"), queue).await
+    /// # }
+    /// ```
+    pub fn call_all(
+        handlers: &[Handler],
+        event: Event,
+        queue: EventQueue,
+    ) -> impl Future<Output = Result<(), NexusError>> + Send + '_ {
+        CallAll {
+            handlers,
+            event: Some(event),
+            queue,
+            next: 0,
+            waiting: None,
+            first_error: None,
         }
     }
 
@@ -539,6 +582,66 @@ struct HandlerCall {
     limit: Option<CallLimit>,
 }
 
+/// The future of [`Handler::call_all`].
+struct CallAll<'a> {
+    handlers: &'a [Handler],
+    /// The event, until the last handler takes it.
+    event: Option<Event>,
+    queue: EventQueue,
+    /// The index of the next handler to call.
+    next: usize,
+    /// A call that has to wait.
+    waiting: Option<Box<HandlerCall>>,
+    first_error: Option<Box<NexusError>>,
+}
+
+impl CallAll<'_> {
+    fn note(&mut self, outcome: Result<(), NexusError>) {
+        if let Err(err) = outcome {
+            match self.first_error {
+                None => self.first_error = Some(Box::new(err)),
+                Some(_) => tracing::error!(error = %err, "handler failed"),
+            }
+        }
+    }
+}
+
+impl Future for CallAll<'_> {
+    type Output = Result<(), NexusError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            if let Some(waiting) = &mut this.waiting {
+                let outcome = std::task::ready!(Pin::new(&mut **waiting).poll(cx));
+                this.waiting = None;
+                this.note(outcome);
+            }
+            let Some(handler) = this.handlers.get(this.next) else {
+                let Some(err) = this.first_error.take() else {
+                    return Poll::Ready(Ok(()));
+                };
+                return Poll::Ready(Err(*err));
+            };
+            this.next += 1;
+            let event = if this.next == this.handlers.len() {
+                this.event.take()
+            } else {
+                this.event.clone()
+            };
+            let Some(event) = event else { continue };
+            let mut call = handler.handler_call(event, this.queue.clone());
+            match Pin::new(&mut call).poll(cx) {
+                Poll::Ready(outcome) => this.note(outcome),
+                Poll::Pending => {
+                    this.waiting = Some(Box::new(call));
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
 /// A call's time limit, its deadline, and the timer set once the call has to wait.
 type CallLimit = (
     std::time::Duration,
@@ -549,6 +652,7 @@ type CallLimit = (
 impl Future for HandlerCall {
     type Output = Result<(), NexusError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Poll::Ready(outcome) = Pin::new(&mut this.call).poll(cx) {
