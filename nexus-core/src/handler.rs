@@ -484,6 +484,7 @@ impl Handler {
     }
 
     /// The name its errors carry: a function's or type's path unless [`named`](Self::named).
+    #[inline]
     pub fn name(&self) -> &'static str {
         self.name
     }

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use super::gate::GateGuard;
-use super::table::Table;
+use super::table::{HandlerEntry, Table};
 use super::{Inner, LOOPING, STARTING, state_of};
 use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
@@ -284,10 +284,11 @@ impl Waiting {
 
 /// The span of one handler call (event id, type and handler), when a subscriber wants it.
 #[inline]
-fn dispatch_span(id: u64, event_type: &EventType, handler: &'static str) -> Option<tracing::Span> {
+fn dispatch_span(id: u64, event_type: &EventType, handler: &HandlerEntry) -> Option<tracing::Span> {
     if !tracing::level_enabled!(tracing::Level::TRACE) {
         return None;
     }
+    let handler = handler.name();
     let span = tracing::trace_span!("dispatch", id, event_type = %event_type, handler);
     (!span.is_disabled()).then_some(span)
 }
@@ -460,25 +461,29 @@ impl Cursor {
                     let (id, event_type) = (event.id, event.event_type.clone());
                     for (at, entry) in handlers.iter().enumerate().skip(first) {
                         let last = at + 1 == handlers.len();
-                        // The last handler takes the event itself, moved straight into its call.
-                        let (copy, kept) = match &self.event {
-                            Some(event) if !last => (Some(event.clone()), None),
-                            Some(event) if keeps => (None, Some(event.clone())),
-                            Some(_) => (None, None),
-                            None => return Poll::Ready(()),
+                        let Some(event) = &self.event else {
+                            return Poll::Ready(());
+                        };
+                        let kept = if last && keeps {
+                            Some(event.clone())
+                        } else {
+                            None
                         };
                         let limit = entry.time_limit().map(Limit::new);
-                        let span = dispatch_span(id, &event_type, entry.name());
+                        let span = dispatch_span(id, &event_type, entry);
                         let entered = span.as_ref().map(tracing::Span::enter);
                         let queue = inner.queue.clone();
-                        let slot = &mut self.event;
-                        let polled = start_and_poll(cx, || match copy {
-                            Some(copy) => entry.start(copy, queue),
-                            None => match slot.take() {
-                                Some(event) => entry.start(event, queue),
-                                None => Call::Ready(None),
-                            },
-                        });
+                        let polled = if last {
+                            // The last handler takes the event itself, moved straight into its
+                            // call.
+                            match self.event.take() {
+                                Some(event) => start_and_poll(cx, || entry.start(event, queue)),
+                                None => return Poll::Ready(()),
+                            }
+                        } else {
+                            let copy = event.clone();
+                            start_and_poll(cx, || entry.start(copy, queue))
+                        };
                         drop(entered);
                         match polled {
                             Ok(Ok(())) => {}
