@@ -230,3 +230,57 @@ async fn replies_from_the_far_domain_reach_the_sending_domain() {
     boundary.close().await.unwrap();
     assert_eq!(acks.lines(), ["logged 1", "logged 2", "logged 3"]);
 }
+
+/// Through a nexus, each of a fanout's handlers is called as one of the nexus's own: one that
+/// has to wait is resumed where it left off, one that panics is a failure of that handler only,
+/// and every handler gets its copy either way.
+#[tokio::test]
+async fn a_fanout_in_a_nexus_resumes_waiting_handlers_and_survives_a_panicking_one() {
+    let nexus = AsyncEventNexus::builder().multiple(true).build();
+    let log = Log::default();
+    let fanout = EventFanout::new();
+    fanout.register(Handler::new(log.handler("a")));
+    let l = log.clone();
+    fanout.register(Handler::new(move |e: Event, _q: EventQueue| {
+        let l = l.clone();
+        async move {
+            tokio::task::yield_now().await;
+            l.push(format!("waited:{}", e.id));
+        }
+    }));
+    fanout.register(
+        Handler::new(|e: Event, _q: EventQueue| {
+            if e.id == 2 {
+                panic!("fanout handler gave up on {}", e.id);
+            }
+        })
+        .named("panicky"),
+    );
+    fanout.register(Handler::new(log.handler("c")));
+    nexus.add_consumer(100, fanout).unwrap();
+    nexus.add_handler(100, log.handler("after")).unwrap();
+    let _task = running(&nexus).await;
+
+    nexus.ingest(Event::new(1, 100, 0, ())).await.unwrap();
+    let err = nexus.ingest(Event::new(2, 100, 0, ())).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NexusError::HandlerPanicked {
+                id: 2,
+                handler: "panicky",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        log.lines(),
+        [
+            "a:1", "waited:1", "c:1", "after:1", "a:2", "waited:2", "c:2"
+        ],
+        "a failed fanout fails the event: later handlers of its type are not called"
+    );
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.failed), (1, 1));
+}

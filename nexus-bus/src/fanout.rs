@@ -44,17 +44,17 @@ pub struct EventFanout {
 
 #[derive(Debug, Default)]
 struct Shared {
-    /// Replaced whole on each change, so a dispatch takes one reference count, not a lock held
-    /// across the handlers.
-    handlers: Mutex<Arc<Entries>>,
+    entries: Mutex<Entries>,
     next_key: AtomicU64,
 }
 
 /// The registered handlers and their keys, side by side.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Entries {
     keys: Vec<FanoutKey>,
-    handlers: Vec<Handler>,
+    /// Replaced whole on each change, so a dispatch takes one reference count, not a lock held
+    /// across the handlers.
+    handlers: Arc<Vec<Handler>>,
 }
 
 /// Identifies a handler registered with an [`EventFanout`], to deregister it.
@@ -70,9 +70,9 @@ impl EventFanout {
     /// Adds `handler` after those already registered; returns its key.
     pub fn register(&self, handler: Handler) -> FanoutKey {
         let key = FanoutKey(self.shared.next_key.fetch_add(1, Ordering::Relaxed));
-        self.edit(|entries| {
-            entries.keys.push(key);
-            entries.handlers.push(handler);
+        self.edit(|keys, handlers| {
+            keys.push(key);
+            handlers.push(handler);
         });
         key
     }
@@ -80,10 +80,10 @@ impl EventFanout {
     /// Removes the handler registered under `key`; returns whether it was there.
     pub fn deregister(&self, key: FanoutKey) -> bool {
         let mut found = false;
-        self.edit(|entries| {
-            if let Some(at) = entries.keys.iter().position(|k| *k == key) {
-                entries.keys.remove(at);
-                entries.handlers.remove(at);
+        self.edit(|keys, handlers| {
+            if let Some(at) = keys.iter().position(|k| *k == key) {
+                keys.remove(at);
+                handlers.remove(at);
                 found = true;
             }
         });
@@ -92,7 +92,7 @@ impl EventFanout {
 
     /// How many handlers are registered.
     pub fn len(&self) -> usize {
-        self.snapshot().handlers.len()
+        self.snapshot().len()
     }
 
     /// Whether no handler is registered.
@@ -100,25 +100,22 @@ impl EventFanout {
         self.len() == 0
     }
 
-    fn edit(&self, change: impl FnOnce(&mut Entries)) {
-        let mut current = self
-            .shared
-            .handlers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut next = Entries::clone(&current);
-        change(&mut next);
-        *current = Arc::new(next);
+    fn edit(&self, change: impl FnOnce(&mut Vec<FanoutKey>, &mut Vec<Handler>)) {
+        let mut entries = self.lock();
+        let mut handlers = Vec::clone(&entries.handlers);
+        change(&mut entries.keys, &mut handlers);
+        entries.handlers = Arc::new(handlers);
     }
 
-    fn snapshot(&self) -> Arc<Entries> {
-        Arc::clone(
-            &self
-                .shared
-                .handlers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+    fn snapshot(&self) -> Arc<Vec<Handler>> {
+        Arc::clone(&self.lock().handlers)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.shared
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -126,15 +123,15 @@ impl EventFanout {
     /// Sends a copy of `event` to every registered handler, in order; the first error is
     /// returned, the others are logged.
     async fn fan(&self, event: Event, queue: EventQueue) -> Result<(), BoxError> {
-        let entries = self.snapshot();
-        if entries.handlers.is_empty() {
+        let handlers = self.snapshot();
+        if handlers.is_empty() {
             return Err(NexusError::MisconfiguredEventConsumer {
                 consumer: "EventFanout".to_owned(),
                 reason: "no handler registered",
             }
             .into());
         }
-        Ok(Handler::call_all(&entries.handlers, event, queue).await?)
+        Ok(Handler::call_all(&handlers, event, queue).await?)
     }
 }
 
@@ -153,6 +150,11 @@ impl EventConsumer for EventFanout {
     /// One future for the whole fanout, owning the fanout's shared part.
     fn handle_shared(self: Arc<Self>, event: Event, queue: EventQueue) -> ConsumerFuture {
         Box::pin(async move { self.fan(event, queue).await })
+    }
+
+    /// The registered handlers: a nexus calls them itself, each as one of its own handlers.
+    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+        Some(self.snapshot())
     }
 }
 

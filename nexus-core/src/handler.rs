@@ -202,6 +202,15 @@ pub trait EventConsumer: Send + Sync + 'static {
     {
         Box::pin(async move { self.handle(event, queue).await })
     }
+
+    /// The handlers this consumer does nothing but call in turn, each with a copy of the event,
+    /// as a fanout does. A nexus then calls them itself, each guarded and timed as one of its
+    /// own handlers, keeping the fanout's rules: every handler is called even if one fails, and
+    /// the first error is the event's. The default, `None`, has the nexus call
+    /// [`handle`](Self::handle); so does an empty list.
+    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+        None
+    }
 }
 
 /// The future of one call of a consumer, as [`EventConsumer::handle_shared`] returns it.
@@ -211,6 +220,10 @@ pub type ConsumerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Se
 impl<C: EventConsumer + ?Sized> EventConsumer for Arc<C> {
     async fn handle(&self, event: Event, queue: EventQueue) -> Result<(), BoxError> {
         (**self).handle(event, queue).await
+    }
+
+    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+        (**self).fan_out()
     }
 }
 
@@ -370,6 +383,11 @@ impl<T> fmt::Debug for Call<'_, T> {
 /// keep it across a suspension without keeping the handler table borrowed.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>>;
+
+    /// See [`EventConsumer::fan_out`].
+    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+        None
+    }
 }
 
 pub(crate) struct FnHandler<F, M> {
@@ -404,6 +422,10 @@ impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
     fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>> {
         Call::Boxed(C::handle_shared(Arc::clone(&self.0), event, queue))
     }
+
+    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+        C::fan_out(&self.0)
+    }
 }
 
 /// A handler of any kind, ready to call: a function or closure ([`Handler::new`]) or an
@@ -427,6 +449,8 @@ pub struct Handler {
     inner: Arc<dyn ErasedHandler>,
     name: &'static str,
     limit: Option<std::time::Duration>,
+    /// Whether it is a consumer that fans out ([`EventConsumer::fan_out`]).
+    fans_out: bool,
 }
 
 impl Handler {
@@ -442,12 +466,14 @@ impl Handler {
             inner: Arc::new(FnHandler::<F, (R, M)>::new(handler)),
             name: std::any::type_name::<F>(),
             limit: None,
+            fans_out: false,
         }
     }
 
     /// A handler from an [`EventConsumer`] object.
     pub fn consumer<C: EventConsumer>(consumer: C) -> Self {
         Self {
+            fans_out: consumer.fan_out().is_some(),
             inner: Arc::new(ConsumerHandler(Arc::new(consumer))),
             name: std::any::type_name::<C>(),
             limit: None,
@@ -554,6 +580,17 @@ impl Handler {
             waiting: None,
             first_error: None,
         }
+    }
+
+    /// The handlers a fanout consumer calls in turn, for the dispatcher to call itself: only
+    /// for a fanout without a time limit of its own (a limit covers the whole fanout call), and
+    /// not when it has no handler (calling it reports that).
+    #[inline]
+    pub(crate) fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+        if !self.fans_out || self.limit.is_some() {
+            return None;
+        }
+        self.inner.fan_out().filter(|handlers| !handlers.is_empty())
     }
 
     /// Starts a call without wrapping its error (the dispatch path does that itself).

@@ -219,6 +219,29 @@ struct Waiting {
     event_type: EventType,
     /// A copy for the dead-letter handler, when the policy wants one.
     kept: Option<Event>,
+    /// When the call is one of a fanout's: where the fanout stands.
+    fan: Option<Fan>,
+}
+
+/// A fanout's handlers being called in turn for one event.
+struct Fan {
+    handlers: Arc<Vec<HandlerEntry>>,
+    /// The index of the next handler to call.
+    next: usize,
+    /// Whether the fanout is the event's last handler (its last handler takes the event).
+    last: bool,
+    /// The first handler error; the event's once every handler was called.
+    error: Option<NexusError>,
+}
+
+/// How a fanout's turn ended.
+enum Fanned {
+    /// Every handler was called without error: on to the event's next handler.
+    Continue,
+    /// The event is done with (dispatched, or failed), and counted.
+    Over,
+    /// A handler's call has to wait; it is kept with the fanout's state.
+    Waiting,
 }
 
 /// A handler's time limit, counted from the start of its call.
@@ -347,6 +370,15 @@ fn failed(
     }
 }
 
+/// Keeps a fanout's first handler error; logs the later ones.
+#[cold]
+fn note_fan_error(first: &mut Option<NexusError>, err: NexusError) {
+    match first {
+        None => *first = Some(err),
+        Some(_) => tracing::error!(error = %err, "fanout handler failed"),
+    }
+}
+
 /// The dispatch of one event: through the filters, then to its handlers.
 struct Cursor {
     /// The event while it is still the dispatcher's; the last handler takes it.
@@ -387,26 +419,49 @@ impl Cursor {
         first_error: &mut Option<Box<NexusError>>,
     ) -> Poll<()> {
         if let Some(mut waiting) = self.waiting.take() {
-            match waiting.poll(cx) {
-                Poll::Pending => {
-                    self.waiting = Some(waiting);
-                    return Poll::Pending;
+            let polled = waiting.poll(cx);
+            if polled.is_pending() {
+                self.waiting = Some(waiting);
+                return Poll::Pending;
+            }
+            if let Some(mut fan) = waiting.fan.take() {
+                if let Poll::Ready(Err(failure)) = polled {
+                    let err = failure_error(failure, waiting.id, &waiting.event_type, waiting.name);
+                    note_fan_error(&mut fan.error, err);
                 }
-                Poll::Ready(Ok(false)) => {
-                    if self.event.is_none() {
-                        // That was the last handler.
-                        count(inner, Counted::Dispatched, &waiting.event_type);
+                let kept = waiting.kept.take();
+                match self.fan(
+                    inner,
+                    cx,
+                    first_error,
+                    fan,
+                    kept,
+                    waiting.id,
+                    &waiting.event_type,
+                ) {
+                    Fanned::Continue => {}
+                    Fanned::Over => return Poll::Ready(()),
+                    Fanned::Waiting => return Poll::Pending,
+                }
+            } else {
+                match polled {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(false)) => {
+                        if self.event.is_none() {
+                            // That was the last handler.
+                            count(inner, Counted::Dispatched, &waiting.event_type);
+                            return Poll::Ready(());
+                        }
+                    }
+                    Poll::Ready(Ok(true)) => {
+                        self.event = None;
+                        count(inner, Counted::Filtered, &waiting.event_type);
                         return Poll::Ready(());
                     }
-                }
-                Poll::Ready(Ok(true)) => {
-                    self.event = None;
-                    count(inner, Counted::Filtered, &waiting.event_type);
-                    return Poll::Ready(());
-                }
-                Poll::Ready(Err(failure)) => {
-                    self.fail_waiting(inner, *waiting, failure, first_error);
-                    return Poll::Ready(());
+                    Poll::Ready(Err(failure)) => {
+                        self.fail_waiting(inner, *waiting, failure, first_error);
+                        return Poll::Ready(());
+                    }
                 }
             }
         }
@@ -439,6 +494,7 @@ impl Cursor {
                                 id: event.id,
                                 event_type: event.event_type.clone(),
                                 kept: None,
+                                fan: None,
                             };
                             return self.wait(inner, Box::new(waiting), cx, first_error);
                         }
@@ -461,6 +517,20 @@ impl Cursor {
                     let (id, event_type) = (event.id, event.event_type.clone());
                     for (at, entry) in handlers.iter().enumerate().skip(first) {
                         let last = at + 1 == handlers.len();
+                        if let Some(fanned) = entry.fan_out() {
+                            self.at = At::Handler(at + 1);
+                            let fan = Fan {
+                                handlers: fanned,
+                                next: 0,
+                                last,
+                                error: None,
+                            };
+                            match self.fan(inner, cx, first_error, fan, None, id, &event_type) {
+                                Fanned::Continue => continue,
+                                Fanned::Over => return Poll::Ready(()),
+                                Fanned::Waiting => return Poll::Pending,
+                            }
+                        }
                         let Some(event) = &self.event else {
                             return Poll::Ready(());
                         };
@@ -497,6 +567,7 @@ impl Cursor {
                                     id,
                                     event_type,
                                     kept,
+                                    fan: None,
                                 };
                                 return self.wait(inner, Box::new(waiting), cx, first_error);
                             }
@@ -514,6 +585,91 @@ impl Cursor {
                 }
             }
         }
+    }
+
+    /// Calls a fanout's handlers from `fan.next` on, each as one of the nexus's own handlers
+    /// (guarded, timed, traced); a failing one does not keep the others from their copy, and the
+    /// first error is the event's once all were called.
+    #[allow(clippy::too_many_arguments)]
+    fn fan(
+        &mut self,
+        inner: &Inner,
+        cx: &mut Context<'_>,
+        first_error: &mut Option<Box<NexusError>>,
+        mut fan: Fan,
+        mut kept: Option<Event>,
+        id: u64,
+        event_type: &EventType,
+    ) -> Fanned {
+        let keeps = inner.policy.keeps_events();
+        while let Some(entry) = fan.handlers.get(fan.next) {
+            fan.next += 1;
+            let last = fan.last && fan.next == fan.handlers.len();
+            let Some(event) = &self.event else {
+                return Fanned::Over;
+            };
+            if last && keeps {
+                kept = Some(event.clone());
+            }
+            let limit = entry.time_limit().map(Limit::new);
+            let span = dispatch_span(id, event_type, entry);
+            let entered = span.as_ref().map(tracing::Span::enter);
+            let queue = inner.queue.clone();
+            let polled = if last {
+                match self.event.take() {
+                    Some(event) => start_and_poll(cx, || entry.start(event, queue)),
+                    None => return Fanned::Over,
+                }
+            } else {
+                let copy = event.clone();
+                start_and_poll(cx, || entry.start(copy, queue))
+            };
+            drop(entered);
+            let failure = match polled {
+                Ok(Ok(())) => continue,
+                Ok(Err(call)) => {
+                    let name = entry.name();
+                    let mut waiting = Box::new(Waiting {
+                        call: Flight::Handler(call),
+                        name,
+                        limit,
+                        span,
+                        id,
+                        event_type: event_type.clone(),
+                        kept: kept.take(),
+                        fan: None,
+                    });
+                    match waiting.timed_out(cx) {
+                        Poll::Ready(Err(failure)) => {
+                            kept = waiting.kept.take();
+                            failure
+                        }
+                        _ => {
+                            waiting.fan = Some(fan);
+                            self.waiting = Some(waiting);
+                            return Fanned::Waiting;
+                        }
+                    }
+                }
+                Err(failure) => failure,
+            };
+            note_fan_error(
+                &mut fan.error,
+                failure_error(failure, id, event_type, entry.name()),
+            );
+        }
+        if let Some(err) = fan.error {
+            let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
+            self.event = None;
+            failed(inner, first_error, event_type, err, kept);
+            return Fanned::Over;
+        }
+        if self.event.is_none() {
+            // The fanout was the last handler, and its last handler had the event.
+            count(inner, Counted::Dispatched, event_type);
+            return Fanned::Over;
+        }
+        Fanned::Continue
     }
 
     /// Keeps a call that has to wait, unless its time is already up.
