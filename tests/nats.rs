@@ -82,7 +82,7 @@ async fn events_cross_between_nexuses_filtered_by_subject() {
             .await
             .unwrap();
     }
-    until("type 2 events", || seen.lock().unwrap().len() == 10).await;
+    until("type 2 events", || seen.lock().unwrap().len() >= 10).await;
     tokio::time::sleep(Duration::from_millis(100)).await; // nothing else comes
     let seen = seen.lock().unwrap();
     assert!(
@@ -115,7 +115,7 @@ async fn a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_on
     for id in 0..20 {
         app.ingest(Event::new(id, 7, 0, "before")).await.unwrap();
     }
-    until("the first 20", || first.lock().unwrap().len() == 20).await;
+    until("the first 20", || first.lock().unwrap().len() >= 20).await;
     task.abort();
     receiver.cleanup().await.unwrap();
     drop((receiver, into));
@@ -267,7 +267,7 @@ async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
             .await
             .unwrap();
     }
-    until("the good events", || seen.lock().unwrap().len() == 3).await;
+    until("the good events", || seen.lock().unwrap().len() >= 3).await;
     let ids: Vec<u64> = seen.lock().unwrap().iter().map(|(_, id)| *id).collect();
     assert_eq!(ids, [1, 2, 6]);
     let counts = [

@@ -75,32 +75,72 @@ impl NatsServer {
         if !outside_program_available("nats-server (Debian package nats-server)", problem) {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("nexus-nats-{}-{port}", std::process::id()));
-        let child = Self::spawn(port, &dir);
-        Some(Self { child, port, dir })
+        // A port found free can be taken again before the server binds it (tests run in
+        // parallel, and a restarted server leaves its port free for a moment): then the server
+        // exits, and another test's server would answer. Each server has a name of its own, and
+        // a start counts only once that server answers.
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let dir =
+                std::env::temp_dir().join(format!("nexus-nats-{}-{port}", std::process::id()));
+            if let Ok(child) = Self::spawn(port, &dir) {
+                return Some(Self { child, port, dir });
+            }
+        }
+        panic!("nats-server did not start on any of ten free ports");
     }
 
-    fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
-        let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+    fn name(port: u16) -> String {
+        format!("nexus-test-{}-{port}", std::process::id())
+    }
+
+    /// Starts a server on `port` and waits until it answers with its own name; an error when it
+    /// exits first (the port was taken).
+    fn spawn(port: u16, dir: &std::path::Path) -> Result<std::process::Child, String> {
+        use std::io::BufRead;
+        let name = Self::name(port);
+        let mut child = std::process::Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-n",
+                &name,
+                "-js",
+                "-sd",
+            ])
             .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("nats-server starts");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not listen in time"
-            );
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("nats-server on port {port} exited: {status}"));
+            }
+            let answered = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|stream| {
+                stream.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+                let mut info = String::new();
+                std::io::BufReader::new(stream).read_line(&mut info)?;
+                Ok(info)
+            });
+            if let Ok(info) = answered
+                && info.contains(&name)
+            {
+                return Ok(child);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("nats-server on port {port} did not answer in time"));
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        child
     }
 
     /// The URL to connect to.
@@ -117,7 +157,8 @@ impl NatsServer {
     /// Starts it again on the same port, with the same store.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Self::spawn(self.port, &self.dir);
+        self.child = Self::spawn(self.port, &self.dir)
+            .unwrap_or_else(|err| panic!("restarting nats-server: {err}"));
     }
 }
 
