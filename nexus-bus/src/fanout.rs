@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use arc_swap::ArcSwap;
+
 use nexus_core::{
     BoxError, ConsumerFuture, Event, EventConsumer, EventQueue, Handler, NexusError, async_trait,
 };
@@ -44,17 +46,11 @@ pub struct EventFanout {
 
 #[derive(Debug, Default)]
 struct Shared {
-    entries: Mutex<Entries>,
+    /// The keys of the handlers, side by side with them; held while the handlers change.
+    keys: Mutex<Vec<FanoutKey>>,
+    /// Replaced whole on each change, so a dispatch takes one reference count, without a lock.
+    handlers: ArcSwap<Vec<Handler>>,
     next_key: AtomicU64,
-}
-
-/// The registered handlers and their keys, side by side.
-#[derive(Debug, Default)]
-struct Entries {
-    keys: Vec<FanoutKey>,
-    /// Replaced whole on each change, so a dispatch takes one reference count, not a lock held
-    /// across the handlers.
-    handlers: Arc<Vec<Handler>>,
 }
 
 /// Identifies a handler registered with an [`EventFanout`], to deregister it.
@@ -101,21 +97,18 @@ impl EventFanout {
     }
 
     fn edit(&self, change: impl FnOnce(&mut Vec<FanoutKey>, &mut Vec<Handler>)) {
-        let mut entries = self.lock();
-        let mut handlers = Vec::clone(&entries.handlers);
-        change(&mut entries.keys, &mut handlers);
-        entries.handlers = Arc::new(handlers);
+        let mut keys = self
+            .shared
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut handlers = Vec::clone(&self.shared.handlers.load());
+        change(&mut keys, &mut handlers);
+        self.shared.handlers.store(Arc::new(handlers));
     }
 
     fn snapshot(&self) -> Arc<Vec<Handler>> {
-        Arc::clone(&self.lock().handlers)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.shared
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.handlers.load_full()
     }
 }
 
