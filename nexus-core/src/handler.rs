@@ -318,11 +318,29 @@ pub trait FilterReturn<M>: Send + 'static {
 pub trait FilterOutput {
     /// Converts to the nexus's result.
     fn into_result(self) -> Result<bool, BoxError>;
+
+    #[doc(hidden)]
+    /// Boxes a future of this output as one call.
+    fn boxed<F>(future: F) -> Call<'static, Result<bool, BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static,
+        Self: Sized,
+    {
+        Call::Boxed(Box::pin(async move { future.await.into_result() }))
+    }
 }
 
 impl FilterOutput for bool {
     fn into_result(self) -> Result<bool, BoxError> {
         Ok(self)
+    }
+
+    fn boxed<F>(future: F) -> Call<'static, Result<bool, BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static,
+    {
+        // No wrapper: the most common filter output needs no conversion.
+        Call::Flag(Box::pin(future))
     }
 }
 
@@ -344,7 +362,7 @@ where
     F::Output: FilterOutput,
 {
     fn into_call(self) -> Call<'static, Result<bool, BoxError>> {
-        Call::Boxed(Box::pin(async move { self.await.into_result() }))
+        F::Output::boxed(self)
     }
 }
 
@@ -353,10 +371,30 @@ where
 pub enum Call<'a, T> {
     Ready(Option<T>),
     Boxed(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+    /// A handler's future of `()`.
     Unit(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
+    /// A filter's future of `bool`.
+    Flag(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),
 }
 
-impl<T: Unpin + Default> Future for Call<'_, Result<T, BoxError>> {
+/// What a call's successful result is made of: `()` for a handler, `bool` for a filter.
+#[doc(hidden)]
+pub trait Outcome: Unpin + Default {
+    /// The result of a filter's `bool` (a handler's calls never give one).
+    fn from_flag(flag: bool) -> Self;
+}
+
+impl Outcome for () {
+    fn from_flag(_flag: bool) -> Self {}
+}
+
+impl Outcome for bool {
+    fn from_flag(flag: bool) -> Self {
+        flag
+    }
+}
+
+impl<T: Outcome> Future for Call<'_, Result<T, BoxError>> {
     type Output = Result<T, BoxError>;
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -365,6 +403,7 @@ impl<T: Unpin + Default> Future for Call<'_, Result<T, BoxError>> {
             Call::Ready(value) => Poll::Ready(value.take().unwrap_or(Ok(T::default()))),
             Call::Boxed(fut) => fut.as_mut().poll(cx),
             Call::Unit(fut) => fut.as_mut().poll(cx).map(|()| Ok(T::default())),
+            Call::Flag(fut) => fut.as_mut().poll(cx).map(|flag| Ok(T::from_flag(flag))),
         }
     }
 }
@@ -375,6 +414,7 @@ impl<T> fmt::Debug for Call<'_, T> {
             Call::Ready(_) => "Call::Ready",
             Call::Boxed(_) => "Call::Boxed",
             Call::Unit(_) => "Call::Unit",
+            Call::Flag(_) => "Call::Flag",
         })
     }
 }

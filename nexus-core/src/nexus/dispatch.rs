@@ -24,7 +24,7 @@ use super::table::{HandlerEntry, Table};
 use super::{Inner, LOOPING, STARTING, state_of};
 use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
-use crate::handler::{Call, handler_error};
+use crate::handler::{Call, Outcome, handler_error};
 use crate::policy::ErrorPolicy;
 
 /// The dispatcher's own state, behind the nexus's gate: its snapshot of the handler table,
@@ -181,7 +181,7 @@ fn caught<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
 
 /// Starts a call and polls it once, guarded: its result, or the call itself when it has to wait.
 #[inline]
-fn start_and_poll<T: Unpin + Default>(
+fn start_and_poll<T: Outcome>(
     cx: &mut Context<'_>,
     start: impl FnOnce() -> Call<'static, Result<T, BoxError>>,
 ) -> Result<Result<T, Call<'static, Result<T, BoxError>>>, Failure> {
