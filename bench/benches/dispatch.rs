@@ -142,6 +142,20 @@ async fn settle() {
     }
 }
 
+/// Starts `nexus`, times `ingests` ingests of the events `make` gives, then stops it.
+async fn timed_ingests(nexus: &AsyncEventNexus, ingests: u64, make: fn(u64) -> Event) -> Duration {
+    let running = running_nexus(nexus);
+    settle().await;
+    let start = Instant::now();
+    for i in 0..ingests {
+        nexus.ingest(make(i)).await.expect("ingest");
+    }
+    let took = start.elapsed();
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
 // ----- nexus paths and their floors ---------------------------------------------------------
 
 async fn nexus_single(n: u64) -> Duration {
@@ -151,16 +165,7 @@ async fn nexus_single(n: u64) -> Duration {
             body(&event)
         })
         .expect("handler");
-    let running = running_nexus(&nexus);
-    settle().await;
-    let start = Instant::now();
-    for i in 0..n {
-        nexus.ingest(event(i)).await.expect("ingest");
-    }
-    let took = start.elapsed();
-    nexus.stop();
-    let _ = running.await;
-    took
+    timed_ingests(&nexus, n, event).await
 }
 
 async fn floor_single(n: u64) -> Duration {
@@ -188,16 +193,7 @@ async fn nexus_filters(n: u64) -> Duration {
             body(&event)
         })
         .expect("handler");
-    let running = running_nexus(&nexus);
-    settle().await;
-    let start = Instant::now();
-    for i in 0..n {
-        nexus.ingest(event(i)).await.expect("ingest");
-    }
-    let took = start.elapsed();
-    nexus.stop();
-    let _ = running.await;
-    took
+    timed_ingests(&nexus, n, event).await
 }
 
 async fn floor_filters(n: u64) -> Duration {
@@ -244,19 +240,7 @@ async fn nexus_chain(n: u64) -> Duration {
             })
             .expect("handler");
     }
-    let running = running_nexus(&nexus);
-    settle().await;
-    let start = Instant::now();
-    for i in 0..n / CHAIN as u64 {
-        nexus
-            .ingest(Event::new(i, 1, 0, i as i64))
-            .await
-            .expect("ingest");
-    }
-    let took = start.elapsed();
-    nexus.stop();
-    let _ = running.await;
-    took
+    timed_ingests(&nexus, n / CHAIN as u64, |i| Event::new(i, 1, 0, i as i64)).await
 }
 
 /// The chain's floor: boxed handlers by type, each putting the next event on a bounded queue
@@ -305,16 +289,7 @@ async fn nexus_fanout(n: u64) -> Duration {
         ));
     }
     nexus.add_consumer(TYPE, fanout).expect("fanout");
-    let running = running_nexus(&nexus);
-    settle().await;
-    let start = Instant::now();
-    for i in 0..n {
-        nexus.ingest(event(i)).await.expect("ingest");
-    }
-    let took = start.elapsed();
-    nexus.stop();
-    let _ = running.await;
-    took
+    timed_ingests(&nexus, n, event).await
 }
 
 async fn nexus_multiple(n: u64) -> Duration {
@@ -326,16 +301,7 @@ async fn nexus_multiple(n: u64) -> Duration {
             })
             .expect("handler");
     }
-    let running = running_nexus(&nexus);
-    settle().await;
-    let start = Instant::now();
-    for i in 0..n {
-        nexus.ingest(event(i)).await.expect("ingest");
-    }
-    let took = start.elapsed();
-    nexus.stop();
-    let _ = running.await;
-    took
+    timed_ingests(&nexus, n, event).await
 }
 
 /// Eight boxed handlers awaited in turn, each with a copy of the event but the last.
