@@ -143,7 +143,11 @@ async fn settle() {
 }
 
 /// Starts `nexus`, times `ingests` ingests of the events `make` gives, then stops it.
-async fn timed_ingests(nexus: &AsyncEventNexus, ingests: u64, make: fn(u64) -> Event) -> Duration {
+async fn timed_ingests(
+    nexus: &AsyncEventNexus,
+    ingests: u64,
+    make: impl Fn(u64) -> Event,
+) -> Duration {
     let running = running_nexus(nexus);
     settle().await;
     let start = Instant::now();
