@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
 use crate::queue::EventQueue;
+use crate::spare::{self, Spare};
 
 /// Which events a handler is registered for.
 ///
@@ -251,6 +252,15 @@ pub trait HandlerOutput: Sized {
     fn boxed<F>(future: F) -> Call<'static, Result<(), BoxError>>
     where
         F: Future<Output = Self> + Send + 'static;
+
+    #[doc(hidden)]
+    /// Makes one call of a future of this output that is boxed already.
+    fn pinned<F>(future: Pin<Box<F>>) -> Call<'static, Result<(), BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static,
+    {
+        Self::boxed(future)
+    }
 }
 
 impl HandlerOutput for () {
@@ -264,6 +274,13 @@ impl HandlerOutput for () {
     {
         // No wrapper: the most common handler output needs no conversion.
         Call::Unit(Box::pin(future))
+    }
+
+    fn pinned<F>(future: Pin<Box<F>>) -> Call<'static, Result<(), BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static,
+    {
+        Call::Unit(future)
     }
 }
 
@@ -286,11 +303,20 @@ impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
 pub trait HandlerReturn<M>: Send + 'static {
     #[doc(hidden)]
     fn into_call(self) -> Call<'static, Result<(), BoxError>>;
+
+    #[doc(hidden)]
+    /// Polls the call once, with memory for its future taken from `spare`.
+    fn start(self, cx: &mut Context<'_>, spare: &mut Spare) -> Started<Result<(), BoxError>>;
 }
 
 impl<R: HandlerOutput + Send + 'static> HandlerReturn<marker::Immediate> for R {
     fn into_call(self) -> Call<'static, Result<(), BoxError>> {
         Call::Ready(Some(self.into_result()))
+    }
+
+    #[inline]
+    fn start(self, _cx: &mut Context<'_>, _spare: &mut Spare) -> Started<Result<(), BoxError>> {
+        Started::Done(self.into_result())
     }
 }
 
@@ -302,12 +328,24 @@ where
     fn into_call(self) -> Call<'static, Result<(), BoxError>> {
         F::Output::boxed(self)
     }
+
+    #[inline]
+    fn start(self, cx: &mut Context<'_>, spare: &mut Spare) -> Started<Result<(), BoxError>> {
+        match spare::start(self, cx, spare) {
+            Ok(output) => Started::Done(output.into_result()),
+            Err(waiting) => Started::Waiting(F::Output::pinned(waiting)),
+        }
+    }
 }
 
 /// What a filter may return: `bool` or `Result<bool, E>`, at once or as a future.
 pub trait FilterReturn<M>: Send + 'static {
     #[doc(hidden)]
     fn into_call(self) -> Call<'static, Result<bool, BoxError>>;
+
+    #[doc(hidden)]
+    /// Polls the call once, with memory for its future taken from `spare`.
+    fn start(self, cx: &mut Context<'_>, spare: &mut Spare) -> Started<Result<bool, BoxError>>;
 }
 
 /// A filter's answer: `true` when it consumed the event.
@@ -328,6 +366,16 @@ pub trait FilterOutput {
     {
         Call::Boxed(Box::pin(async move { future.await.into_result() }))
     }
+
+    #[doc(hidden)]
+    /// Makes one call of a future of this output that is boxed already.
+    fn pinned<F>(future: Pin<Box<F>>) -> Call<'static, Result<bool, BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static,
+        Self: Sized,
+    {
+        Self::boxed(future)
+    }
 }
 
 impl FilterOutput for bool {
@@ -342,6 +390,13 @@ impl FilterOutput for bool {
         // No wrapper: the most common filter output needs no conversion.
         Call::Flag(Box::pin(future))
     }
+
+    fn pinned<F>(future: Pin<Box<F>>) -> Call<'static, Result<bool, BoxError>>
+    where
+        F: Future<Output = Self> + Send + 'static,
+    {
+        Call::Flag(future)
+    }
 }
 
 impl<E: Into<BoxError>> FilterOutput for Result<bool, E> {
@@ -354,6 +409,11 @@ impl<R: FilterOutput + Send + 'static> FilterReturn<marker::Immediate> for R {
     fn into_call(self) -> Call<'static, Result<bool, BoxError>> {
         Call::Ready(Some(self.into_result()))
     }
+
+    #[inline]
+    fn start(self, _cx: &mut Context<'_>, _spare: &mut Spare) -> Started<Result<bool, BoxError>> {
+        Started::Done(self.into_result())
+    }
 }
 
 impl<F> FilterReturn<marker::Deferred> for F
@@ -363,6 +423,14 @@ where
 {
     fn into_call(self) -> Call<'static, Result<bool, BoxError>> {
         F::Output::boxed(self)
+    }
+
+    #[inline]
+    fn start(self, cx: &mut Context<'_>, spare: &mut Spare) -> Started<Result<bool, BoxError>> {
+        match spare::start(self, cx, spare) {
+            Ok(output) => Started::Done(output.into_result()),
+            Err(waiting) => Started::Waiting(F::Output::pinned(waiting)),
+        }
     }
 }
 
@@ -375,6 +443,28 @@ pub enum Call<'a, T> {
     Unit(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
     /// A filter's future of `bool`.
     Flag(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),
+}
+
+/// How a call went when first polled: done, or waiting (then kept as a [`Call`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Started<T> {
+    Done(T),
+    Waiting(Call<'static, T>),
+}
+
+impl<T: Unpin> Started<T>
+where
+    Call<'static, T>: Future<Output = T>,
+{
+    /// Polls `call` once.
+    #[inline]
+    fn poll(mut call: Call<'static, T>, cx: &mut Context<'_>) -> Self {
+        match Pin::new(&mut call).poll(cx) {
+            Poll::Ready(done) => Self::Done(done),
+            Poll::Pending => Self::Waiting(call),
+        }
+    }
 }
 
 /// What a call's successful result is made of: `()` for a handler, `bool` for a filter.
@@ -424,6 +514,18 @@ impl<T> fmt::Debug for Call<'_, T> {
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>>;
 
+    /// Calls and polls once, the future placed in memory from `spare` when it has a type of
+    /// its own.
+    fn start_in(
+        &self,
+        event: Event,
+        queue: EventQueue,
+        cx: &mut Context<'_>,
+        _spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>> {
+        Started::poll(self.call(event, queue), cx)
+    }
+
     /// See [`EventConsumer::fan_out`].
     fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
         None
@@ -452,6 +554,17 @@ where
 {
     fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>> {
         (self.f)(event, queue).into_call()
+    }
+
+    #[inline]
+    fn start_in(
+        &self,
+        event: Event,
+        queue: EventQueue,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>> {
+        (self.f)(event, queue).start(cx, spare)
     }
 }
 
@@ -642,6 +755,19 @@ impl Handler {
     ) -> Call<'static, Result<(), BoxError>> {
         self.inner.call(event, queue)
     }
+
+    /// Starts a call and polls it once, its future placed in memory from `spare`; without
+    /// wrapping its error.
+    #[inline]
+    pub(crate) fn start_in(
+        &self,
+        event: Event,
+        queue: EventQueue,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>> {
+        self.inner.start_in(event, queue, cx, spare)
+    }
 }
 
 impl fmt::Debug for Handler {
@@ -757,6 +883,17 @@ impl Future for HandlerCall {
 /// A registered filter with its kind erased. As for handlers, a call owns all it uses.
 pub(crate) trait ErasedFilter: Send + Sync + 'static {
     fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>>;
+
+    /// Calls and polls once, as [`ErasedHandler::start_in`] does.
+    fn start_in(
+        &self,
+        event: &Event,
+        queue: &EventQueue,
+        cx: &mut Context<'_>,
+        _spare: &mut Spare,
+    ) -> Started<Result<bool, BoxError>> {
+        Started::poll(self.call(event, queue), cx)
+    }
 }
 
 impl<F, R, M> ErasedFilter for FnHandler<F, (R, M)>
@@ -767,6 +904,17 @@ where
 {
     fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>> {
         (self.f)(event, queue).into_call()
+    }
+
+    #[inline]
+    fn start_in(
+        &self,
+        event: &Event,
+        queue: &EventQueue,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<bool, BoxError>> {
+        (self.f)(event, queue).start(cx, spare)
     }
 }
 

@@ -24,15 +24,17 @@ use super::table::{HandlerEntry, Table};
 use super::{Inner, LOOPING, STARTING, state_of};
 use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
-use crate::handler::{Call, Outcome, handler_error};
+use crate::handler::{Call, Outcome, Started, handler_error};
 use crate::policy::ErrorPolicy;
+use crate::spare::Spare;
 
 /// The dispatcher's own state, behind the nexus's gate: its snapshot of the handler table,
-/// refreshed when registration has changed it.
+/// refreshed when registration has changed it, and the memory its calls' futures are placed in.
 #[derive(Default)]
 pub(crate) struct Dispatcher {
     table: Arc<Table>,
     version: u64,
+    spare: Spare,
 }
 
 impl Dispatcher {
@@ -179,23 +181,16 @@ fn caught<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
         .map_err(|payload| Failure::Panic(panic_message(&*payload)))
 }
 
-/// Starts a call and polls it once, guarded: its result, or the call itself when it has to wait.
+/// Starts a call, which polls it once, guarded: its result, or the call itself when it has to
+/// wait.
 #[inline]
 fn start_and_poll<T: Outcome>(
-    cx: &mut Context<'_>,
-    start: impl FnOnce() -> Call<'static, Result<T, BoxError>>,
+    start: impl FnOnce() -> Started<Result<T, BoxError>>,
 ) -> Result<Result<T, Call<'static, Result<T, BoxError>>>, Failure> {
-    let polled = caught(|| {
-        let mut call = start();
-        match Pin::new(&mut call).poll(cx) {
-            Poll::Ready(result) => Ok(result),
-            Poll::Pending => Err(call),
-        }
-    })?;
-    match polled {
-        Ok(Ok(value)) => Ok(Ok(value)),
-        Ok(Err(err)) => Err(Failure::Error(err)),
-        Err(call) => Ok(Err(call)),
+    match caught(start)? {
+        Started::Done(Ok(value)) => Ok(Ok(value)),
+        Started::Done(Err(err)) => Err(Failure::Error(err)),
+        Started::Waiting(call) => Ok(Err(call)),
     }
 }
 
@@ -403,11 +398,14 @@ impl Cursor {
     fn advance(
         &mut self,
         inner: &Inner,
-        table: &Table,
+        dispatcher: &mut Dispatcher,
         cx: &mut Context<'_>,
         first_error: &mut Option<Box<NexusError>>,
     ) -> Poll<()> {
-        marked(address(inner), || self.run(inner, table, cx, first_error))
+        let Dispatcher { table, spare, .. } = dispatcher;
+        marked(address(inner), || {
+            self.run(inner, table, spare, cx, first_error)
+        })
     }
 
     #[inline]
@@ -415,6 +413,7 @@ impl Cursor {
         &mut self,
         inner: &Inner,
         table: &Table,
+        spare: &mut Spare,
         cx: &mut Context<'_>,
         first_error: &mut Option<Box<NexusError>>,
     ) -> Poll<()> {
@@ -432,6 +431,7 @@ impl Cursor {
                 let kept = waiting.kept.take();
                 match self.fan(
                     inner,
+                    spare,
                     cx,
                     first_error,
                     fan,
@@ -478,7 +478,7 @@ impl Cursor {
                     };
                     self.at = At::Filter(at + 1);
                     let queue = &inner.queue;
-                    match start_and_poll(cx, || entry.filter.call(event, queue)) {
+                    match start_and_poll(|| entry.filter.start_in(event, queue, cx, spare)) {
                         Ok(Ok(false)) => {}
                         Ok(Ok(true)) => {
                             count(inner, Counted::Filtered, &event.event_type);
@@ -525,7 +525,16 @@ impl Cursor {
                                 last,
                                 error: None,
                             };
-                            match self.fan(inner, cx, first_error, fan, None, id, &event_type) {
+                            match self.fan(
+                                inner,
+                                spare,
+                                cx,
+                                first_error,
+                                fan,
+                                None,
+                                id,
+                                &event_type,
+                            ) {
                                 Fanned::Continue => continue,
                                 Fanned::Over => return Poll::Ready(()),
                                 Fanned::Waiting => return Poll::Pending,
@@ -547,12 +556,14 @@ impl Cursor {
                             // The last handler takes the event itself, moved straight into its
                             // call.
                             match self.event.take() {
-                                Some(event) => start_and_poll(cx, || entry.start(event, queue)),
+                                Some(event) => {
+                                    start_and_poll(|| entry.start_in(event, queue, cx, spare))
+                                }
                                 None => return Poll::Ready(()),
                             }
                         } else {
                             let copy = event.clone();
-                            start_and_poll(cx, || entry.start(copy, queue))
+                            start_and_poll(|| entry.start_in(copy, queue, cx, spare))
                         };
                         drop(entered);
                         match polled {
@@ -594,6 +605,7 @@ impl Cursor {
     fn fan(
         &mut self,
         inner: &Inner,
+        spare: &mut Spare,
         cx: &mut Context<'_>,
         first_error: &mut Option<Box<NexusError>>,
         mut fan: Fan,
@@ -617,12 +629,12 @@ impl Cursor {
             let queue = inner.queue.clone();
             let polled = if last {
                 match self.event.take() {
-                    Some(event) => start_and_poll(cx, || entry.start(event, queue)),
+                    Some(event) => start_and_poll(|| entry.start_in(event, queue, cx, spare)),
                     None => return Fanned::Over,
                 }
             } else {
                 let copy = event.clone();
-                start_and_poll(cx, || entry.start(copy, queue))
+                start_and_poll(|| entry.start_in(copy, queue, cx, spare))
             };
             drop(entered);
             let failure = match polled {
@@ -851,7 +863,7 @@ impl Future for Dispatch<'_> {
         loop {
             ready!(
                 this.cursor
-                    .advance(inner, &guard.table, cx, &mut this.first_error)
+                    .advance(inner, &mut *guard, cx, &mut this.first_error)
             );
             match inner.queue.pop() {
                 Some(next) => {

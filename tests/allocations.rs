@@ -1,0 +1,96 @@
+//! The dispatch path allocates nothing for a call that completes when first polled: a handler's
+//! or filter's future is placed in memory the nexus keeps between calls. Only a call that has to
+//! wait gets a box of its own.
+//!
+//! This binary counts every allocation of its process, so it holds this one test alone.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nexus_core::{AsyncEventNexus, Event, EventQueue};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged, only counting.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_event() {
+    let nexus = AsyncEventNexus::new();
+    // Two filters and two handlers of different future sizes, all async.
+    nexus.add_filter(|event: &Event, _queue: &EventQueue| {
+        let id = event.id;
+        async move { id == u64::MAX }
+    });
+    nexus.add_filter(|event: &Event, _queue: &EventQueue| {
+        let big = [event.id; 16];
+        async move { big[3] == u64::MAX }
+    });
+    nexus
+        .add_handler(1, |event: Event, _queue: EventQueue| async move {
+            std::hint::black_box(event.payload.as_int());
+        })
+        .unwrap();
+    nexus
+        .add_handler(2, |event: Event, queue: EventQueue| async move {
+            // A secondary event for type 1: dispatched before `ingest` returns.
+            queue.put(Event::new(event.id, 1, 0, 7))
+        })
+        .unwrap();
+    let _running = nexus.start().unwrap();
+    tokio::task::yield_now().await;
+
+    // The first events set up what is kept (the handler table's snapshot, the memory blocks).
+    for i in 0..100 {
+        nexus
+            .ingest(Event::new(i, 1 + (i % 2) as i64, 0, 1))
+            .await
+            .unwrap();
+    }
+    let before = allocations();
+    for i in 0..10_000 {
+        nexus
+            .ingest(Event::new(i, 1 + (i % 2) as i64, 0, 1))
+            .await
+            .unwrap();
+    }
+    let per_event = (allocations() - before) as f64 / 10_000.0;
+    assert_eq!(per_event, 0.0, "allocations per event");
+    assert_eq!(nexus.stats().dispatched, 100 + 10_000 + (100 + 10_000) / 2);
+
+    // A call that waits still works, and costs two boxes: its future's and the dispatch's note
+    // of where it stopped.
+    nexus
+        .add_handler(3, |_event: Event, _queue: EventQueue| async move {
+            tokio::task::yield_now().await;
+        })
+        .unwrap();
+    nexus.ingest(Event::new(1, 3, 0, 0)).await.unwrap();
+    let before = allocations();
+    for i in 0..100 {
+        nexus.ingest(Event::new(i, 3, 0, 0)).await.unwrap();
+    }
+    let per_event = (allocations() - before) as f64 / 100.0;
+    assert!(per_event <= 2.0, "{per_event} allocations per waiting call");
+}
