@@ -375,39 +375,46 @@ impl From<()> for Payload {
 }
 
 /// A typed value held by a [`Payload`]: shared, immutable, and printable with `Debug`.
+///
+/// One reference-counted pointer: a payload holding one is no bigger than one holding text.
 #[derive(Clone)]
 pub struct AnyValue {
-    value: Arc<dyn Any + Send + Sync>,
-    debug: fn(&(dyn Any + Send + Sync), &mut fmt::Formatter<'_>) -> fmt::Result,
+    value: Arc<dyn Held>,
+}
+
+/// What an [`AnyValue`] holds: a value that can be looked at as `Any` and printed.
+trait Held: Any + Send + Sync {
+    fn as_any(&self) -> &(dyn Any + Send + Sync);
+    fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
+
+impl<T: Any + Send + Sync + fmt::Debug> Held for T {
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
 }
 
 impl AnyValue {
     /// Wraps `value`.
     pub fn new<T: Any + Send + Sync + fmt::Debug>(value: T) -> Self {
-        fn debug<T: Any + fmt::Debug>(
-            v: &(dyn Any + Send + Sync),
-            f: &mut fmt::Formatter<'_>,
-        ) -> fmt::Result {
-            match v.downcast_ref::<T>() {
-                Some(v) => fmt::Debug::fmt(v, f),
-                None => f.write_str(std::any::type_name::<T>()),
-            }
-        }
         Self {
             value: Arc::new(value),
-            debug: debug::<T>,
         }
     }
 
     /// The value, if it is a `T`.
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
-        self.value.downcast_ref()
+        self.value.as_any().downcast_ref()
     }
 }
 
 impl fmt::Debug for AnyValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (self.debug)(&*self.value, f)
+        self.value.debug(f)
     }
 }
 
