@@ -305,8 +305,15 @@ pub trait HandlerReturn<M>: Send + 'static {
     fn into_call(self) -> Call<'static, Result<(), BoxError>>;
 
     #[doc(hidden)]
-    /// Polls the call once, with memory for its future taken from `spare`.
-    fn start(self, cx: &mut Context<'_>, spare: &mut Spare) -> Started<Result<(), BoxError>>;
+    /// Makes the call and polls it once, with memory for its future taken from `spare` (and
+    /// the future made in place there).
+    fn start(
+        make: impl FnOnce() -> Self,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>>
+    where
+        Self: Sized;
 }
 
 impl<R: HandlerOutput + Send + 'static> HandlerReturn<marker::Immediate> for R {
@@ -314,9 +321,13 @@ impl<R: HandlerOutput + Send + 'static> HandlerReturn<marker::Immediate> for R {
         Call::Ready(Some(self.into_result()))
     }
 
-    #[inline]
-    fn start(self, _cx: &mut Context<'_>, _spare: &mut Spare) -> Started<Result<(), BoxError>> {
-        Started::Done(self.into_result())
+    #[inline(always)]
+    fn start(
+        make: impl FnOnce() -> Self,
+        _cx: &mut Context<'_>,
+        _spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>> {
+        Started::Done(make().into_result())
     }
 }
 
@@ -329,9 +340,13 @@ where
         F::Output::boxed(self)
     }
 
-    #[inline]
-    fn start(self, cx: &mut Context<'_>, spare: &mut Spare) -> Started<Result<(), BoxError>> {
-        match spare::start(self, cx, spare) {
+    #[inline(always)]
+    fn start(
+        make: impl FnOnce() -> Self,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>> {
+        match spare::start(make, cx, spare) {
             Ok(output) => Started::Done(output.into_result()),
             Err(waiting) => Started::Waiting(F::Output::pinned(waiting)),
         }
@@ -344,8 +359,14 @@ pub trait FilterReturn<M>: Send + 'static {
     fn into_call(self) -> Call<'static, Result<bool, BoxError>>;
 
     #[doc(hidden)]
-    /// Polls the call once, with memory for its future taken from `spare`.
-    fn start(self, cx: &mut Context<'_>, spare: &mut Spare) -> Started<Result<bool, BoxError>>;
+    /// Makes the call and polls it once, as [`HandlerReturn`] does.
+    fn start(
+        make: impl FnOnce() -> Self,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<bool, BoxError>>
+    where
+        Self: Sized;
 }
 
 /// A filter's answer: `true` when it consumed the event.
@@ -410,9 +431,13 @@ impl<R: FilterOutput + Send + 'static> FilterReturn<marker::Immediate> for R {
         Call::Ready(Some(self.into_result()))
     }
 
-    #[inline]
-    fn start(self, _cx: &mut Context<'_>, _spare: &mut Spare) -> Started<Result<bool, BoxError>> {
-        Started::Done(self.into_result())
+    #[inline(always)]
+    fn start(
+        make: impl FnOnce() -> Self,
+        _cx: &mut Context<'_>,
+        _spare: &mut Spare,
+    ) -> Started<Result<bool, BoxError>> {
+        Started::Done(make().into_result())
     }
 }
 
@@ -425,9 +450,13 @@ where
         F::Output::boxed(self)
     }
 
-    #[inline]
-    fn start(self, cx: &mut Context<'_>, spare: &mut Spare) -> Started<Result<bool, BoxError>> {
-        match spare::start(self, cx, spare) {
+    #[inline(always)]
+    fn start(
+        make: impl FnOnce() -> Self,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<bool, BoxError>> {
+        match spare::start(make, cx, spare) {
             Ok(output) => Started::Done(output.into_result()),
             Err(waiting) => Started::Waiting(F::Output::pinned(waiting)),
         }
@@ -514,16 +543,20 @@ impl<T> fmt::Debug for Call<'_, T> {
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn call(&self, event: Event, queue: EventQueue) -> Call<'static, Result<(), BoxError>>;
 
-    /// Calls and polls once, the future placed in memory from `spare` when it has a type of
-    /// its own.
+    /// Calls with the event taken from `slot` and polls once, the future placed in memory from
+    /// `spare` when it has a type of its own. Taking the event from its slot in the call itself
+    /// moves it once, straight into the call's future.
     fn start_in(
         &self,
-        event: Event,
+        slot: &mut Option<Event>,
         queue: EventQueue,
         cx: &mut Context<'_>,
         _spare: &mut Spare,
     ) -> Started<Result<(), BoxError>> {
-        Started::poll(self.call(event, queue), cx)
+        match slot.take() {
+            Some(event) => Started::poll(self.call(event, queue), cx),
+            None => Started::Done(Ok(())),
+        }
     }
 
     /// See [`EventConsumer::fan_out`].
@@ -559,12 +592,21 @@ where
     #[inline]
     fn start_in(
         &self,
-        event: Event,
+        slot: &mut Option<Event>,
         queue: EventQueue,
         cx: &mut Context<'_>,
         spare: &mut Spare,
     ) -> Started<Result<(), BoxError>> {
-        (self.f)(event, queue).start(cx, spare)
+        if slot.is_none() {
+            return Started::Done(Ok(()));
+        }
+        // Taken inside the call's making, so that the event moves once: from its slot straight
+        // into the future, made in its memory block.
+        R::start(
+            || (self.f)(slot.take().expect("checked just above"), queue),
+            cx,
+            spare,
+        )
     }
 }
 
@@ -756,17 +798,17 @@ impl Handler {
         self.inner.call(event, queue)
     }
 
-    /// Starts a call and polls it once, its future placed in memory from `spare`; without
-    /// wrapping its error.
+    /// Starts a call with the event taken from `slot` and polls it once, its future placed in
+    /// memory from `spare`; without wrapping its error. An empty slot is a call done at once.
     #[inline]
     pub(crate) fn start_in(
         &self,
-        event: Event,
+        slot: &mut Option<Event>,
         queue: EventQueue,
         cx: &mut Context<'_>,
         spare: &mut Spare,
     ) -> Started<Result<(), BoxError>> {
-        self.inner.start_in(event, queue, cx, spare)
+        self.inner.start_in(slot, queue, cx, spare)
     }
 }
 
@@ -914,7 +956,7 @@ where
         cx: &mut Context<'_>,
         spare: &mut Spare,
     ) -> Started<Result<bool, BoxError>> {
-        (self.f)(event, queue).start(cx, spare)
+        R::start(|| (self.f)(event, queue), cx, spare)
     }
 }
 

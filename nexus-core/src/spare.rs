@@ -50,7 +50,7 @@ impl std::fmt::Debug for Spare {
 
 impl Spare {
     /// A kept block of exactly `layout`, if there is one.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         self.slots
             .iter_mut()
@@ -59,8 +59,20 @@ impl Spare {
             .map(|(_, block)| block)
     }
 
+    /// A free block of `layout`: a kept one, or a new one.
+    ///
+    /// Out of line: what the caller holds across it stays in registers.
+    #[inline(never)]
+    fn block(&mut self, layout: Layout) -> NonNull<u8> {
+        self.take(layout).unwrap_or_else(|| {
+            // SAFETY: `layout` has a non-zero size (the one caller, `start`, makes sure of it).
+            let raw = unsafe { alloc::alloc(layout) };
+            NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+        })
+    }
+
     /// Keeps a free block of `layout`, or frees it when every slot is taken.
-    #[inline]
+    #[inline(always)]
     fn keep(&mut self, layout: Layout, block: NonNull<u8>) {
         match self.slots.iter_mut().find(|slot| slot.is_none()) {
             Some(slot) => *slot = Some((layout, block)),
@@ -103,35 +115,34 @@ impl<F> Drop for Placed<F> {
     }
 }
 
-/// Polls `future` once in a block from `spare` (or a new one): its output when it completes at
-/// once, the block returned to `spare`; otherwise the future itself, pinned in a `Box` made of
-/// that block.
+/// Makes a future with `make` in a block from `spare` (or a new one) and polls it once: its
+/// output when it completes at once, the block returned to `spare`; otherwise the future itself,
+/// pinned in a `Box` made of that block.
 ///
-/// A panic while polling drops the future and frees its block before it unwinds on.
-#[inline]
+/// A panic in `make` frees the block; a panic while polling drops the future and frees its block
+/// before it unwinds on.
+#[inline(always)]
 pub(crate) fn start<F: Future>(
-    future: F,
+    make: impl FnOnce() -> F,
     cx: &mut Context<'_>,
     spare: &mut Spare,
 ) -> Result<F::Output, Pin<Box<F>>> {
     let layout = Layout::new::<F>();
     if layout.size() == 0 {
         // Nothing to allocate: a box of a zero-sized type owns no memory.
-        let mut boxed = Box::pin(future);
+        let mut boxed = Box::pin(make());
         return match boxed.as_mut().poll(cx) {
             Poll::Ready(output) => Ok(output),
             Poll::Pending => Err(boxed),
         };
     }
-    let block = spare.take(layout).unwrap_or_else(|| {
-        // SAFETY: `layout` has a non-zero size.
-        let raw = unsafe { alloc::alloc(layout) };
-        NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
-    });
+    let block = spare.block(layout);
     let at = block.cast::<F>();
+    let mut placed = Placed { at, live: false };
     // SAFETY: the block is valid for writes of `F` (allocated with its layout) and holds no value.
-    unsafe { at.as_ptr().write(future) };
-    let mut placed = Placed { at, live: true };
+    // The future is made straight into it; should `make` panic, `Placed` frees the block.
+    unsafe { at.as_ptr().write(make()) };
+    placed.live = true;
     // SAFETY: the future is not moved again until it is dropped: in place below, by `Placed` on
     // unwinding, or as the `Box` it becomes.
     let pinned = unsafe { Pin::new_unchecked(&mut *at.as_ptr()) };
@@ -182,7 +193,7 @@ mod tests {
         for round in 1..=3 {
             let held = Counted(drops.clone(), [round; 4]);
             let out = start(
-                async move {
+                || async move {
                     let held = held;
                     held.1[0] * 2
                 },
@@ -210,7 +221,7 @@ mod tests {
                 Poll::Ready(held.1[0])
             }
         });
-        let Err(mut waiting) = start(future, &mut cx(), &mut spare) else {
+        let Err(mut waiting) = start(|| future, &mut cx(), &mut spare) else {
             panic!("the future should have waited");
         };
         // Its block went with it.
@@ -228,7 +239,7 @@ mod tests {
         let held = Counted(drops.clone(), [1; 4]);
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             start(
-                async move {
+                || async move {
                     let _held = held;
                     panic!("handler failed");
                 },
@@ -241,7 +252,25 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         assert_eq!(spare.kept(), 0);
         // The spare still works.
-        assert_eq!(start(async { 5 }, &mut cx(), &mut spare).ok(), Some(5));
+        assert_eq!(start(|| async { 5 }, &mut cx(), &mut spare).ok(), Some(5));
+    }
+
+    #[test]
+    fn a_panic_while_making_the_future_frees_its_block() {
+        let mut spare = Spare::default();
+        assert!(start(|| std::future::ready([1u64; 4]), &mut cx(), &mut spare).is_ok());
+        assert_eq!(spare.kept(), 1);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            start(
+                || -> std::future::Ready<[u64; 4]> { panic!("no future") },
+                &mut cx(),
+                &mut spare,
+            )
+            .is_ok()
+        }));
+        assert!(caught.is_err());
+        // The kept block of that size was taken, and freed with the panic.
+        assert_eq!(spare.kept(), 0);
     }
 
     #[test]
@@ -252,13 +281,13 @@ mod tests {
         let c = [3u32; 8];
         let d = [4u64; 8];
         let e = [5u128; 8];
-        assert!(start(async move { a[0] }, &mut cx(), &mut spare).is_ok());
-        assert!(start(async move { b[0] }, &mut cx(), &mut spare).is_ok());
-        assert!(start(async move { c[0] }, &mut cx(), &mut spare).is_ok());
-        assert!(start(async move { d[0] }, &mut cx(), &mut spare).is_ok());
+        assert!(start(|| async move { a[0] }, &mut cx(), &mut spare).is_ok());
+        assert!(start(|| async move { b[0] }, &mut cx(), &mut spare).is_ok());
+        assert!(start(|| async move { c[0] }, &mut cx(), &mut spare).is_ok());
+        assert!(start(|| async move { d[0] }, &mut cx(), &mut spare).is_ok());
         assert_eq!(spare.kept(), 4);
         // A fifth size finds no slot: its block is freed, not kept.
-        assert!(start(async move { e[0] }, &mut cx(), &mut spare).is_ok());
+        assert!(start(|| async move { e[0] }, &mut cx(), &mut spare).is_ok());
         assert_eq!(spare.kept(), 4);
         // A zero-sized future takes no block.
         struct Now;
@@ -269,7 +298,7 @@ mod tests {
             }
         }
         let mut spare = Spare::default();
-        assert_eq!(start(Now, &mut cx(), &mut spare).ok(), Some(9));
+        assert_eq!(start(|| Now, &mut cx(), &mut spare).ok(), Some(9));
         assert_eq!(spare.kept(), 0);
     }
 }

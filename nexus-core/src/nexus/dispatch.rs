@@ -555,15 +555,10 @@ impl Cursor {
                         let polled = if last {
                             // The last handler takes the event itself, moved straight into its
                             // call.
-                            match self.event.take() {
-                                Some(event) => {
-                                    start_and_poll(|| entry.start_in(event, queue, cx, spare))
-                                }
-                                None => return Poll::Ready(()),
-                            }
+                            start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
                         } else {
-                            let copy = event.clone();
-                            start_and_poll(|| entry.start_in(copy, queue, cx, spare))
+                            let mut copy = Some(event.clone());
+                            start_and_poll(|| entry.start_in(&mut copy, queue, cx, spare))
                         };
                         drop(entered);
                         match polled {
@@ -628,13 +623,10 @@ impl Cursor {
             let entered = span.as_ref().map(tracing::Span::enter);
             let queue = inner.queue.clone();
             let polled = if last {
-                match self.event.take() {
-                    Some(event) => start_and_poll(|| entry.start_in(event, queue, cx, spare)),
-                    None => return Fanned::Over,
-                }
+                start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
             } else {
-                let copy = event.clone();
-                start_and_poll(|| entry.start_in(copy, queue, cx, spare))
+                let mut copy = Some(event.clone());
+                start_and_poll(|| entry.start_in(&mut copy, queue, cx, spare))
             };
             drop(entered);
             let failure = match polled {
@@ -738,18 +730,26 @@ impl Cursor {
 /// The future of one `ingest`: dispatches the event, then every secondary event it led to.
 pub(super) struct Dispatch<'a> {
     inner: &'a Inner,
-    /// Not yet polled: the gate is still to be taken for the cursor's event.
-    fresh: bool,
     /// Refuse the event unless the loop is starting or running.
     checked: bool,
-    /// Waiting for the gate, which another task holds.
-    lock: Option<Pin<Box<dyn Future<Output = GateGuard<'a, Dispatcher>> + Send + 'a>>>,
-    /// The event being dispatched. Declared before the guard, so that a waiting call is dropped
+    /// The event being dispatched. Declared before the stage, so that a waiting call is dropped
     /// before the gate is released.
     cursor: Cursor,
-    guard: Option<GateGuard<'a, Dispatcher>>,
+    stage: Stage<'a>,
     /// With [`ErrorPolicy::Propagate`], the first failure, returned once the queue is empty.
     first_error: Option<Box<NexusError>>,
+}
+
+/// Where a dispatch stands with the nexus's gate.
+enum Stage<'a> {
+    /// Not yet polled: the gate is still to be taken for the cursor's event.
+    Fresh,
+    /// Waiting for the gate, which another task holds.
+    Locking(Pin<Box<dyn Future<Output = GateGuard<'a, Dispatcher>> + Send + 'a>>),
+    /// Holding the gate.
+    Held(GateGuard<'a, Dispatcher>),
+    /// Over: the gate is released.
+    Over,
 }
 
 impl<'a> Dispatch<'a> {
@@ -760,15 +760,13 @@ impl<'a> Dispatch<'a> {
     pub(super) fn new(inner: &'a Inner, event: Event, checked: bool) -> Self {
         Self {
             inner,
-            fresh: true,
             checked,
-            lock: None,
             cursor: Cursor {
                 event: Some(event),
                 at: At::Filter(0),
                 waiting: None,
             },
-            guard: None,
+            stage: Stage::Fresh,
             first_error: None,
         }
     }
@@ -778,10 +776,9 @@ impl<'a> Dispatch<'a> {
     #[inline]
     fn enter(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), NexusError>>> {
         let inner = self.inner;
-        if let Some(lock) = &mut self.lock {
+        if let Stage::Locking(lock) = &mut self.stage {
             let guard = ready!(lock.as_mut().poll(cx));
-            self.lock = None;
-            self.guard = Some(guard);
+            self.stage = Stage::Held(guard);
             return Poll::Ready(None);
         }
         if self.checked {
@@ -795,7 +792,7 @@ impl<'a> Dispatch<'a> {
         }
         match inner.dispatcher.try_lock() {
             Some(guard) => {
-                self.guard = Some(guard);
+                self.stage = Stage::Held(guard);
                 Poll::Ready(None)
             }
             None => self.contended(cx),
@@ -810,7 +807,7 @@ impl<'a> Dispatch<'a> {
         let inner = self.inner;
         match nesting(inner) {
             Nesting::Outside => {
-                self.lock = Some(Box::pin(inner.dispatcher.lock()));
+                self.stage = Stage::Locking(Box::pin(inner.dispatcher.lock()));
                 self.enter(cx)
             }
             Nesting::Reentry => Poll::Ready(Some(match self.cursor.event.take() {
@@ -836,48 +833,55 @@ impl<'a> Dispatch<'a> {
     }
 }
 
-impl Future for Dispatch<'_> {
-    type Output = Result<(), NexusError>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let inner = this.inner;
-        if this.fresh {
-            if let Some(done) = ready!(this.enter(cx)) {
-                this.fresh = false;
-                return Poll::Ready(done);
+impl Dispatch<'_> {
+    /// Polls the dispatch: `Ready(None)` when it is over without error. Kept out of line, so
+    /// that the caller's `poll` is small and the common outcome, `Ok(())`, is known to it.
+    #[inline(never)]
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Box<NexusError>>> {
+        let inner = self.inner;
+        if matches!(self.stage, Stage::Fresh | Stage::Locking(_)) {
+            if let Some(done) = ready!(self.enter(cx)) {
+                self.stage = Stage::Over;
+                return Poll::Ready(done.err().map(Box::new));
             }
-            this.fresh = false;
-            if let Some(guard) = &mut this.guard {
+            if let Stage::Held(guard) = &mut self.stage {
                 guard.refresh(inner);
-                if let Some(event) = &this.cursor.event {
+                if let Some(event) = &self.cursor.event {
                     inner.outcomes.current.store(event.id, Ordering::Relaxed);
                 }
             }
         }
-        // Without the gate after the first poll: the dispatch is over.
-        let Some(guard) = &mut this.guard else {
-            return Poll::Ready(Ok(()));
+        let Stage::Held(guard) = &mut self.stage else {
+            // Polled again after it was over.
+            return Poll::Ready(None);
         };
         loop {
             ready!(
-                this.cursor
-                    .advance(inner, &mut *guard, cx, &mut this.first_error)
+                self.cursor
+                    .advance(inner, &mut *guard, cx, &mut self.first_error)
             );
             match inner.queue.pop() {
                 Some(next) => {
                     guard.refresh(inner);
-                    this.cursor.begin(inner, next);
+                    self.cursor.begin(inner, next);
                 }
                 None => {
-                    this.guard = None;
-                    let Some(err) = this.first_error.take() else {
-                        return Poll::Ready(Ok(()));
-                    };
-                    return Poll::Ready(Err(*err));
+                    self.stage = Stage::Over;
+                    return Poll::Ready(self.first_error.take());
                 }
             }
+        }
+    }
+}
+
+impl Future for Dispatch<'_> {
+    type Output = Result<(), NexusError>;
+
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match ready!(self.get_mut().drive(cx)) {
+            None => Poll::Ready(Ok(())),
+            Some(err) => Poll::Ready(Err(*err)),
         }
     }
 }
