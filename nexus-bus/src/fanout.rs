@@ -3,10 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use arc_swap::ArcSwap;
-
 use nexus_core::{
-    BoxError, ConsumerFuture, Event, EventConsumer, EventQueue, Handler, NexusError, async_trait,
+    BoxError, ConsumerFuture, Event, EventConsumer, EventQueue, FanList, Handler, NexusError,
+    async_trait,
 };
 
 /// A consumer that sends a copy of each event to every handler registered with it, one after
@@ -48,8 +47,8 @@ pub struct EventFanout {
 struct Shared {
     /// The keys of the handlers, side by side with them; held while the handlers change.
     keys: Mutex<Vec<FanoutKey>>,
-    /// Replaced whole on each change, so a dispatch takes one reference count, without a lock.
-    handlers: ArcSwap<Vec<Handler>>,
+    /// Replaced whole on each change; a nexus reads it per event without a lock.
+    handlers: FanList,
     next_key: AtomicU64,
 }
 
@@ -102,13 +101,13 @@ impl EventFanout {
             .keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut handlers = Vec::clone(&self.shared.handlers.load());
-        change(&mut keys, &mut handlers);
-        self.shared.handlers.store(Arc::new(handlers));
+        self.shared
+            .handlers
+            .update(|handlers| change(&mut keys, handlers));
     }
 
     fn snapshot(&self) -> Arc<Vec<Handler>> {
-        self.shared.handlers.load_full()
+        self.shared.handlers.snapshot()
     }
 }
 
@@ -146,8 +145,8 @@ impl EventConsumer for EventFanout {
     }
 
     /// The registered handlers: a nexus calls them itself, each as one of its own handlers.
-    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
-        Some(self.snapshot())
+    fn fan_out(&self) -> Option<&FanList> {
+        Some(&self.shared.handlers)
     }
 }
 

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
+use crate::fan::FanList;
 use crate::queue::EventQueue;
 use crate::spare::{self, Spare};
 
@@ -209,7 +210,9 @@ pub trait EventConsumer: Send + Sync + 'static {
     /// own handlers, keeping the fanout's rules: every handler is called even if one fails, and
     /// the first error is the event's. The default, `None`, has the nexus call
     /// [`handle`](Self::handle); so does an empty list.
-    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+    ///
+    /// Whether a consumer fans out is asked once, when it is registered.
+    fn fan_out(&self) -> Option<&FanList> {
         None
     }
 }
@@ -223,7 +226,7 @@ impl<C: EventConsumer + ?Sized> EventConsumer for Arc<C> {
         (**self).handle(event, queue).await
     }
 
-    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+    fn fan_out(&self) -> Option<&FanList> {
         (**self).fan_out()
     }
 }
@@ -560,7 +563,7 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
     }
 
     /// See [`EventConsumer::fan_out`].
-    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+    fn fan_out(&self) -> Option<&FanList> {
         None
     }
 }
@@ -618,7 +621,7 @@ impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
         Call::Boxed(C::handle_shared(Arc::clone(&self.0), event, queue))
     }
 
-    fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+    fn fan_out(&self) -> Option<&FanList> {
         C::fan_out(&self.0)
     }
 }
@@ -778,14 +781,13 @@ impl Handler {
     }
 
     /// The handlers a fanout consumer calls in turn, for the dispatcher to call itself: only
-    /// for a fanout without a time limit of its own (a limit covers the whole fanout call), and
-    /// not when it has no handler (calling it reports that).
+    /// for a fanout without a time limit of its own (a limit covers the whole fanout call).
     #[inline]
-    pub(crate) fn fan_out(&self) -> Option<Arc<Vec<Handler>>> {
+    pub(crate) fn fan_out(&self) -> Option<&FanList> {
         if !self.fans_out || self.limit.is_some() {
             return None;
         }
-        self.inner.fan_out().filter(|handlers| !handlers.is_empty())
+        self.inner.fan_out()
     }
 
     /// Starts a call without wrapping its error (the dispatch path does that itself).

@@ -47,6 +47,7 @@ pub mod channel;
 mod error;
 mod event;
 mod factory;
+mod fan;
 mod handler;
 mod nexus;
 mod policy;
@@ -63,6 +64,7 @@ pub use futures_core::stream::{BoxStream, Stream};
 pub use error::{BoxError, LoopState, Malformed, NexusError};
 pub use event::{AnyValue, Event, EventType, Payload, Text};
 pub use factory::{EventFactory, EventId};
+pub use fan::FanList;
 pub use handler::{
     Call, ConsumerFuture, EventConsumer, FilterFuture, FilterOutput, FilterReturn, Handler,
     HandlerOutput, HandlerReturn, Selector, marker,

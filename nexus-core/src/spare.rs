@@ -60,9 +60,7 @@ impl Spare {
     }
 
     /// A free block of `layout`: a kept one, or a new one.
-    ///
-    /// Out of line: what the caller holds across it stays in registers.
-    #[inline(never)]
+    #[inline(always)]
     fn block(&mut self, layout: Layout) -> NonNull<u8> {
         self.take(layout).unwrap_or_else(|| {
             // SAFETY: `layout` has a non-zero size (the one caller, `start`, makes sure of it).

@@ -24,16 +24,19 @@ use super::table::{HandlerEntry, Table};
 use super::{Inner, LOOPING, STARTING, state_of};
 use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
+use crate::fan::FanCopies;
 use crate::handler::{Call, Outcome, Started, handler_error};
 use crate::policy::ErrorPolicy;
 use crate::spare::Spare;
 
 /// The dispatcher's own state, behind the nexus's gate: its snapshot of the handler table,
-/// refreshed when registration has changed it, and the memory its calls' futures are placed in.
+/// refreshed when registration has changed it, its copies of fanouts' handler lists, and the
+/// memory its calls' futures are placed in.
 #[derive(Default)]
 pub(crate) struct Dispatcher {
     table: Arc<Table>,
     version: u64,
+    fans: FanCopies,
     spare: Spare,
 }
 
@@ -44,6 +47,7 @@ impl Dispatcher {
         if version != self.version {
             self.table = Arc::clone(&super::lock(&inner.table));
             self.version = version;
+            self.fans.clear();
         }
     }
 }
@@ -218,15 +222,20 @@ struct Waiting {
     fan: Option<Fan>,
 }
 
-/// A fanout's handlers being called in turn for one event.
-struct Fan {
-    handlers: Arc<Vec<HandlerEntry>>,
+/// Where a fanout stands for one event.
+struct Turn {
     /// The index of the next handler to call.
     next: usize,
     /// Whether the fanout is the event's last handler (its last handler takes the event).
     last: bool,
     /// The first handler error; the event's once every handler was called.
     error: Option<NexusError>,
+}
+
+/// A fanout one of whose handlers has to wait: its handlers, and where it stands.
+struct Fan {
+    handlers: Arc<Vec<HandlerEntry>>,
+    turn: Turn,
 }
 
 /// How a fanout's turn ended.
@@ -301,11 +310,16 @@ impl Waiting {
 }
 
 /// The span of one handler call (event id, type and handler), when a subscriber wants it.
-#[inline]
+#[inline(always)]
 fn dispatch_span(id: u64, event_type: &EventType, handler: &HandlerEntry) -> Option<tracing::Span> {
     if !tracing::level_enabled!(tracing::Level::TRACE) {
         return None;
     }
+    traced_span(id, event_type, handler)
+}
+
+#[cold]
+fn traced_span(id: u64, event_type: &EventType, handler: &HandlerEntry) -> Option<tracing::Span> {
     let handler = handler.name();
     let span = tracing::trace_span!("dispatch", id, event_type = %event_type, handler);
     (!span.is_disabled()).then_some(span)
@@ -402,17 +416,21 @@ impl Cursor {
         cx: &mut Context<'_>,
         first_error: &mut Option<Box<NexusError>>,
     ) -> Poll<()> {
-        let Dispatcher { table, spare, .. } = dispatcher;
+        let Dispatcher {
+            table, spare, fans, ..
+        } = dispatcher;
         marked(address(inner), || {
-            self.run(inner, table, spare, cx, first_error)
+            self.run(inner, table, fans, spare, cx, first_error)
         })
     }
 
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         inner: &Inner,
         table: &Table,
+        fans: &mut FanCopies,
         spare: &mut Spare,
         cx: &mut Context<'_>,
         first_error: &mut Option<Box<NexusError>>,
@@ -423,10 +441,10 @@ impl Cursor {
                 self.waiting = Some(waiting);
                 return Poll::Pending;
             }
-            if let Some(mut fan) = waiting.fan.take() {
+            if let Some(Fan { handlers, mut turn }) = waiting.fan.take() {
                 if let Poll::Ready(Err(failure)) = polled {
                     let err = failure_error(failure, waiting.id, &waiting.event_type, waiting.name);
-                    note_fan_error(&mut fan.error, err);
+                    note_fan_error(&mut turn.error, err);
                 }
                 let kept = waiting.kept.take();
                 match self.fan(
@@ -434,7 +452,8 @@ impl Cursor {
                     spare,
                     cx,
                     first_error,
-                    fan,
+                    &handlers,
+                    turn,
                     kept,
                     waiting.id,
                     &waiting.event_type,
@@ -517,10 +536,13 @@ impl Cursor {
                     let (id, event_type) = (event.id, event.event_type.clone());
                     for (at, entry) in handlers.iter().enumerate().skip(first) {
                         let last = at + 1 == handlers.len();
-                        if let Some(fanned) = entry.fan_out() {
+                        // A fanout with no handler is called as a consumer: that reports it.
+                        if let Some(list) = entry.fan_out()
+                            && let handlers = fans.handlers(list)
+                            && !handlers.is_empty()
+                        {
                             self.at = At::Handler(at + 1);
-                            let fan = Fan {
-                                handlers: fanned,
+                            let turn = Turn {
                                 next: 0,
                                 last,
                                 error: None,
@@ -530,7 +552,8 @@ impl Cursor {
                                 spare,
                                 cx,
                                 first_error,
-                                fan,
+                                handlers,
+                                turn,
                                 None,
                                 id,
                                 &event_type,
@@ -593,7 +616,7 @@ impl Cursor {
         }
     }
 
-    /// Calls a fanout's handlers from `fan.next` on, each as one of the nexus's own handlers
+    /// Calls a fanout's handlers from `turn.next` on, each as one of the nexus's own handlers
     /// (guarded, timed, traced); a failing one does not keep the others from their copy, and the
     /// first error is the event's once all were called.
     #[allow(clippy::too_many_arguments)]
@@ -603,15 +626,16 @@ impl Cursor {
         spare: &mut Spare,
         cx: &mut Context<'_>,
         first_error: &mut Option<Box<NexusError>>,
-        mut fan: Fan,
+        handlers: &Arc<Vec<HandlerEntry>>,
+        mut turn: Turn,
         mut kept: Option<Event>,
         id: u64,
         event_type: &EventType,
     ) -> Fanned {
         let keeps = inner.policy.keeps_events();
-        while let Some(entry) = fan.handlers.get(fan.next) {
-            fan.next += 1;
-            let last = fan.last && fan.next == fan.handlers.len();
+        while let Some(entry) = handlers.get(turn.next) {
+            turn.next += 1;
+            let last = turn.last && turn.next == handlers.len();
             let Some(event) = &self.event else {
                 return Fanned::Over;
             };
@@ -649,7 +673,10 @@ impl Cursor {
                             failure
                         }
                         _ => {
-                            waiting.fan = Some(fan);
+                            waiting.fan = Some(Fan {
+                                handlers: Arc::clone(handlers),
+                                turn,
+                            });
                             self.waiting = Some(waiting);
                             return Fanned::Waiting;
                         }
@@ -658,11 +685,11 @@ impl Cursor {
                 Err(failure) => failure,
             };
             note_fan_error(
-                &mut fan.error,
+                &mut turn.error,
                 failure_error(failure, id, event_type, entry.name()),
             );
         }
-        if let Some(err) = fan.error {
+        if let Some(err) = turn.error {
             let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
             self.event = None;
             failed(inner, first_error, event_type, err, kept);
