@@ -215,6 +215,17 @@ pub trait EventConsumer: Send + Sync + 'static {
     fn fan_out(&self) -> Option<&FanList> {
         None
     }
+
+    /// This consumer as a function handler, when it can be written as one: a nexus then
+    /// registers that handler in its place, named after the consumer's type. A function
+    /// handler's future is made in memory the nexus keeps between calls, so a call that
+    /// completes at once allocates nothing; a consumer's call is boxed. The default, `None`,
+    /// has the nexus call [`handle_shared`](Self::handle_shared).
+    ///
+    /// Asked once, when the consumer is registered.
+    fn as_handler(&self) -> Option<Handler> {
+        None
+    }
 }
 
 /// The future of one call of a consumer, as [`EventConsumer::handle_shared`] returns it.
@@ -228,6 +239,10 @@ impl<C: EventConsumer + ?Sized> EventConsumer for Arc<C> {
 
     fn fan_out(&self) -> Option<&FanList> {
         (**self).fan_out()
+    }
+
+    fn as_handler(&self) -> Option<Handler> {
+        (**self).as_handler()
     }
 }
 
@@ -668,8 +683,12 @@ impl Handler {
         }
     }
 
-    /// A handler from an [`EventConsumer`] object.
+    /// A handler from an [`EventConsumer`] object (or the function handler it stands for, see
+    /// [`EventConsumer::as_handler`]).
     pub fn consumer<C: EventConsumer>(consumer: C) -> Self {
+        if let Some(handler) = consumer.as_handler() {
+            return handler.named(std::any::type_name::<C>());
+        }
         Self {
             fans_out: consumer.fan_out().is_some(),
             inner: Arc::new(ConsumerHandler(Arc::new(consumer))),
