@@ -176,6 +176,48 @@ async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close() {
+    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let boundary = AsyncEventBoundary::new(1);
+    app.add_consumer(LOG, boundary.handler()).unwrap();
+    logging.add_producer(boundary.producer()).unwrap();
+    // The logging domain's handler holds each event until it is let go.
+    let go = Arc::new(tokio::sync::Semaphore::new(0));
+    let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (g, l) = (go.clone(), logged.clone());
+    logging
+        .add_handler(LOG, move |event: Event, _queue: EventQueue| {
+            let (go, logged) = (g.clone(), l.clone());
+            async move {
+                let _let_go = go.acquire().await;
+                logged.lock().unwrap().push(event.id);
+            }
+        })
+        .unwrap();
+    let _l = running(&logging).await;
+    let _a = running(&app).await;
+
+    // The first is taken by the logging domain, the second waits in the queue (room for one).
+    app.ingest(Event::new(1, LOG, 0, "first")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    app.ingest(Event::new(2, LOG, 0, "second")).await.unwrap();
+    // The third has to wait for room, and is given up.
+    let third = tokio::time::timeout(
+        Duration::from_millis(50),
+        app.ingest(Event::new(3, LOG, 0, "third")),
+    )
+    .await;
+    assert!(third.is_err(), "the third crossing should have waited");
+
+    go.add_permits(3);
+    tokio::time::timeout(Duration::from_secs(5), boundary.close())
+        .await
+        .expect("close must not wait for a crossing that was given up")
+        .unwrap();
+    assert_eq!(*logged.lock().unwrap(), [1, 2]);
+}
+
 #[tokio::test]
 async fn closing_hands_back_what_no_producer_can_deliver() {
     let app = AsyncEventNexus::new();

@@ -1,11 +1,14 @@
 //! [`AsyncEventBoundary`]: chosen events cross from one event domain to another.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use nexus_core::{
     BoxError, ConsumerFuture, Event, EventConsumer, EventProducer, EventQueue, EventSource,
-    NexusError, ProducerLink, async_trait,
+    Handler, NexusError, ProducerLink, async_trait,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -70,12 +73,11 @@ struct Lane {
     tx: mpsc::Sender<Event>,
     /// Taken by the producer that starts; still here if none ever did.
     rx: Mutex<Option<mpsc::Receiver<Event>>>,
-    /// Handlers between their check of `closed` and the end of their send.
-    in_flight: AtomicUsize,
     /// Producers of this direction in existence (registered somewhere, or about to be).
     producers: AtomicUsize,
-    /// Events accepted into the queue.
-    sent: AtomicU64,
+    /// Events accepted: counted before the check of `closed`, and uncounted again when that
+    /// check or the send then fails, or the send is dropped.
+    accepted: AtomicU64,
     /// Events delivered or failed.
     settled: AtomicU64,
     /// Bumped for `close` to look again, once it is closing.
@@ -91,9 +93,8 @@ impl Lane {
             closed: AtomicBool::new(false),
             tx,
             rx: Mutex::new(Some(rx)),
-            in_flight: AtomicUsize::new(0),
             producers: AtomicUsize::new(0),
-            sent: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             settled: AtomicU64::new(0),
             changed: watch::channel(()).0,
             failures: Mutex::new(Vec::new()),
@@ -101,18 +102,32 @@ impl Lane {
         }
     }
 
-    async fn send(&self, event: Event) -> Result<(), NexusError> {
-        self.in_flight.fetch_add(1, SeqCst);
-        let _in_flight = InFlight(self);
+    /// Puts `event` on the queue if it has room: `Ok(None)` once it is there, `Ok(Some(event))`
+    /// when the queue is full (the event is counted as accepted: the caller sends it through an
+    /// [`Owed`], which uncounts it if it never gets there).
+    fn offer(&self, event: Event) -> Result<Option<Event>, NexusError> {
+        self.accepted.fetch_add(1, SeqCst);
         if self.closed.load(SeqCst) {
+            self.uncount();
             return Err(closed_error(event));
         }
-        self.tx
-            .send(event)
-            .await
-            .map_err(|mpsc::error::SendError(event)| closed_error(event))?;
-        self.sent.fetch_add(1, SeqCst);
-        Ok(())
+        match self.tx.try_send(event) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(event)) => Ok(Some(event)),
+            Err(mpsc::error::TrySendError::Closed(event)) => {
+                self.uncount();
+                Err(closed_error(event))
+            }
+        }
+    }
+
+    /// Takes back the count of an event that was not accepted after all; wakes `close` if
+    /// closing.
+    fn uncount(&self) {
+        self.accepted.fetch_sub(1, SeqCst);
+        if self.closed.load(SeqCst) {
+            self.wake();
+        }
     }
 
     fn settle(&self, outcome: Result<(), NexusError>) {
@@ -142,8 +157,7 @@ impl Lane {
             .wait_for(|()| {
                 let started = lock(&self.rx).is_none();
                 if started {
-                    self.in_flight.load(SeqCst) == 0
-                        && self.settled.load(SeqCst) >= self.sent.load(SeqCst)
+                    self.settled.load(SeqCst) >= self.accepted.load(SeqCst)
                 } else {
                     self.producers.load(SeqCst) == 0
                 }
@@ -164,14 +178,33 @@ impl Lane {
     }
 }
 
-/// Counts a send as in flight until it ends, also when cancelled; wakes `close` if closing.
-struct InFlight<'a>(&'a Lane);
+/// An event counted as accepted by [`Lane::offer`] that is not on the queue yet, because the
+/// queue was full: uncounted if it never gets there (its send fails, or is dropped, even before
+/// it starts).
+struct Owed {
+    boundary: AsyncEventBoundary,
+    direction: Direction,
+    sent: bool,
+}
 
-impl Drop for InFlight<'_> {
+impl Owed {
+    /// Sends `event`, waiting for room.
+    async fn send(mut self, event: Event) -> Result<(), NexusError> {
+        let sent = self.boundary.lane(self.direction).tx.send(event).await;
+        match sent {
+            Ok(()) => {
+                self.sent = true;
+                Ok(())
+            }
+            Err(mpsc::error::SendError(event)) => Err(closed_error(event)),
+        }
+    }
+}
+
+impl Drop for Owed {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, SeqCst);
-        if self.0.closed.load(SeqCst) {
-            self.0.wake();
+        if !self.sent {
+            self.boundary.lane(self.direction).uncount();
         }
     }
 }
@@ -211,6 +244,22 @@ impl AsyncEventBoundary {
         match direction {
             Direction::Forward => &self.shared.forward,
             Direction::Reply => &self.shared.replies,
+        }
+    }
+
+    /// Puts `event` on the queue of `direction`, waiting while it is full.
+    async fn cross(&self, direction: Direction, event: Event) -> Result<(), NexusError> {
+        match self.lane(direction).offer(event)? {
+            None => Ok(()),
+            Some(event) => self.owed(direction).send(event).await,
+        }
+    }
+
+    fn owed(&self, direction: Direction) -> Owed {
+        Owed {
+            boundary: self.clone(),
+            direction,
+            sent: false,
         }
     }
 
@@ -279,16 +328,51 @@ impl EventConsumer for BoundaryHandler {
     ///
     /// [`NexusError::Closed`], handing the event back, once the boundary is closed.
     async fn handle(&self, event: Event, _queue: EventQueue) -> Result<(), BoxError> {
-        let lane = self.boundary.lane(self.direction);
-        lane.send(event).await.map_err(Into::into)
+        Ok(self.boundary.cross(self.direction, event).await?)
     }
 
     /// One future per event, owning the handler's shared part.
     fn handle_shared(self: Arc<Self>, event: Event, _queue: EventQueue) -> ConsumerFuture {
-        Box::pin(async move {
-            let lane = self.boundary.lane(self.direction);
-            lane.send(event).await.map_err(Into::into)
-        })
+        Box::pin(async move { Ok(self.boundary.cross(self.direction, event).await?) })
+    }
+
+    /// A function handler that puts the event on the queue at once when it has room, with no
+    /// allocation and no reference count; only a send that has to wait for room owns a clone
+    /// of the boundary, in a box.
+    fn as_handler(&self) -> Option<Handler> {
+        let BoundaryHandler {
+            boundary,
+            direction,
+        } = self.clone();
+        Some(Handler::new(
+            move |event: Event, _queue: EventQueue| match boundary.lane(direction).offer(event) {
+                Ok(None) => Crossing::Done(Some(Ok(()))),
+                Err(err) => Crossing::Done(Some(Err(err))),
+                Ok(Some(event)) => {
+                    let owed = boundary.owed(direction);
+                    Crossing::Waiting(Box::pin(owed.send(event)))
+                }
+            },
+        ))
+    }
+}
+
+/// One crossing through a [`BoundaryHandler`]: done when the queue had room, else the send
+/// that waits for it.
+enum Crossing {
+    Done(Option<Result<(), NexusError>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<(), NexusError>> + Send>>),
+}
+
+impl Future for Crossing {
+    type Output = Result<(), NexusError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            // Taken once: a future is not polled again once it is ready.
+            Crossing::Done(outcome) => Poll::Ready(outcome.take().unwrap_or(Ok(()))),
+            Crossing::Waiting(send) => send.as_mut().poll(cx),
+        }
     }
 }
 
