@@ -44,6 +44,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod channel;
+mod early;
 mod error;
 mod event;
 mod factory;

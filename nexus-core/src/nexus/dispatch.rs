@@ -22,6 +22,7 @@ use std::time::Duration;
 use super::gate::GateGuard;
 use super::table::{HandlerEntry, Table};
 use super::{Inner, LOOPING, STARTING, state_of};
+use crate::early::Early;
 use crate::error::{BoxError, NexusError};
 use crate::event::{Event, EventType};
 use crate::fan::FanCopies;
@@ -759,6 +760,13 @@ pub(super) struct Dispatch<'a> {
     inner: &'a Inner,
     /// Refuse the event unless the loop is starting or running.
     checked: bool,
+    /// All that needs dropping, dropped as soon as the dispatch is over: the future is then
+    /// dropped in a couple of instructions, where it was awaited.
+    live: Early<Live<'a>>,
+}
+
+/// A dispatch under way.
+struct Live<'a> {
     /// The event being dispatched. Declared before the stage, so that a waiting call is dropped
     /// before the gate is released.
     cursor: Cursor,
@@ -775,8 +783,6 @@ enum Stage<'a> {
     Locking(Pin<Box<dyn Future<Output = GateGuard<'a, Dispatcher>> + Send + 'a>>),
     /// Holding the gate.
     Held(GateGuard<'a, Dispatcher>),
-    /// Over: the gate is released.
-    Over,
 }
 
 impl<'a> Dispatch<'a> {
@@ -788,30 +794,50 @@ impl<'a> Dispatch<'a> {
         Self {
             inner,
             checked,
-            cursor: Cursor {
-                event: Some(event),
-                at: At::Filter(0),
-                waiting: None,
-            },
-            stage: Stage::Fresh,
-            first_error: None,
+            live: Early::new(Live {
+                cursor: Cursor {
+                    event: Some(event),
+                    at: At::Filter(0),
+                    waiting: None,
+                },
+                stage: Stage::Fresh,
+                first_error: None,
+            }),
         }
     }
 
+    /// Polls the dispatch: `Ready(None)` when it is over without error (the caller then drops
+    /// what it held). Kept out of line, so that the caller's `poll` is small and the common
+    /// outcome, `Ok(())`, is known to it.
+    #[inline(never)]
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Box<NexusError>>> {
+        let Some(live) = self.live.get_mut() else {
+            // Polled again after it was over.
+            return Poll::Ready(None);
+        };
+        live.drive(self.inner, self.checked, cx)
+    }
+}
+
+impl<'a> Live<'a> {
     /// Takes the gate for the first event: at once, or after waiting for it. Ready with the
     /// dispatch's end when the event is refused or taken as a secondary event.
     #[inline]
-    fn enter(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), NexusError>>> {
-        let inner = self.inner;
+    fn enter(
+        &mut self,
+        inner: &'a Inner,
+        checked: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<(), NexusError>>> {
         if let Stage::Locking(lock) = &mut self.stage {
             let guard = ready!(lock.as_mut().poll(cx));
             self.stage = Stage::Held(guard);
             return Poll::Ready(None);
         }
-        if self.checked {
+        if checked {
             let raw = inner.state.load(Ordering::Acquire);
             if raw != LOOPING && raw != STARTING {
-                return Poll::Ready(Some(self.refuse(|event| NexusError::NotRunning {
+                return Poll::Ready(Some(self.refuse(inner, |event| NexusError::NotRunning {
                     event,
                     state: state_of(raw),
                 })));
@@ -822,7 +848,7 @@ impl<'a> Dispatch<'a> {
                 self.stage = Stage::Held(guard);
                 Poll::Ready(None)
             }
-            None => self.contended(cx),
+            None => self.contended(inner, checked, cx),
         }
     }
 
@@ -830,12 +856,16 @@ impl<'a> Dispatch<'a> {
     /// the event as a secondary one (waiting would deadlock), or refuses it when the call comes
     /// round through another nexus.
     #[cold]
-    fn contended(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), NexusError>>> {
-        let inner = self.inner;
+    fn contended(
+        &mut self,
+        inner: &'a Inner,
+        checked: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<(), NexusError>>> {
         match nesting(inner) {
             Nesting::Outside => {
                 self.stage = Stage::Locking(Box::pin(inner.dispatcher.lock()));
-                self.enter(cx)
+                self.enter(inner, checked, cx)
             }
             Nesting::Reentry => Poll::Ready(Some(match self.cursor.event.take() {
                 Some(event) => inner.queue.put(event).inspect_err(|_| {
@@ -843,32 +873,38 @@ impl<'a> Dispatch<'a> {
                 }),
                 None => Ok(()),
             })),
-            Nesting::Cycle => Poll::Ready(Some(self.refuse(|event| NexusError::Cycle { event }))),
+            Nesting::Cycle => Poll::Ready(Some(
+                self.refuse(inner, |event| NexusError::Cycle { event }),
+            )),
         }
     }
 
     /// Hands the event back in an error.
     #[cold]
-    fn refuse(&mut self, error: impl FnOnce(Box<Event>) -> NexusError) -> Result<(), NexusError> {
+    fn refuse(
+        &mut self,
+        inner: &Inner,
+        error: impl FnOnce(Box<Event>) -> NexusError,
+    ) -> Result<(), NexusError> {
         match self.cursor.event.take() {
             Some(event) => {
-                self.inner.returned.fetch_add(1, Ordering::Relaxed);
+                inner.returned.fetch_add(1, Ordering::Relaxed);
                 Err(error(Box::new(event)))
             }
             None => Ok(()),
         }
     }
-}
 
-impl Dispatch<'_> {
-    /// Polls the dispatch: `Ready(None)` when it is over without error. Kept out of line, so
-    /// that the caller's `poll` is small and the common outcome, `Ok(())`, is known to it.
-    #[inline(never)]
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Box<NexusError>>> {
-        let inner = self.inner;
-        if matches!(self.stage, Stage::Fresh | Stage::Locking(_)) {
-            if let Some(done) = ready!(self.enter(cx)) {
-                self.stage = Stage::Over;
+    /// Takes the gate, then dispatches the event and the secondary events it leads to.
+    #[inline]
+    fn drive(
+        &mut self,
+        inner: &'a Inner,
+        checked: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Box<NexusError>>> {
+        if !matches!(self.stage, Stage::Held(_)) {
+            if let Some(done) = ready!(self.enter(inner, checked, cx)) {
                 return Poll::Ready(done.err().map(Box::new));
             }
             if let Stage::Held(guard) = &mut self.stage {
@@ -879,7 +915,7 @@ impl Dispatch<'_> {
             }
         }
         let Stage::Held(guard) = &mut self.stage else {
-            // Polled again after it was over.
+            // Not reached: `enter` leaves the gate held when it is done without an outcome.
             return Poll::Ready(None);
         };
         loop {
@@ -892,10 +928,7 @@ impl Dispatch<'_> {
                     guard.refresh(inner);
                     self.cursor.begin(inner, next);
                 }
-                None => {
-                    self.stage = Stage::Over;
-                    return Poll::Ready(self.first_error.take());
-                }
+                None => return Poll::Ready(self.first_error.take()),
             }
         }
     }
@@ -906,7 +939,11 @@ impl Future for Dispatch<'_> {
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match ready!(self.get_mut().drive(cx)) {
+        let this = self.get_mut();
+        let done = ready!(this.drive(cx));
+        // Here, so that where the future is awaited its drop is seen to have nothing left to do.
+        this.live.drop_now();
+        match done {
             None => Poll::Ready(Ok(())),
             Some(err) => Poll::Ready(Err(*err)),
         }

@@ -1,0 +1,118 @@
+//! [`Early`]: a value its owner may drop before the owner itself is dropped.
+//!
+//! A future that has finished its work drops what it held right then; dropping the future
+//! afterwards is a test of one flag, small enough to happen where the future was awaited. Without
+//! this, the whole drop of what the future may hold is a call after every `.await`, and the
+//! future's output is copied aside to live across that call.
+//!
+//! This is the crate's third `unsafe` module: the value is in a `ManuallyDrop`, dropped at most
+//! once, as the flag records.
+#![allow(unsafe_code)]
+
+use std::mem::ManuallyDrop;
+
+/// A value that is dropped by [`drop_now`](Self::drop_now), or else with its owner.
+pub(crate) struct Early<T> {
+    value: ManuallyDrop<T>,
+    /// Whether `value` is still there to use and to drop.
+    live: bool,
+}
+
+impl<T> Early<T> {
+    #[inline]
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            value: ManuallyDrop::new(value),
+            live: true,
+        }
+    }
+
+    /// The value, unless it was dropped.
+    #[inline]
+    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
+        if self.live {
+            Some(&mut self.value)
+        } else {
+            None
+        }
+    }
+
+    /// Drops the value now, if it was not dropped yet. The flag is cleared where this is
+    /// called, so that the compiler sees there that nothing is left to drop; the drop itself is
+    /// out of line.
+    #[inline(always)]
+    pub(crate) fn drop_now(&mut self) {
+        if self.live {
+            // Cleared first: should the value's drop panic, it is not dropped again.
+            self.live = false;
+            drop_value(&mut self.value);
+            // And again: the compiler cannot tell that the call left the flag alone, and seeing
+            // it cleared here spares the owner's drop a test and a call.
+            self.live = false;
+        }
+    }
+}
+
+/// Drops a value whose flag was just cleared (see [`Early::drop_now`]).
+#[inline(never)]
+fn drop_value<T>(value: &mut ManuallyDrop<T>) {
+    // SAFETY: called only by `drop_now`, right after it cleared the flag that was set: the value
+    // is there, was never dropped, and is never used again.
+    unsafe { ManuallyDrop::drop(value) };
+}
+
+impl<T> Drop for Early<T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.drop_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn dropped_once_whether_early_or_with_its_owner() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut early = Early::new(Counted(drops.clone()));
+        assert!(early.get_mut().is_some());
+        early.drop_now();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(early.get_mut().is_none());
+        early.drop_now();
+        drop(early);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        let late = Early::new(Counted(drops.clone()));
+        drop(late);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_panicking_drop_is_not_run_twice() {
+        struct Panics(Arc<AtomicUsize>);
+        impl Drop for Panics {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                panic!("drop failed");
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut early = Early::new(Panics(drops.clone()));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| early.drop_now()));
+        assert!(caught.is_err());
+        drop(early);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+}
