@@ -5,8 +5,8 @@
 //! this, the whole drop of what the future may hold is a call after every `.await`, and the
 //! future's output is copied aside to live across that call.
 //!
-//! This is the crate's third `unsafe` module: the value is in a `ManuallyDrop`, dropped at most
-//! once, as the flag records.
+//! One of the crate's three `unsafe` modules (with `nexus::gate` and `spare`): the value is in a
+//! `ManuallyDrop`, dropped at most once, as the flag records.
 #![allow(unsafe_code)]
 
 use std::mem::ManuallyDrop;

@@ -7,8 +7,8 @@
 //! wait, the block becomes the future's box (it was allocated exactly as a `Box` of that type
 //! would be), so a waiting call costs what it always did.
 //!
-//! This is the crate's second `unsafe` module: it places values in raw memory and hands that
-//! memory to a `Box`.
+//! One of the crate's three `unsafe` modules (with `nexus::gate` and `early`): it places values
+//! in raw memory and hands that memory to a `Box`.
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};

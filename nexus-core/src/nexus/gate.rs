@@ -5,8 +5,9 @@
 //! the one it wakes instead of unlocking, so a task that dispatches in a tight loop cannot starve
 //! the others: waiters are served first in, first out.
 //!
-//! This is the crate's one `unsafe` module: the value is reached through an `UnsafeCell` while
-//! the gate is held, which the lock protocol below makes exclusive.
+//! One of the crate's three `unsafe` modules (with `spare` and `early`): the value is reached
+//! through an `UnsafeCell` while the gate is held, which the lock protocol below makes
+//! exclusive.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
