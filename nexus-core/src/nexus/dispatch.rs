@@ -657,30 +657,19 @@ impl Cursor {
             let failure = match polled {
                 Ok(Ok(())) => continue,
                 Ok(Err(call)) => {
-                    let name = entry.name();
-                    let mut waiting = Box::new(Waiting {
+                    let waiting = Waiting {
                         call: Flight::Handler(call),
-                        name,
+                        name: entry.name(),
                         limit,
                         span,
                         id,
                         event_type: event_type.clone(),
                         kept: kept.take(),
                         fan: None,
-                    });
-                    match waiting.timed_out(cx) {
-                        Poll::Ready(Err(failure)) => {
-                            kept = waiting.kept.take();
-                            failure
-                        }
-                        _ => {
-                            waiting.fan = Some(Fan {
-                                handlers: Arc::clone(handlers),
-                                turn,
-                            });
-                            self.waiting = Some(waiting);
-                            return Fanned::Waiting;
-                        }
+                    };
+                    match self.park_fan(Box::new(waiting), handlers, &mut turn, &mut kept, cx) {
+                        None => return Fanned::Waiting,
+                        Some(failure) => failure,
                     }
                 }
                 Err(failure) => failure,
@@ -702,6 +691,37 @@ impl Cursor {
             return Fanned::Over;
         }
         Fanned::Continue
+    }
+
+    /// Keeps a fanout's call that has to wait, with where the fanout stands (taken from `turn`),
+    /// unless its time is already up: then gives the failure, and the kept copy back to `kept`.
+    #[cold]
+    fn park_fan(
+        &mut self,
+        mut waiting: Box<Waiting>,
+        handlers: &Arc<Vec<HandlerEntry>>,
+        turn: &mut Turn,
+        kept: &mut Option<Event>,
+        cx: &mut Context<'_>,
+    ) -> Option<Failure> {
+        if let Poll::Ready(Err(failure)) = waiting.timed_out(cx) {
+            *kept = waiting.kept.take();
+            return Some(failure);
+        }
+        let turn = std::mem::replace(
+            turn,
+            Turn {
+                next: turn.next,
+                last: turn.last,
+                error: None,
+            },
+        );
+        waiting.fan = Some(Fan {
+            handlers: Arc::clone(handlers),
+            turn,
+        });
+        self.waiting = Some(waiting);
+        None
     }
 
     /// Keeps a call that has to wait, unless its time is already up.
