@@ -13,7 +13,7 @@
 //! and 10,000,000 events (each in a child process), writes `bench/dispatch.svg`, and ends with one
 //! `summary:` line of `name=value` pairs.
 //!
-//! Environment: `NEXUS_BENCH_EVENTS` (default 200000), `NEXUS_BENCH_ROUNDS` (default 7),
+//! Environment: `NEXUS_BENCH_EVENTS` (default 200000), `NEXUS_BENCH_ROUNDS` (default 15),
 //! `NEXUS_BENCH_QUICK=1` (few events and rounds, no memory run: to check that it works),
 //! `NEXUS_BENCH_ONLY=single,fanout8` (only these paths),
 //! `NEXUS_PYTHON` and `NEXUS_PYTHON_REFERENCE` (an interpreter with async-nexus installed and
@@ -770,7 +770,7 @@ fn main() {
     }
     let quick = std::env::var("NEXUS_BENCH_QUICK").is_ok_and(|v| v == "1");
     let n = env_u64("NEXUS_BENCH_EVENTS", if quick { 2_000 } else { 200_000 });
-    let rounds = env_u64("NEXUS_BENCH_ROUNDS", if quick { 1 } else { 7 }).max(1);
+    let rounds = env_u64("NEXUS_BENCH_ROUNDS", if quick { 1 } else { 15 }).max(1);
     // Peers are 10 to 1000 times slower: fewer events keep each round to about a second.
     let peer_n = (n / 10).max(100);
     let slow_n = (n / 200).max(50);
