@@ -842,7 +842,7 @@ impl<'a> Dispatch<'a> {
 impl<'a> Live<'a> {
     /// Takes the gate for the first event: at once, or after waiting for it. Ready with the
     /// dispatch's end when the event is refused or taken as a secondary event.
-    #[inline]
+    #[inline(always)]
     fn enter(
         &mut self,
         inner: &'a Inner,
