@@ -556,3 +556,40 @@ async fn calls_that_wait_resume_where_they_left_off() {
     assert_eq!(log.lines(), expected);
     assert_eq!(nexus.stats().dispatched, 3);
 }
+
+/// A consumer that is a function handler in disguise: its `handle` is never to be called.
+struct Disguised;
+
+#[async_trait]
+impl EventConsumer for Disguised {
+    async fn handle(&self, _event: Event, _queue: EventQueue) -> Result<(), BoxError> {
+        panic!("the nexus should call the handler this consumer stands for");
+    }
+
+    fn as_handler(&self) -> Option<nexus::Handler> {
+        Some(nexus::Handler::new(
+            |event: Event, _queue: EventQueue| async move {
+                match event.payload.as_str() {
+                    Some("fail") => Err(std::io::Error::other("disguise slipped")),
+                    _ => Ok(()),
+                }
+            },
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_standing_for_a_function_handler_is_called_as_one_and_named_as_itself() {
+    let nexus = AsyncEventNexus::new();
+    nexus.add_consumer(7, Disguised).unwrap();
+    let _task = running(&nexus).await;
+    nexus.ingest(Event::new(1, 7, 0, "fine")).await.unwrap();
+    let err = nexus.ingest(Event::new(2, 7, 0, "fail")).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "handler event_handlers::Disguised failed on event 2 of type 7"
+    );
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("disguise slipped"));
+    assert_eq!(nexus.stats().dispatched, 1);
+}
