@@ -567,12 +567,12 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn start_in(
         &self,
         slot: &mut Option<Event>,
-        queue: EventQueue,
+        queue: &EventQueue,
         cx: &mut Context<'_>,
         _spare: &mut Spare,
     ) -> Started<Result<(), BoxError>> {
         match slot.take() {
-            Some(event) => Started::poll(self.call(event, queue), cx),
+            Some(event) => Started::poll(self.call(event, queue.clone()), cx),
             None => Started::Done(Ok(())),
         }
     }
@@ -611,17 +611,18 @@ where
     fn start_in(
         &self,
         slot: &mut Option<Event>,
-        queue: EventQueue,
+        queue: &EventQueue,
         cx: &mut Context<'_>,
         spare: &mut Spare,
     ) -> Started<Result<(), BoxError>> {
         if slot.is_none() {
             return Started::Done(Ok(()));
         }
-        // Taken inside the call's making, so that the event moves once: from its slot straight
-        // into the future, made in its memory block.
+        // Taken (and the queue handle cloned) inside the call's making: the making then holds
+        // only references, which stay in registers, and the event moves straight from its slot
+        // into the call.
         R::start(
-            || (self.f)(slot.take().expect("checked just above"), queue),
+            || (self.f)(slot.take().expect("checked just above"), queue.clone()),
             cx,
             spare,
         )
@@ -825,7 +826,7 @@ impl Handler {
     pub(crate) fn start_in(
         &self,
         slot: &mut Option<Event>,
-        queue: EventQueue,
+        queue: &EventQueue,
         cx: &mut Context<'_>,
         spare: &mut Spare,
     ) -> Started<Result<(), BoxError>> {

@@ -62,11 +62,10 @@ impl Spare {
     /// A free block of `layout`: a kept one, or a new one.
     #[inline(always)]
     fn block(&mut self, layout: Layout) -> NonNull<u8> {
-        self.take(layout).unwrap_or_else(|| {
-            // SAFETY: `layout` has a non-zero size (the one caller, `start`, makes sure of it).
-            let raw = unsafe { alloc::alloc(layout) };
-            NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
-        })
+        match self.take(layout) {
+            Some(block) => block,
+            None => fresh(layout),
+        }
     }
 
     /// Keeps a free block of `layout`, or frees it when every slot is taken.
@@ -94,6 +93,16 @@ impl Drop for Spare {
             unsafe { alloc::dealloc(block.as_ptr(), layout) };
         }
     }
+}
+
+/// A new block of `layout`. Kept out of line, so that the call that reuses a block has no call
+/// to save its registers around.
+#[cold]
+#[inline(never)]
+fn fresh(layout: Layout) -> NonNull<u8> {
+    // SAFETY: `layout` has a non-zero size (the one caller, `start`, makes sure of it).
+    let raw = unsafe { alloc::alloc(layout) };
+    NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
 }
 
 /// A future placed in a block: on unwinding, drops it (while `live`) and frees the block.

@@ -575,7 +575,7 @@ impl Cursor {
                         let limit = entry.time_limit().map(Limit::new);
                         let span = dispatch_span(id, &event_type, entry);
                         let entered = span.as_ref().map(tracing::Span::enter);
-                        let queue = inner.queue.clone();
+                        let queue = &inner.queue;
                         let polled = if last {
                             // The last handler takes the event itself, moved straight into its
                             // call.
@@ -646,7 +646,7 @@ impl Cursor {
             let limit = entry.time_limit().map(Limit::new);
             let span = dispatch_span(id, event_type, entry);
             let entered = span.as_ref().map(tracing::Span::enter);
-            let queue = inner.queue.clone();
+            let queue = &inner.queue;
             let polled = if last {
                 start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
             } else {
