@@ -15,7 +15,7 @@
 //!
 //! Environment: `NEXUS_BENCH_EVENTS` (default 200000), `NEXUS_BENCH_ROUNDS` (default 15),
 //! `NEXUS_BENCH_QUICK=1` (few events and rounds, no memory run: to check that it works),
-//! `NEXUS_BENCH_ONLY=single,fanout8` (only these paths),
+//! `NEXUS_BENCH_ONLY=single,fanout8/nexus` (only these paths, or one side of a path),
 //! `NEXUS_PYTHON` and `NEXUS_PYTHON_REFERENCE` (an interpreter with async-nexus installed and
 //! the path of `python_reference.py`: the original is then measured in the same run).
 
@@ -799,7 +799,11 @@ fn main() {
     ];
     if let Ok(only) = std::env::var("NEXUS_BENCH_ONLY") {
         let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
-        cases.retain(|c| wanted.contains(&c.name));
+        cases.retain(|c| {
+            wanted
+                .iter()
+                .any(|w| *w == c.name || *w == format!("{}/{}", c.name, c.what))
+        });
     }
 
     eprintln!(
