@@ -260,6 +260,39 @@ async fn each_overflow_choice_drops_what_it_says_and_counts_it() {
     assert_eq!(overflow_run(Overflow::Wait).await, (vec![1, 2, 3], 0));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_channel_producer_closed_mid_run_counts_the_events_it_took_and_did_not_deliver() {
+    let nexus = AsyncEventNexus::new();
+    let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let h = handled.clone();
+    nexus
+        .add_handler(1, move |e: Event, _q: EventQueue| {
+            h.lock().unwrap().push(e.id);
+            async move {
+                if e.id == 1 {
+                    // Never ends: the shutdown's deadline cuts it short.
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .unwrap();
+    let (producer, sender) = ChannelProducer::new(8);
+    nexus.add_producer(producer).unwrap();
+    for id in 1..=4 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    let _task = running(&nexus).await;
+    // The producer took all four at once and is stuck delivering the first.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(*handled.lock().unwrap(), [1]);
+    nexus.shutdown(Duration::from_millis(50)).await.unwrap();
+    assert_eq!(
+        nexus.stats().dropped,
+        3,
+        "2, 3 and 4 were taken from the channel but never delivered"
+    );
+}
+
 #[tokio::test]
 async fn counters_per_type_and_per_source_can_be_read_at_any_time() {
     let nexus = AsyncEventNexus::builder()

@@ -203,6 +203,60 @@ impl<T> Bounded<T> {
         }
     }
 
+    /// Waits for items, then moves those waiting, up to `limit` (at least 1), to the back of
+    /// `buffer`, in order: one lock and one wake-up of waiting senders for them all. Returns how
+    /// many it moved; 0 once the channel is closed and empty.
+    ///
+    /// ```
+    /// use std::collections::VecDeque;
+    /// use nexus_core::channel::{Bounded, Overflow};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let channel = Bounded::new(8, Overflow::Wait);
+    /// for n in 1..=5 {
+    ///     channel.send(n).await.unwrap();
+    /// }
+    /// channel.close();
+    /// let mut taken = VecDeque::new();
+    /// assert_eq!(channel.recv_many(&mut taken, 3).await, 3);
+    /// assert_eq!(channel.recv_many(&mut taken, 3).await, 2);
+    /// assert_eq!(channel.recv_many(&mut taken, 3).await, 0); // closed and empty
+    /// assert_eq!(taken, [1, 2, 3, 4, 5]);
+    /// # }
+    /// ```
+    pub async fn recv_many(&self, buffer: &mut VecDeque<T>, limit: usize) -> usize {
+        // As in `recv`: only an empty channel registers for a wake-up.
+        if let Some(moved) = self.take_many(buffer, limit) {
+            return moved;
+        }
+        loop {
+            let items = self.shared.items.notified();
+            let mut items = std::pin::pin!(items);
+            items.as_mut().enable();
+            if let Some(moved) = self.take_many(buffer, limit) {
+                return moved;
+            }
+            items.await;
+        }
+    }
+
+    /// Moves up to `limit` waiting items to `buffer`: how many, or `None` when there were none
+    /// and the channel is open.
+    fn take_many(&self, buffer: &mut VecDeque<T>, limit: usize) -> Option<usize> {
+        let mut state = self.lock();
+        let moved = limit.max(1).min(state.queue.len());
+        if moved == 0 {
+            return state.closed.then_some(0);
+        }
+        buffer.extend(state.queue.drain(..moved));
+        drop(state);
+        // A sender waiting for room registered before it last found the channel full, so
+        // waking those registered reaches every one of them.
+        self.shared.room.notify_waiters();
+        Some(moved)
+    }
+
     /// The next item if there is one now.
     pub fn try_recv(&self) -> Option<T> {
         let item = self.lock().queue.pop_front();
@@ -295,6 +349,30 @@ mod tests {
         wait.send(1).await.unwrap();
         assert_eq!(wait.try_send(2), Err(2), "full: the sender would wait");
         assert_eq!(wait.dropped(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn taking_many_makes_room_for_every_waiting_sender() {
+        let channel = Bounded::new(2, Overflow::Wait);
+        channel.send(1).await.unwrap();
+        channel.send(2).await.unwrap();
+        let senders: Vec<_> = (3..=4)
+            .map(|n| {
+                let channel = channel.clone();
+                tokio::spawn(async move { channel.send(n).await })
+            })
+            .collect();
+        tokio::task::yield_now().await; // both senders wait for room
+        let mut taken = VecDeque::new();
+        assert_eq!(channel.recv_many(&mut taken, 8).await, 2);
+        for sender in senders {
+            let sent = tokio::time::timeout(std::time::Duration::from_secs(5), sender)
+                .await
+                .expect("a waiting sender was not woken");
+            assert_eq!(sent.unwrap(), Ok(Sent::Queued));
+        }
+        assert_eq!(channel.recv_many(&mut taken, 8).await, 2);
+        assert_eq!(taken, [1, 2, 3, 4]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

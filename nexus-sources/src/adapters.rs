@@ -1,5 +1,6 @@
 //! Sources made from what a program already has: a stream, a closure, a channel.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -301,6 +302,21 @@ impl Drop for ChannelProducer {
     }
 }
 
+/// Events a channel producer took from its channel and has yet to deliver; those left when its
+/// task is dropped (the producer was closed) are counted as dropped.
+struct Taken {
+    events: VecDeque<Event>,
+    link: ProducerLink,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        for event in self.events.drain(..) {
+            self.link.record_dropped(&event);
+        }
+    }
+}
+
 #[async_trait]
 impl EventSource for ChannelProducer {
     /// Starts ingesting what is sent.
@@ -318,19 +334,17 @@ impl EventSource for ChannelProducer {
         }
         let (link, channel) = (self.link.clone(), self.channel.clone());
         self.task = Some(tokio::spawn(async move {
-            while let Some(event) = channel.recv().await {
-                // What is already waiting goes through one lookup of the nexuses (a bounded
-                // run, so that a busy channel does not keep a dropped nexus alive for long).
+            let mut taken = Taken {
+                events: VecDeque::with_capacity(RUN),
+                link: link.clone(),
+            };
+            // What is waiting is taken at once (a bounded run, so that a busy channel does not
+            // keep a dropped nexus alive for long) and goes through one lookup of the nexuses.
+            while channel.recv_many(&mut taken.events, RUN).await > 0 {
                 let delivery = link.delivery();
-                let mut next = Some(event);
-                let mut run = 0;
-                while let Some(event) = next.take() {
+                while let Some(event) = taken.events.pop_front() {
                     if let Err(err) = delivery.distribute_event(event).await {
                         tracing::error!(error = %err, "channel producer could not deliver an event");
-                    }
-                    run += 1;
-                    if run < RUN {
-                        next = channel.try_recv();
                     }
                 }
             }
@@ -339,10 +353,13 @@ impl EventSource for ChannelProducer {
         Ok(())
     }
 
-    /// Stops ingesting; events still in the channel are counted as dropped and reported.
+    /// Stops ingesting; events taken from the channel but not yet delivered, and those still
+    /// in it, are counted as dropped and reported.
     async fn close(&mut self) -> Result<(), NexusError> {
         if let Some(task) = self.task.take() {
             task.abort();
+            // Once the task is gone, what it had taken is counted.
+            let _ = task.await;
         }
         self.channel.close();
         while let Some(event) = self.channel.try_recv() {
