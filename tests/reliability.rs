@@ -293,6 +293,41 @@ async fn a_channel_producer_closed_mid_run_counts_the_events_it_took_and_did_not
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_handler_fed_by_a_channel_producer_can_shut_its_nexus_down() {
+    let nexus = AsyncEventNexus::new();
+    let weak = nexus.downgrade();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+    nexus
+        .add_handler(1, move |e: Event, _q: EventQueue| {
+            let (weak, done_tx) = (weak.clone(), done_tx.clone());
+            async move {
+                if e.id == 2
+                    && let Some(nexus) = weak.upgrade()
+                {
+                    // Closes the producer whose task is running this very handler.
+                    let report = nexus.shutdown(Duration::from_millis(10)).await;
+                    if let Some(tx) = done_tx.lock().unwrap().take() {
+                        let _ = tx.send(report.is_ok());
+                    }
+                }
+            }
+        })
+        .unwrap();
+    let (producer, sender) = ChannelProducer::new(8);
+    nexus.add_producer(producer).unwrap();
+    for id in 1..=3 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    let _task = nexus.start().unwrap();
+    let shut = tokio::time::timeout(Duration::from_secs(5), done_rx)
+        .await
+        .expect("the shutdown from inside the producer's task hung");
+    assert_eq!(shut, Ok(true));
+    assert_eq!(nexus.state(), nexus::LoopState::Stopped);
+}
+
 #[tokio::test]
 async fn counters_per_type_and_per_source_can_be_read_at_any_time() {
     let nexus = AsyncEventNexus::builder()

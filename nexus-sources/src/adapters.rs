@@ -358,8 +358,12 @@ impl EventSource for ChannelProducer {
     async fn close(&mut self) -> Result<(), NexusError> {
         if let Some(task) = self.task.take() {
             task.abort();
-            // Once the task is gone, what it had taken is counted.
-            let _ = task.await;
+            // Once the task is gone, what it had taken is counted. Unless this is that task (a
+            // handler it called is closing the nexus): it is dropped at its next wait, and
+            // counts then.
+            if tokio::task::try_id() != Some(task.id()) {
+                let _ = task.await;
+            }
         }
         self.channel.close();
         while let Some(event) = self.channel.try_recv() {
