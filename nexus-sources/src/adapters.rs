@@ -172,6 +172,11 @@ const RUN: usize = 64;
 /// through `tracing`. Events sent before the nexus starts wait in the channel. When every sender
 /// is dropped and the channel is empty, the producer has finished.
 ///
+/// The producer takes what is waiting out of the channel at once, up to 64 events, and delivers
+/// them in order; so up to `capacity` events wait in the channel and up to 64 more in the
+/// producer. Those it holds when it is closed are counted as dropped, as those left in the
+/// channel are.
+///
 /// ```
 /// use nexus_core::{AsyncEventNexus, Event, EventQueue};
 /// use nexus_sources::ChannelProducer;
