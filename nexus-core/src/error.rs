@@ -299,10 +299,50 @@ pub enum NexusError {
     /// Ingesting the event would wait on a nexus that is itself waiting for this very call (two
     /// nexuses whose handlers ingest into each other). The event is handed back.
     #[error(
-        "event {} of type {} refused: its nexus is waiting, further up this call, for the handler          that ingests it (a cycle between nexuses)",
+        "event {} of type {} refused: its nexus is waiting, further up this call, for the handler \
+         that ingests it (a cycle between nexuses)",
         .event.id, .event.event_type
     )]
     Cycle {
+        /// The refused event.
+        event: Box<Event>,
+    },
+
+    /// The `ingest` dispatching the event was dropped (cancelled) before it was over. The
+    /// event was counted as cancelled and given to the error policy (a dead-letter handler gets
+    /// it with this error); what its handlers had queued is dispatched by the nexus's next
+    /// dispatch.
+    #[error(
+        "event {id} of type {event_type} cancelled: the ingest dispatching it was dropped before \
+         it was over"
+    )]
+    Cancelled {
+        /// The event's id.
+        id: u64,
+        /// The event's type.
+        event_type: EventType,
+    },
+
+    /// A producer's event failed (under [`ErrorPolicy::Propagate`](crate::ErrorPolicy)) and so
+    /// ended the loop of the nexus it went to: that nexus's `loop_forever` returns the event's
+    /// own error; the producer gets this one, which says what it was.
+    #[error("the nexus loop ended on this producer's failed event: {reason}")]
+    LoopEnded {
+        /// The event's error, as its message.
+        reason: String,
+    },
+
+    /// A blocking send was made from a thread that runs asynchronous tasks, where waiting would
+    /// block the very tasks it waits for. The event is handed back: send with `.await` there, or
+    /// block from a plain thread or `tokio::task::spawn_blocking`.
+    #[error(
+        "event {} of type {} refused: {what} was called from an async task, where it could \
+         block the runtime forever; use `send(event).await` there",
+        .event.id, .event.event_type
+    )]
+    BlockingInRuntime {
+        /// The call that was refused.
+        what: &'static str,
         /// The refused event.
         event: Box<Event>,
     },
@@ -347,6 +387,21 @@ impl NexusError {
                 | Self::NotPristine { .. }
                 | Self::Closed { .. }
                 | Self::Cycle { .. }
+                | Self::BlockingInRuntime { .. }
+        )
+    }
+
+    /// Whether the event was refused before any handler saw it (handed back to its sender), as
+    /// opposed to failing in its dispatch.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::NotRunning { .. }
+                | Self::Cycle { .. }
+                | Self::QueueFull { .. }
+                | Self::Closed { .. }
+                | Self::MisconfiguredEventProducer { .. }
+                | Self::LoopEnded { .. }
         )
     }
 
@@ -378,6 +433,7 @@ impl NexusError {
             | Self::Closed { event, .. }
             | Self::Cycle { event }
             | Self::QueueFull { event, .. }
+            | Self::BlockingInRuntime { event, .. }
             | Self::UnhandledEvent { event } => Some(*event),
             _ => None,
         }

@@ -86,12 +86,14 @@ impl fmt::Debug for DeadLetter {
 /// What a nexus has counted so far, as [`AsyncEventNexus::stats`](crate::AsyncEventNexus::stats)
 /// reads it.
 ///
-/// Every event that reaches the nexus ends as exactly one of dispatched, filtered, unhandled,
-/// failed or returned; at rest (nothing queued or in dispatch),
-/// `ingested == dispatched + filtered + unhandled + failed + returned`.
+/// `ingested` is counted where events arrive (an `ingest`, a handler's `put` on the queue),
+/// apart from how they end; every event that arrives ends as exactly one of dispatched,
+/// filtered, unhandled, failed, cancelled or returned. So at rest (nothing queued or in
+/// dispatch), `ingested == dispatched + filtered + unhandled + failed + cancelled + returned`
+/// ([`balanced`](Self::balanced)), whatever failed, panicked or was cancelled.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NexusStats {
-    /// Events that reached the nexus: ingested, queued by handlers, or refused.
+    /// Events that reached the nexus: ingested (refused ones too), or queued by handlers.
     pub ingested: u64,
     /// Events that handlers handled without failing.
     pub dispatched: u64,
@@ -101,19 +103,42 @@ pub struct NexusStats {
     pub unhandled: u64,
     /// Events whose handler or filter failed, panicked or ran out of time.
     pub failed: u64,
+    /// Events whose `ingest` was dropped before it was over ([`NexusError::Cancelled`]).
+    pub cancelled: u64,
     /// Events handed back to their sender: refused before start or after stop, refused as a
     /// cycle, or left undelivered at shutdown.
     pub returned: u64,
-    /// Events that producers dropped because their buffer was full and their overflow choice
-    /// was to drop (not counted in `ingested`: they never reached the nexus).
+    /// Events that producers dropped: their buffer was full and their overflow choice was to
+    /// drop, or they still held them when they were closed (not counted in `ingested`: they
+    /// never reached the nexus).
     pub dropped: u64,
     /// Secondary events waiting on the queue now.
     pub queue_depth: usize,
     /// Events each source has delivered, by source name.
     pub per_source: Vec<(String, u64)>,
+    /// Events of each source that failed without ending the loop because the source said its
+    /// failures must not ([`EventSource::failures_end_loop`](crate::EventSource::failures_end_loop),
+    /// as network sources do), by source name; only sources with such failures are listed.
+    pub per_source_failed: Vec<(String, u64)>,
     /// Counts per event type, when the nexus was built with
     /// [`count_per_type`](crate::NexusBuilder::count_per_type); else empty.
     pub per_type: Vec<(EventType, TypeCounts)>,
+}
+
+impl NexusStats {
+    /// Whether every event that arrived is accounted for: `ingested` equals the sum of the
+    /// outcomes and of the events still queued. True at rest; while events are in dispatch it
+    /// may be false for a moment.
+    pub fn balanced(&self) -> bool {
+        self.ingested
+            == self.dispatched
+                + self.filtered
+                + self.unhandled
+                + self.failed
+                + self.cancelled
+                + self.returned
+                + self.queue_depth as u64
+    }
 }
 
 /// How the events of one type ended.
@@ -127,6 +152,8 @@ pub struct TypeCounts {
     pub unhandled: u64,
     /// Failed, panicked or timed out.
     pub failed: u64,
+    /// Cancelled: the `ingest` dispatching it was dropped before it was over.
+    pub cancelled: u64,
 }
 
 impl TypeCounts {
@@ -137,6 +164,7 @@ impl TypeCounts {
             Counted::Filtered => self.filtered += 1,
             Counted::Unhandled => self.unhandled += 1,
             Counted::Failed => self.failed += 1,
+            Counted::Cancelled => self.cancelled += 1,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The bounded queue of secondary events that handlers are given: [`EventQueue`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::NexusError;
@@ -44,6 +44,8 @@ pub struct EventQueue {
 struct Shared {
     /// Mirrors `items.len()` so the dispatch path can see an empty queue without locking.
     len: AtomicUsize,
+    /// Events ever put on the queue (written under the lock, read at any time).
+    accepted: AtomicU64,
     items: Mutex<VecDeque<Event>>,
     capacity: usize,
 }
@@ -53,6 +55,7 @@ impl EventQueue {
         Self {
             shared: Arc::new(Shared {
                 len: AtomicUsize::new(0),
+                accepted: AtomicU64::new(0),
                 items: Mutex::new(VecDeque::with_capacity(capacity)),
                 capacity,
             }),
@@ -75,6 +78,8 @@ impl EventQueue {
         }
         items.push_back(event);
         self.shared.len.store(items.len(), Ordering::Release);
+        let accepted = &self.shared.accepted;
+        accepted.store(accepted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -96,6 +101,11 @@ impl EventQueue {
     }
 
     /// Takes the oldest waiting event. Only the dispatcher takes events.
+    /// How many events were ever put on the queue.
+    pub(crate) fn accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
+    }
+
     #[inline]
     pub(crate) fn pop(&self) -> Option<Event> {
         if self.is_empty() {

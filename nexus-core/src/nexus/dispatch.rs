@@ -10,7 +10,7 @@
 //! the nexus's error policy, never the end of the nexus.
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -61,6 +61,12 @@ pub(crate) struct Outcomes {
     pub(crate) filtered: AtomicU64,
     pub(crate) unhandled: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Events that took the gate as they arrived (the others are counted where they arrive:
+    /// by the queue, or as refused or cancelled before the gate).
+    pub(crate) arrived: AtomicU64,
+    /// Events whose dispatch was dropped before it was over (written with a locked add: a
+    /// dispatch is cancelled also before it holds the gate).
+    pub(crate) cancelled: AtomicU64,
     /// The id of the event being dispatched (meaningful while the gate is held).
     pub(crate) current: AtomicU64,
 }
@@ -70,38 +76,65 @@ fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-/// How deep a chain of nexuses calling into each other is tracked; deeper calls are still
-/// dispatched, only not checked for cycles.
-const TRACKED: usize = 8;
+/// How many nexuses of a chain of handler calls are tracked in place; deeper ones are kept in
+/// a list of their own, so that a chain of any length is tracked.
+const INLINE: usize = 8;
 
-/// The nexuses whose handlers are being polled on this thread, innermost last.
+/// The nexuses whose handlers are being polled on this thread, innermost last: the first
+/// [`INLINE`] here, the rest in [`DEEPER`].
 struct Chain {
     depth: Cell<usize>,
-    nexuses: [Cell<usize>; TRACKED],
+    nexuses: [Cell<usize>; INLINE],
 }
 
 thread_local! {
     static DISPATCHING: Chain = const {
         Chain {
             depth: Cell::new(0),
-            nexuses: [const { Cell::new(0) }; TRACKED],
+            nexuses: [const { Cell::new(0) }; INLINE],
         }
     };
+    /// The nexuses of this thread's chain past the first [`INLINE`], innermost last.
+    static DEEPER: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's mark for one nexus in its chain of handler calls: taken off again when
+/// dropped, also when what runs under it unwinds.
+struct Mark;
+
+impl Mark {
+    #[inline]
+    fn push(address: usize) -> Self {
+        DISPATCHING.with(|chain| {
+            let depth = chain.depth.get();
+            match chain.nexuses.get(depth) {
+                Some(slot) => slot.set(address),
+                None => DEEPER.with(|deeper| deeper.borrow_mut().push(address)),
+            }
+            chain.depth.set(depth + 1);
+        });
+        Self
+    }
+}
+
+impl Drop for Mark {
+    #[inline]
+    fn drop(&mut self) {
+        DISPATCHING.with(|chain| {
+            let depth = chain.depth.get().saturating_sub(1);
+            if depth >= INLINE {
+                DEEPER.with(|deeper| deeper.borrow_mut().pop());
+            }
+            chain.depth.set(depth);
+        });
+    }
 }
 
 /// Marks this thread as polling a handler of the nexus at `address` while `body` runs.
 #[inline]
 fn marked<R>(address: usize, body: impl FnOnce() -> R) -> R {
-    DISPATCHING.with(|chain| {
-        let depth = chain.depth.get();
-        if let Some(slot) = chain.nexuses.get(depth) {
-            slot.set(address);
-        }
-        chain.depth.set(depth + 1);
-    });
-    let result = body();
-    DISPATCHING.with(|chain| chain.depth.set(chain.depth.get().saturating_sub(1)));
-    result
+    let _mark = Mark::push(address);
+    body()
 }
 
 fn address(inner: &Inner) -> usize {
@@ -121,11 +154,22 @@ enum Nesting {
 fn nesting(inner: &Inner) -> Nesting {
     let me = address(inner);
     DISPATCHING.with(|chain| {
-        let depth = chain.depth.get().min(TRACKED);
-        let found = chain.nexuses[..depth].iter().rposition(|a| a.get() == me);
+        let depth = chain.depth.get();
+        let found = if depth > INLINE {
+            DEEPER
+                .with(|deeper| deeper.borrow().iter().rposition(|&a| a == me))
+                .map(|at| at + INLINE)
+        } else {
+            None
+        };
+        let found = found.or_else(|| {
+            chain.nexuses[..depth.min(INLINE)]
+                .iter()
+                .rposition(|a| a.get() == me)
+        });
         match found {
             None => Nesting::Outside,
-            Some(at) if at + 1 == chain.depth.get() => Nesting::Reentry,
+            Some(at) if at + 1 == depth => Nesting::Reentry,
             Some(_) => Nesting::Cycle,
         }
     })
@@ -153,6 +197,7 @@ pub(crate) enum Counted {
     Filtered,
     Unhandled,
     Failed,
+    Cancelled,
 }
 
 /// The nexus's error for a failed call, naming the event and the handler.
@@ -204,6 +249,8 @@ enum Flight {
     /// A filter's: `true` when it consumed the event.
     Filter(Call<'static, Result<bool, BoxError>>),
     Handler(Call<'static, Result<(), BoxError>>),
+    /// Dropped already.
+    Gone,
 }
 
 /// A call that has to wait, with what its end needs: polled guarded, inside its span when a
@@ -285,6 +332,7 @@ impl Waiting {
         let polled = caught(|| match call {
             Flight::Filter(call) => Pin::new(call).poll(cx),
             Flight::Handler(call) => Pin::new(call).poll(cx).map(|done| done.map(|()| false)),
+            Flight::Gone => Poll::Ready(Ok(false)),
         });
         drop(entered);
         match polled {
@@ -293,6 +341,16 @@ impl Waiting {
             Err(failure) => Poll::Ready(Err(failure)),
             Ok(Poll::Pending) => self.timed_out(cx),
         }
+    }
+
+    /// Drops the call now: a panic in its drop (or in the drop of what it captured) is caught
+    /// and given as its failure.
+    fn release(&mut self) -> Result<(), Failure> {
+        let call = std::mem::replace(&mut self.call, Flight::Gone);
+        if matches!(call, Flight::Gone) {
+            return Ok(());
+        }
+        caught(move || drop(call))
     }
 
     /// After a `Pending` from the call: times it out if its limit has passed.
@@ -306,6 +364,22 @@ impl Waiting {
                 }
             }
             None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    /// A call dropped unfinished (timed out, failed, or its dispatch cancelled) may panic in its
+    /// drop: that never leaves the nexus, and is reported.
+    fn drop(&mut self) {
+        if let Err(Failure::Panic(message)) = self.release() {
+            tracing::error!(
+                id = self.id,
+                event_type = %self.event_type,
+                handler = self.name,
+                message,
+                "a handler's future panicked while it was dropped"
+            );
         }
     }
 }
@@ -344,6 +418,7 @@ fn count(inner: &Inner, counted: Counted, event_type: &EventType) {
         Counted::Filtered => &outcomes.filtered,
         Counted::Unhandled => &outcomes.unhandled,
         Counted::Failed => &outcomes.failed,
+        Counted::Cancelled => &outcomes.cancelled,
     });
     if let Some(per_type) = &inner.per_type {
         super::lock(per_type)
@@ -437,10 +512,16 @@ impl Cursor {
         first_error: &mut Option<Box<NexusError>>,
     ) -> Poll<()> {
         if let Some(mut waiting) = self.waiting.take() {
-            let polled = waiting.poll(cx);
+            let mut polled = waiting.poll(cx);
             if polled.is_pending() {
                 self.waiting = Some(waiting);
                 return Poll::Pending;
+            }
+            // The call is over: its drop, too, is part of it.
+            if let Poll::Ready(Ok(_)) = polled
+                && let Err(failure) = waiting.release()
+            {
+                polled = Poll::Ready(Err(failure));
             }
             if let Some(Fan { handlers, mut turn }) = waiting.fan.take() {
                 if let Poll::Ready(Err(failure)) = polled {
@@ -479,7 +560,7 @@ impl Cursor {
                         return Poll::Ready(());
                     }
                     Poll::Ready(Err(failure)) => {
-                        self.fail_waiting(inner, *waiting, failure, first_error);
+                        self.fail_waiting(inner, &mut waiting, failure, first_error);
                         return Poll::Ready(());
                     }
                 }
@@ -735,7 +816,7 @@ impl Cursor {
     ) -> Poll<()> {
         match waiting.timed_out(cx) {
             Poll::Ready(Err(failure)) => {
-                self.fail_waiting(inner, *waiting, failure, first_error);
+                self.fail_waiting(inner, &mut waiting, failure, first_error);
                 Poll::Ready(())
             }
             _ => {
@@ -750,12 +831,15 @@ impl Cursor {
     fn fail_waiting(
         &mut self,
         inner: &Inner,
-        waiting: Waiting,
+        waiting: &mut Waiting,
         failure: Failure,
         first_error: &mut Option<Box<NexusError>>,
     ) {
         let keeps = inner.policy.keeps_events();
-        let kept = waiting.kept.or_else(|| self.event.take().filter(|_| keeps));
+        let kept = waiting
+            .kept
+            .take()
+            .or_else(|| self.event.take().filter(|_| keeps));
         self.event = None;
         let err = failure_error(failure, waiting.id, &waiting.event_type, waiting.name);
         failed(inner, first_error, &waiting.event_type, err, kept);
@@ -775,11 +859,25 @@ impl Cursor {
     }
 }
 
+/// Which events a dispatch refuses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// None: a converter's event in hand when its loop stops is still dispatched.
+    Unchecked,
+    /// Refuses the event unless the loop is starting or running (`ingest`).
+    Running,
+    /// As `Running`, but also takes a producer's event while a shutdown drains producers.
+    Producer,
+}
+
 /// The future of one `ingest`: dispatches the event, then every secondary event it led to.
+///
+/// Dropped before it is over (cancelled), it leaves the nexus as if its event had failed with
+/// [`NexusError::Cancelled`]: counted, and given to the error policy. Events its handlers had
+/// queued stay on the queue, and the next dispatch of the nexus dispatches them before its own
+/// event, their failures going to the error policy, never to that caller.
 pub(super) struct Dispatch<'a> {
-    inner: &'a Inner,
-    /// Refuse the event unless the loop is starting or running.
-    checked: bool,
+    check: Check,
     /// All that needs dropping, dropped as soon as the dispatch is over: the future is then
     /// dropped in a couple of instructions, where it was awaited.
     live: Early<Live<'a>>,
@@ -787,12 +885,16 @@ pub(super) struct Dispatch<'a> {
 
 /// A dispatch under way.
 struct Live<'a> {
+    inner: &'a Inner,
     /// The event being dispatched. Declared before the stage, so that a waiting call is dropped
     /// before the gate is released.
     cursor: Cursor,
     stage: Stage<'a>,
     /// With [`ErrorPolicy::Propagate`], the first failure, returned once the queue is empty.
     first_error: Option<Box<NexusError>>,
+    /// The caller's own event, set aside while events that were on the queue before it took the
+    /// gate (queued outside a dispatch, or left by a cancelled one) are dispatched first.
+    own: Option<Box<Event>>,
 }
 
 /// Where a dispatch stands with the nexus's gate.
@@ -808,13 +910,13 @@ enum Stage<'a> {
 impl<'a> Dispatch<'a> {
     /// Dispatches `event`, then every event waiting on the queue, first in first out. Every
     /// event is dispatched even if one fails; what happens to failures is the error policy's
-    /// choice. With `checked`, refuses the event unless the loop is starting or running.
+    /// choice. `check` says when the event is refused.
     #[inline]
-    pub(super) fn new(inner: &'a Inner, event: Event, checked: bool) -> Self {
+    pub(crate) fn new(inner: &'a Inner, event: Event, check: Check) -> Self {
         Self {
-            inner,
-            checked,
+            check,
             live: Early::new(Live {
+                inner,
                 cursor: Cursor {
                     event: Some(event),
                     at: At::Filter(0),
@@ -822,6 +924,7 @@ impl<'a> Dispatch<'a> {
                 },
                 stage: Stage::Fresh,
                 first_error: None,
+                own: None,
             }),
         }
     }
@@ -835,7 +938,7 @@ impl<'a> Dispatch<'a> {
             // Polled again after it was over.
             return Poll::Ready(None);
         };
-        live.drive(self.inner, self.checked, cx)
+        live.drive(self.check, cx)
     }
 }
 
@@ -845,22 +948,19 @@ impl<'a> Live<'a> {
     #[inline(always)]
     fn enter(
         &mut self,
-        inner: &'a Inner,
-        checked: bool,
+        check: Check,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<(), NexusError>>> {
+        let inner = self.inner;
         if let Stage::Locking(lock) = &mut self.stage {
             let guard = ready!(lock.as_mut().poll(cx));
             self.stage = Stage::Held(guard);
             return Poll::Ready(None);
         }
-        if checked {
+        if check != Check::Unchecked {
             let raw = inner.state.load(Ordering::Acquire);
             if raw != LOOPING && raw != STARTING {
-                return Poll::Ready(Some(self.refuse(inner, |event| NexusError::NotRunning {
-                    event,
-                    state: state_of(raw),
-                })));
+                return self.not_running(check, raw, cx);
             }
         }
         match inner.dispatcher.try_lock() {
@@ -868,8 +968,33 @@ impl<'a> Live<'a> {
                 self.stage = Stage::Held(guard);
                 Poll::Ready(None)
             }
-            None => self.contended(inner, checked, cx),
+            None => self.contended(check, cx),
         }
+    }
+
+    /// The loop is neither starting nor running: refuses the event, unless it is a producer's
+    /// and a shutdown is draining producers.
+    #[cold]
+    fn not_running(
+        &mut self,
+        check: Check,
+        raw: u8,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<(), NexusError>>> {
+        let inner = self.inner;
+        if check == Check::Producer && inner.draining.load(Ordering::Acquire) {
+            return match inner.dispatcher.try_lock() {
+                Some(guard) => {
+                    self.stage = Stage::Held(guard);
+                    Poll::Ready(None)
+                }
+                None => self.contended(Check::Unchecked, cx),
+            };
+        }
+        Poll::Ready(Some(self.refuse(|event| NexusError::NotRunning {
+            event,
+            state: state_of(raw),
+        })))
     }
 
     /// The gate is not free: waits for it, or, when a handler of this very nexus calls in, takes
@@ -878,36 +1003,34 @@ impl<'a> Live<'a> {
     #[cold]
     fn contended(
         &mut self,
-        inner: &'a Inner,
-        checked: bool,
+        check: Check,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<(), NexusError>>> {
+        let inner = self.inner;
         match nesting(inner) {
             Nesting::Outside => {
                 self.stage = Stage::Locking(Box::pin(inner.dispatcher.lock()));
-                self.enter(inner, checked, cx)
+                self.enter(check, cx)
             }
             Nesting::Reentry => Poll::Ready(Some(match self.cursor.event.take() {
+                // Counted as it arrives by the queue.
                 Some(event) => inner.queue.put(event).inspect_err(|_| {
+                    inner.arrived_outside.fetch_add(1, Ordering::Relaxed);
                     inner.returned.fetch_add(1, Ordering::Relaxed);
                 }),
                 None => Ok(()),
             })),
-            Nesting::Cycle => Poll::Ready(Some(
-                self.refuse(inner, |event| NexusError::Cycle { event }),
-            )),
+            Nesting::Cycle => Poll::Ready(Some(self.refuse(|event| NexusError::Cycle { event }))),
         }
     }
 
     /// Hands the event back in an error.
     #[cold]
-    fn refuse(
-        &mut self,
-        inner: &Inner,
-        error: impl FnOnce(Box<Event>) -> NexusError,
-    ) -> Result<(), NexusError> {
+    fn refuse(&mut self, error: impl FnOnce(Box<Event>) -> NexusError) -> Result<(), NexusError> {
+        let inner = self.inner;
         match self.cursor.event.take() {
             Some(event) => {
+                inner.arrived_outside.fetch_add(1, Ordering::Relaxed);
                 inner.returned.fetch_add(1, Ordering::Relaxed);
                 Err(error(Box::new(event)))
             }
@@ -917,19 +1040,19 @@ impl<'a> Live<'a> {
 
     /// Takes the gate, then dispatches the event and the secondary events it leads to.
     #[inline]
-    fn drive(
-        &mut self,
-        inner: &'a Inner,
-        checked: bool,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Box<NexusError>>> {
+    fn drive(&mut self, check: Check, cx: &mut Context<'_>) -> Poll<Option<Box<NexusError>>> {
+        let inner = self.inner;
         if !matches!(self.stage, Stage::Held(_)) {
-            if let Some(done) = ready!(self.enter(inner, checked, cx)) {
+            if let Some(done) = ready!(self.enter(check, cx)) {
                 return Poll::Ready(done.err().map(Box::new));
             }
             if let Stage::Held(guard) = &mut self.stage {
+                // The event has arrived: counted here, under the gate, apart from its outcome.
+                bump(&inner.outcomes.arrived);
                 guard.refresh(inner);
-                if let Some(event) = &self.cursor.event {
+                if !inner.queue.is_empty() {
+                    self.set_own_aside();
+                } else if let Some(event) = &self.cursor.event {
                     inner.outcomes.current.store(event.id, Ordering::Relaxed);
                 }
             }
@@ -939,18 +1062,105 @@ impl<'a> Live<'a> {
             return Poll::Ready(None);
         };
         loop {
-            ready!(
-                self.cursor
-                    .advance(inner, &mut *guard, cx, &mut self.first_error)
-            );
+            let aside = self.own.is_some();
+            let mut found_error = None;
+            let errors = if aside {
+                &mut found_error
+            } else {
+                &mut self.first_error
+            };
+            let advanced = self.cursor.advance(inner, &mut *guard, cx, errors);
+            if let Some(err) = found_error {
+                tracing::error!(error = %err, "an event found on the queue failed");
+            }
+            ready!(advanced);
             match inner.queue.pop() {
                 Some(next) => {
                     guard.refresh(inner);
                     self.cursor.begin(inner, next);
                 }
-                None => return Poll::Ready(self.first_error.take()),
+                None => match self.own.take() {
+                    Some(own) => {
+                        guard.refresh(inner);
+                        self.cursor.begin(inner, *own);
+                    }
+                    None => return Poll::Ready(self.first_error.take()),
+                },
             }
         }
+    }
+
+    /// Events were waiting on the queue when this dispatch took the gate: they are not the
+    /// caller's, so they go first, and their failures go to the error policy alone.
+    #[cold]
+    fn set_own_aside(&mut self) {
+        if let Some(next) = self.inner.queue.pop() {
+            self.own = self.cursor.event.take().map(Box::new);
+            self.cursor.begin(self.inner, next);
+        }
+    }
+
+    /// The dispatch was dropped before it was over: its events count as cancelled, and go to
+    /// the error policy. What its handlers queued stays for the next dispatch.
+    #[cold]
+    fn cancel(&mut self) {
+        let inner = self.inner;
+        let keeps = inner.policy.keeps_events();
+        if !matches!(self.stage, Stage::Held(_)) {
+            // It never took the gate: its event arrives only to be cancelled.
+            inner.arrived_outside.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(mut waiting) = self.cursor.waiting.take() {
+            let kept = waiting
+                .kept
+                .take()
+                .or_else(|| self.cursor.event.take().filter(|_| keeps));
+            let (id, event_type) = (waiting.id, waiting.event_type.clone());
+            // A panic in the call's drop is caught and reported by `Waiting`.
+            drop(waiting);
+            self.cursor.event = None;
+            cancelled(inner, id, &event_type, kept);
+        } else if let Some(event) = self.cursor.event.take() {
+            let (id, event_type) = (event.id, event.event_type.clone());
+            cancelled(inner, id, &event_type, keeps.then_some(event));
+        }
+        if let Some(own) = self.own.take() {
+            let (id, event_type) = (own.id, own.event_type.clone());
+            cancelled(inner, id, &event_type, keeps.then_some(*own));
+        }
+    }
+}
+
+impl Drop for Live<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.cursor.event.is_some() || self.cursor.waiting.is_some() || self.own.is_some() {
+            self.cancel();
+        }
+    }
+}
+
+/// Counts a cancelled event and hands it to the error policy (a caller who cancelled gets no
+/// error: under `Propagate` and `Continue` it is reported through `tracing`).
+#[cold]
+fn cancelled(inner: &Inner, id: u64, event_type: &EventType, kept: Option<Event>) {
+    inner.outcomes.cancelled.fetch_add(1, Ordering::Relaxed);
+    if let Some(per_type) = &inner.per_type {
+        super::lock(per_type)
+            .entry(event_type.clone())
+            .or_default()
+            .count(Counted::Cancelled);
+    }
+    if let Some(ids) = super::lock(&inner.interrupted).as_mut() {
+        ids.push(id);
+    }
+    let err = NexusError::Cancelled {
+        id,
+        event_type: event_type.clone(),
+    };
+    match (&inner.policy, kept) {
+        (ErrorPolicy::DeadLetter(dead_letter), Some(copy)) => dead_letter.send(copy, err),
+        _ => tracing::warn!(error = %err, "event cancelled"),
     }
 }
 
