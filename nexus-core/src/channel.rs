@@ -156,14 +156,26 @@ impl<T> Bounded<T> {
         }
     }
 
-    /// Sends from outside the async runtime (a plain thread), blocking the thread while it
-    /// must wait. Inside a runtime use [`send`](Self::send).
+    /// Sends from outside the async runtime (a plain thread, or a closure given to
+    /// `tokio::task::spawn_blocking`), blocking the thread while it must wait. Inside an async
+    /// task use [`send`](Self::send).
     ///
     /// # Errors
     ///
     /// As [`send`](Self::send).
+    ///
+    /// # Panics
+    ///
+    /// When called from a thread that is running async tasks (a runtime's worker, or inside
+    /// `block_on`): waiting there could block forever the very task that would make room, so
+    /// tokio refuses it, as its own channels' `blocking_send` does.
     pub fn blocking_send(&self, item: T) -> Result<Sent<T>, T> {
-        block_on(self.send(item))
+        match tokio::runtime::Handle::try_current() {
+            // tokio checks that this thread may block: it may in `spawn_blocking`, not on a
+            // worker.
+            Ok(runtime) => runtime.block_on(self.send(item)),
+            Err(_) => block_on(self.send(item)),
+        }
     }
 
     /// Sends `item` if there is room now (or a dropping [`Overflow`] makes room).

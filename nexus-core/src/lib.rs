@@ -77,7 +77,7 @@ pub use registry::{
     RegisteredNexus, Registrations, StopHandle, registered, registrations, run_registered,
 };
 pub use source::{
-    Delivery, EventConverter, EventProducer, EventSource, IntoSource, ProducerLink,
+    AbortOnDrop, Delivery, EventConverter, EventProducer, EventSource, IntoSource, ProducerLink,
     SimpleEventConverter, SourceBoxPublic, source_marker,
 };
 

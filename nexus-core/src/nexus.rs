@@ -6,7 +6,7 @@ pub(crate) mod table;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use futures_util::FutureExt;
@@ -25,7 +25,7 @@ use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox, SourceCounters};
 
 pub(crate) use dispatch::Counted;
-use dispatch::Dispatcher;
+use dispatch::{Check, Dispatcher};
 use table::{FilterEntry, HandlerEntry, Table};
 
 const READY: u8 = 0;
@@ -134,6 +134,14 @@ pub(crate) struct Inner {
     per_type: Option<Mutex<rustc_hash::FxHashMap<EventType, TypeCounts>>>,
     /// Events handed back to their senders (see `NexusStats::returned`).
     returned: AtomicU64,
+    /// Events that arrived without taking the gate: refused, or cancelled before it.
+    arrived_outside: AtomicU64,
+    /// Set while a shutdown lets producers deliver what they hold.
+    draining: AtomicBool,
+    /// The ids of events cancelled while a shutdown records them.
+    interrupted: Mutex<Option<Vec<u64>>>,
+    /// A producer's failed event that ends the loop, for the loop to return.
+    loop_failure: Mutex<Option<NexusError>>,
     /// Each source's count of delivered events, registered when the loop starts.
     per_source: Mutex<Vec<(String, SourceCounters)>>,
     /// The converter tasks of the running loop, to abort at a shutdown's deadline.
@@ -243,6 +251,10 @@ impl NexusBuilder {
                 outcomes: dispatch::Outcomes::default(),
                 per_type: self.per_type.then(Mutex::default),
                 returned: AtomicU64::new(0),
+                arrived_outside: AtomicU64::new(0),
+                draining: AtomicBool::new(false),
+                interrupted: Mutex::new(None),
+                loop_failure: Mutex::new(None),
                 per_source: Mutex::new(Vec::new()),
                 converter_tasks: Mutex::new(Vec::new()),
                 multiple: self.multiple,
@@ -541,9 +553,46 @@ impl AsyncEventNexus {
     /// stopped; [`NexusError::UnhandledEvent`] when nothing consumed an event; the error of a
     /// failing handler or filter. Secondary events are all dispatched even when one fails; the
     /// first error is returned.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future before it is ready (a `select!`, a `timeout`) cancels the dispatch:
+    /// the handler call under way is dropped, and the event counts as cancelled
+    /// ([`NexusStats::cancelled`]) and goes to the error policy with [`NexusError::Cancelled`]
+    /// (a dead-letter handler gets it; otherwise it is reported through `tracing`). Secondary
+    /// events its handlers queued are not lost: the next dispatch of this nexus dispatches them
+    /// first, and their failures go to the error policy, never to that next caller.
     #[inline]
     pub fn ingest(&self, event: Event) -> impl Future<Output = Result<(), NexusError>> + Send + '_ {
-        dispatch::Dispatch::new(&self.inner, event, true)
+        dispatch::Dispatch::new(&self.inner, event, Check::Running)
+    }
+
+    /// `ingest` for a producer's event: also taken while a shutdown drains producers.
+    #[inline]
+    pub(crate) fn ingest_from_producer(
+        &self,
+        event: Event,
+    ) -> impl Future<Output = Result<(), NexusError>> + Send + '_ {
+        dispatch::Dispatch::new(&self.inner, event, Check::Producer)
+    }
+
+    /// A producer's event failed under `Propagate`: the loop ends, and returns `err`.
+    pub(crate) fn end_loop(&self, err: NexusError) {
+        let raw = self.inner.state.load(Ordering::Acquire);
+        if raw != LOOPING && raw != STARTING {
+            tracing::error!(error = %err, "a producer's event failed after the loop ended");
+            return;
+        }
+        {
+            let mut slot = lock(&self.inner.loop_failure);
+            match &*slot {
+                None => *slot = Some(err),
+                Some(_) => {
+                    tracing::error!(error = %err, "a producer's event failed as the loop ended")
+                }
+            }
+        }
+        self.stop();
     }
 
     // ----- life cycle --------------------------------------------------------------------
@@ -634,7 +683,7 @@ impl AsyncEventNexus {
             .iter()
             .zip(counters)
             .filter(|(s, _)| !matches!(s, SourceBox::Producer(_)))
-            .map(|(_, c)| c.delivered)
+            .map(|(_, c)| c)
             .collect::<Vec<_>>()
             .into_iter();
         let started =
@@ -660,11 +709,11 @@ impl AsyncEventNexus {
         let (failed_tx, mut failed) = mpsc::channel(converters.len().max(1));
         for converter in converters {
             inner.converters_out.fetch_add(1, Ordering::AcqRel);
-            let delivered = converter_counters.next().unwrap_or_default();
+            let counters = converter_counters.next().unwrap_or_default();
             let task = tokio::spawn(converter_task(
                 self.clone(),
                 converter,
-                delivered,
+                counters,
                 inner.stop_tx.subscribe(),
                 failed_tx.clone(),
             ));
@@ -690,7 +739,16 @@ impl AsyncEventNexus {
                 tracing::error!(error = %err, "converter failed while the loop stopped");
             }
         }
-        failure.map_or(Ok(()), Err)
+        // A producer's failed event that ended the loop.
+        let ended = lock(&inner.loop_failure).take();
+        match (failure, ended) {
+            (Some(err), Some(also)) => {
+                tracing::error!(error = %also, "a producer's event failed as the loop ended");
+                Err(err)
+            }
+            (Some(err), None) | (None, Some(err)) => Err(err),
+            (None, None) => Ok(()),
+        }
     }
 
     /// Stops the loop: from now on `ingest` is refused, converters finish the event in hand and
@@ -845,17 +903,23 @@ impl AsyncEventNexus {
         let queue_depth = inner.queue.len();
         let per_source = lock(&inner.per_source);
         NexusStats {
-            ingested: dispatched + filtered + unhandled + failed + returned + queue_depth as u64,
+            ingested: load(&o.arrived) + load(&inner.arrived_outside) + inner.queue.accepted(),
             dispatched,
             filtered,
             unhandled,
             failed,
+            cancelled: load(&o.cancelled),
             returned,
             queue_depth,
             dropped: per_source.iter().map(|(_, c)| load(&c.dropped)).sum(),
             per_source: per_source
                 .iter()
                 .map(|(name, c)| (name.clone(), load(&c.delivered)))
+                .collect(),
+            per_source_failed: per_source
+                .iter()
+                .map(|(name, c)| (name.clone(), load(&c.failed)))
+                .filter(|(_, failed)| *failed > 0)
                 .collect(),
             per_type: inner.per_type.as_ref().map_or_else(Vec::new, |map| {
                 let mut counts: Vec<_> = lock(map).iter().map(|(t, c)| (t.clone(), *c)).collect();
@@ -865,15 +929,25 @@ impl AsyncEventNexus {
         }
     }
 
-    /// Stops the nexus and shuts it down within `deadline`: converters finish the event in
-    /// hand, running handlers finish, queued secondary events are dispatched; then every source
-    /// is closed. What is not done by the deadline is cut short and reported, never dropped in
-    /// silence: the queued events come back in the report, and an event whose dispatch was cut
-    /// short is named by id.
+    /// Stops the nexus and shuts it down within `deadline`, losing no event in silence.
+    ///
+    /// In order: the loop stops (converters finish the event in hand, `ingest` from outside is
+    /// refused); every producer stops taking new work and delivers what it already holds, its
+    /// channel included ([`EventSource::drain`](crate::EventSource::drain)), the nexus still
+    /// taking its events; handlers under way finish, and the secondary events they queue are
+    /// dispatched. Then every source is closed.
+    ///
+    /// What is not done by the deadline is cut short and reported: the dispatch under way is
+    /// cancelled (its event is named in [`ShutdownReport::interrupted`], counted as cancelled,
+    /// and given to the error policy), and the events still held (queued secondary events,
+    /// events producers had not delivered, events a boundary could not deliver) come back in
+    /// [`ShutdownReport::undelivered`]. `completed` is true only when nothing was left.
     ///
     /// # Errors
     ///
-    /// [`NexusError::CloseFailed`] when a source fails to close (the others are still closed).
+    /// None so far: a source that fails to drain or close is listed in the report's
+    /// [`failures`](ShutdownReport::failures) (the others are still closed), and the events such
+    /// failures hand back are in `undelivered`.
     ///
     /// # Examples
     ///
@@ -895,22 +969,45 @@ impl AsyncEventNexus {
         deadline: std::time::Duration,
     ) -> Result<ShutdownReport, NexusError> {
         let inner = &*self.inner;
+        let until = tokio::time::Instant::now() + deadline;
+        *lock(&inner.interrupted) = Some(Vec::new());
+        // Producers' events are still taken while they drain; nothing else is.
+        inner.draining.store(true, Ordering::Release);
         self.stop();
+        let mut sources = std::mem::take(&mut *lock(&inner.sources));
+        let links: Vec<crate::ProducerLink> =
+            sources.iter().filter_map(|s| s.link().cloned()).collect();
         let mut active = inner.active.subscribe();
-        let completed = tokio::time::timeout(deadline, active.wait_for(|n| *n == 0))
-            .await
-            .is_ok();
-        let mut interrupted = None;
-        if !completed {
-            // Cut short what is still running: the loop's converter tasks.
-            let busy = inner.dispatcher.try_lock().is_none();
-            if busy {
-                interrupted = Some(inner.outcomes.current.load(Ordering::Relaxed));
+        let drained = tokio::time::timeout_at(until, async {
+            let loops = async {
+                let _ = active.wait_for(|n| *n == 0).await;
+            };
+            let drains = futures_util::future::join_all(sources.iter_mut().map(SourceBox::drain));
+            futures_util::future::join(loops, drains).await.1
+        })
+        .await;
+        inner.draining.store(false, Ordering::Release);
+        let mut failures = Vec::new();
+        let in_time = match drained {
+            Ok(results) => {
+                failures.extend(results.into_iter().filter_map(Result::err));
+                true
             }
-            for task in lock(&inner.converter_tasks).drain(..) {
-                task.abort();
+            Err(_elapsed) => {
+                // Cut short what is still running: the loop's converter tasks (the producers'
+                // drains were dropped, which ends their work).
+                for task in lock(&inner.converter_tasks).drain(..) {
+                    task.abort();
+                }
+                let _ = active.wait_for(|n| *n == 0).await;
+                false
             }
-            let _ = active.wait_for(|n| *n == 0).await;
+        };
+        // Converters came back to the list while this shutdown held the others.
+        lock(&inner.sources).splice(0..0, sources);
+        // Closing counts what producers still hold (each `close` waits for its task).
+        if let Err(NexusError::CloseFailed { failures: closing }) = self.cleanup().await {
+            failures.extend(closing);
         }
         // Secondary events nobody will dispatch now go back to the caller.
         let mut undelivered = Vec::new();
@@ -922,17 +1019,31 @@ impl AsyncEventNexus {
         inner
             .returned
             .fetch_add(undelivered.len() as u64, Ordering::Relaxed);
-        if let Some(id) = interrupted {
-            tracing::warn!(
-                id,
-                "shutdown deadline passed while event {id} was being dispatched"
-            );
+        for link in &links {
+            undelivered.extend(link.take_left());
         }
-        self.cleanup().await?;
+        // Failures that hand an event back are events not delivered.
+        let mut kept_failures = Vec::new();
+        while let Some(failure) = failures.pop() {
+            match failure {
+                NexusError::CloseFailed { failures: inner } => failures.extend(inner),
+                NexusError::Closed { event, .. } | NexusError::NotRunning { event, .. } => {
+                    undelivered.push(*event);
+                }
+                other => kept_failures.push(other),
+            }
+        }
+        let interrupted = lock(&inner.interrupted).take().unwrap_or_default();
+        for id in &interrupted {
+            tracing::warn!(id, "shutdown cut the dispatch of event {id} short");
+        }
+        let completed =
+            in_time && undelivered.is_empty() && interrupted.is_empty() && kept_failures.is_empty();
         Ok(ShutdownReport {
             completed,
             undelivered,
             interrupted,
+            failures: kept_failures,
         })
     }
 
@@ -945,13 +1056,19 @@ impl AsyncEventNexus {
 
 /// What [`AsyncEventNexus::shutdown`] did.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ShutdownReport {
-    /// Whether everything finished before the deadline.
+    /// Whether everything finished before the deadline with nothing left: no event
+    /// undelivered, no dispatch cut short, no source failing to drain or close.
     pub completed: bool,
-    /// Secondary events that were queued but not dispatched, handed back.
+    /// Events that were not delivered, handed back: secondary events still queued, events
+    /// producers held and did not deliver, events a boundary could not deliver.
     pub undelivered: Vec<Event>,
-    /// The id of the event whose dispatch was cut short at the deadline, if one was.
-    pub interrupted: Option<u64>,
+    /// The ids of the events whose dispatch was cut short at the deadline (each counted as
+    /// cancelled and given to the error policy).
+    pub interrupted: Vec<u64>,
+    /// The sources that failed to drain or to close, with their errors.
+    pub failures: Vec<NexusError>,
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM.
@@ -999,13 +1116,13 @@ impl Drop for StopOnDrop<'_> {
 async fn converter_task(
     nexus: AsyncEventNexus,
     source: SourceBox,
-    delivered: Arc<AtomicU64>,
+    counters: SourceCounters,
     stop: watch::Receiver<bool>,
     failed: mpsc::Sender<NexusError>,
 ) {
     let _active = Active::enter(nexus.clone());
     let name = source.name();
-    let outcome = AssertUnwindSafe(drive(nexus.clone(), source, stop, delivered))
+    let outcome = AssertUnwindSafe(drive(nexus.clone(), source, stop, counters))
         .catch_unwind()
         .await;
     let result = match outcome {
@@ -1038,9 +1155,11 @@ async fn drive(
     nexus: AsyncEventNexus,
     mut source: SourceBox,
     mut stop: watch::Receiver<bool>,
-    delivered: Arc<AtomicU64>,
+    counters: SourceCounters,
 ) -> (Option<SourceBox>, Result<(), NexusError>) {
     let factory = nexus.event_factory();
+    let ends_loop = source.failures_end_loop();
+    let name = source.name();
     let (exhausted, result) = match Pull::of(&mut source, factory) {
         None => (false, Ok(())),
         Some(mut pull) => loop {
@@ -1051,9 +1170,16 @@ async fn drive(
             };
             match next {
                 Ok(Some(event)) => {
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    if let Err(err) = dispatch::Dispatch::new(&nexus.inner, event, false).await {
-                        break (false, Err(err));
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    match dispatch::Dispatch::new(&nexus.inner, event, Check::Unchecked).await {
+                        Ok(()) => {}
+                        Err(err) if !ends_loop && !err.is_refusal() => {
+                            // A source that says its failures must not end the loop (a peer on
+                            // the network): counted for it, reported, and skipped.
+                            counters.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(source = %name, error = %err, "event failed; the source goes on");
+                        }
+                        Err(err) => break (false, Err(err)),
                     }
                 }
                 Ok(None) => break (true, Ok(())),

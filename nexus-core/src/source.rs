@@ -29,11 +29,44 @@ pub trait EventSource: Send + 'static {
 
     /// Releases what the source holds. Called once, by `cleanup`.
     ///
+    /// A producer's `close` stops it from taking new work and never cuts short the delivery of
+    /// an event under way; events it still holds are left undelivered, each one counted in
+    /// [`NexusStats::dropped`](crate::NexusStats::dropped) through
+    /// [`ProducerLink::leave`].
+    ///
     /// # Errors
     ///
     /// A failure is reported by `cleanup`, which still closes every other source.
     async fn close(&mut self) -> Result<(), NexusError> {
         Ok(())
+    }
+
+    /// For a producer: stops taking new work, then delivers what it already holds and returns
+    /// once that is done. [`shutdown`](crate::AsyncEventNexus::shutdown) awaits this for every
+    /// producer before closing it, and the nexus takes the producer's events meanwhile although
+    /// its loop has stopped. Should the shutdown's deadline pass first, this future is dropped:
+    /// the producer then ends what it was doing at once (an `ingest` dropped mid-dispatch is
+    /// counted as cancelled by the nexus) and its `close` counts what is left.
+    ///
+    /// The default does nothing: a source without a buffer of its own has nothing to drain.
+    ///
+    /// # Errors
+    ///
+    /// A failure is listed in the shutdown's report.
+    async fn drain(&mut self) -> Result<(), NexusError> {
+        Ok(())
+    }
+
+    /// Whether an event of this source that fails (under
+    /// [`ErrorPolicy::Propagate`](crate::ErrorPolicy)) ends the nexus's loop, which then returns
+    /// that event's error. `true` by default, as in the original.
+    ///
+    /// A source of events from the network returns `false`, so that a remote peer cannot stop
+    /// the nexus: its failed events (unhandled, or failing in their handler) are counted for it
+    /// ([`NexusStats::per_source_failed`](crate::NexusStats::per_source_failed)), reported
+    /// through `tracing`, and skipped. Under the other policies no event ends the loop anyway.
+    fn failures_end_loop(&self) -> bool {
+        true
     }
 
     /// The source's name in error messages: its type name unless overridden.
@@ -170,6 +203,13 @@ struct LinkShared {
     finished: std::sync::atomic::AtomicBool,
     delivered: Arc<std::sync::atomic::AtomicU64>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Events that failed without ending the loop (see `EventSource::failures_end_loop`).
+    failed: Arc<std::sync::atomic::AtomicU64>,
+    /// Set when the producer says its failures must not end the loop.
+    tolerant: std::sync::atomic::AtomicBool,
+    /// Events the producer held and did not deliver ([`ProducerLink::leave`]), for the report
+    /// of a shutdown.
+    left: std::sync::Mutex<Vec<Event>>,
     factory: OnceLock<EventFactory>,
     name: OnceLock<String>,
 }
@@ -292,6 +332,45 @@ impl ProducerLink {
         tracing::warn!(id = event.id, event_type = %event.event_type, count, "event dropped: the producer's buffer was full");
     }
 
+    /// Records that the producer leaves `event` undelivered: it still held it when it was
+    /// closed, or its nexus stopped taking events. Counted as dropped, reported through
+    /// `tracing`, and kept for the report of a [`shutdown`](AsyncEventNexus::shutdown), which
+    /// hands it back.
+    pub fn leave(&self, event: Event) {
+        let count = self
+            .shared
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        tracing::warn!(id = event.id, event_type = %event.event_type, count, "event left undelivered by its producer");
+        self.shared
+            .left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
+    }
+
+    /// Takes the events left undelivered so far.
+    pub(crate) fn take_left(&self) -> Vec<Event> {
+        std::mem::take(
+            &mut *self
+                .shared
+                .left
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    pub(crate) fn failed_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.shared.failed)
+    }
+
+    pub(crate) fn set_tolerant(&self, tolerant: bool) {
+        self.shared
+            .tolerant
+            .store(tolerant, std::sync::atomic::Ordering::Release);
+    }
+
     /// How many events the producer dropped.
     pub fn dropped(&self) -> u64 {
         self.shared
@@ -320,11 +399,23 @@ impl ProducerLink {
 
     /// Ingests `event` into every registered nexus in turn.
     ///
+    /// While a [`shutdown`](AsyncEventNexus::shutdown) drains producers, the nexus still takes
+    /// the producer's events, although its loop has stopped.
+    ///
+    /// An event that fails in its dispatch (unhandled, or its handler failing; only under
+    /// [`ErrorPolicy::Propagate`](crate::ErrorPolicy), the others never fail here) ends that
+    /// nexus's loop, which returns the event's error, and this returns
+    /// [`NexusError::LoopEnded`]; unless the producer said its failures must not end the loop
+    /// ([`EventSource::failures_end_loop`]): then the failure is counted for the producer and
+    /// returned here, and the loop goes on.
+    ///
     /// # Errors
     ///
     /// [`NexusError::MisconfiguredEventProducer`] before the producer was started or when no
-    /// registered nexus is alive; otherwise the first error of a nexus's
-    /// [`ingest`](AsyncEventNexus::ingest), after which later nexuses are not tried.
+    /// registered nexus is alive; [`NexusError::LoopEnded`] as above; otherwise the first error
+    /// of a nexus's [`ingest`](AsyncEventNexus::ingest) (such as
+    /// [`NexusError::NotRunning`], handing the event back), after which later nexuses are not
+    /// tried.
     pub async fn distribute_event(&self, event: Event) -> Result<(), NexusError> {
         self.delivery().distribute_event(event).await
     }
@@ -363,6 +454,31 @@ impl ProducerLink {
         }
     }
 
+    /// One rule for a producer's event that `nexus` did not take: a refusal is the producer's to
+    /// handle; a failure in dispatch ends the nexus's loop, unless the producer is tolerant.
+    #[cold]
+    fn failed(&self, nexus: &AsyncEventNexus, err: NexusError) -> NexusError {
+        if err.is_refusal() {
+            return err;
+        }
+        if self
+            .shared
+            .tolerant
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.shared
+                .failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %err, "a producer's event failed; the producer goes on");
+            return err;
+        }
+        let ended = NexusError::LoopEnded {
+            reason: err.to_string(),
+        };
+        nexus.end_loop(err);
+        ended
+    }
+
     fn misconfigured(&self, reason: &'static str) -> NexusError {
         NexusError::MisconfiguredEventProducer {
             producer: self
@@ -390,11 +506,55 @@ impl ProducerLink {
     }
 }
 
+/// Aborts a task if dropped before [`disarm`](Self::disarm).
+///
+/// For a producer's [`EventSource::drain`]: a drain waits for the producer's task, and a drain
+/// given up (dropped at a shutdown's deadline) must end that task at once.
+///
+/// ```
+/// use nexus_core::AbortOnDrop;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let task = tokio::spawn(std::future::pending::<()>());
+/// drop(AbortOnDrop::new(&task)); // given up: the task is aborted
+/// assert!(task.await.unwrap_err().is_cancelled());
+///
+/// let mut task = tokio::spawn(async {});
+/// let abort = AbortOnDrop::new(&task);
+/// (&mut task).await.unwrap();
+/// abort.disarm(); // the wait is over: nothing to abort
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    /// A guard for `task`.
+    pub fn new<T>(task: &tokio::task::JoinHandle<T>) -> Self {
+        Self(Some(task.abort_handle()))
+    }
+
+    /// The wait is over: nothing to abort.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
 /// A source's counters, shared with the nexus's statistics.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SourceCounters {
     pub(crate) delivered: Arc<std::sync::atomic::AtomicU64>,
     pub(crate) dropped: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) failed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -427,7 +587,12 @@ impl Delivery<'_> {
             return Err(link.misconfigured("distribute_event called before start"));
         }
         let targets = match &self.targets {
-            Targets::One(Some(nexus)) => return nexus.ingest(event).await,
+            Targets::One(Some(nexus)) => {
+                return match nexus.ingest_from_producer(event).await {
+                    Ok(()) => Ok(()),
+                    Err(err) => Err(link.failed(nexus, err)),
+                };
+            }
             Targets::One(None) => &[][..],
             Targets::Many(targets) => targets.as_slice(),
         };
@@ -435,9 +600,14 @@ impl Delivery<'_> {
             return Err(link.misconfigured("every registered nexus was dropped"));
         };
         for nexus in rest {
-            nexus.ingest(event.clone()).await?;
+            if let Err(err) = nexus.ingest_from_producer(event.clone()).await {
+                return Err(link.failed(nexus, err));
+            }
         }
-        last.ingest(event).await
+        match last.ingest_from_producer(event).await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(link.failed(last, err)),
+        }
     }
 }
 
@@ -465,9 +635,35 @@ impl SourceBox {
             Self::Generator(s) => s.start().await,
             Self::Producer(s) => {
                 s.link().begin(s.name())?;
+                s.link().set_tolerant(!s.failures_end_loop());
                 s.link().counted_by(nexus);
                 s.start().await
             }
+        }
+    }
+
+    /// Whether the source's failed events end the loop.
+    pub(crate) fn failures_end_loop(&self) -> bool {
+        match self {
+            Self::Simple(s) => s.failures_end_loop(),
+            Self::Generator(s) => s.failures_end_loop(),
+            Self::Producer(s) => s.failures_end_loop(),
+        }
+    }
+
+    /// A producer's link.
+    pub(crate) fn link(&self) -> Option<&ProducerLink> {
+        match self {
+            Self::Producer(p) => Some(p.link()),
+            Self::Simple(_) | Self::Generator(_) => None,
+        }
+    }
+
+    /// Drains a producer (see [`EventSource::drain`]); a converter has nothing to drain.
+    pub(crate) async fn drain(&mut self) -> Result<(), NexusError> {
+        match self {
+            Self::Producer(p) => p.drain().await,
+            Self::Simple(_) | Self::Generator(_) => Ok(()),
         }
     }
 
@@ -478,6 +674,7 @@ impl SourceBox {
             Self::Producer(p) => SourceCounters {
                 delivered: p.link().delivered_counter(),
                 dropped: p.link().dropped_counter(),
+                failed: p.link().failed_counter(),
             },
             Self::Simple(_) | Self::Generator(_) => SourceCounters::default(),
         }
