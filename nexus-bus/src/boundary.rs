@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use nexus_core::{
-    BoxError, ConsumerFuture, Event, EventConsumer, EventProducer, EventQueue, EventSource,
-    Handler, NexusError, ProducerLink, async_trait,
+    AbortOnDrop, BoxError, ConsumerFuture, Delivery, Event, EventConsumer, EventProducer,
+    EventQueue, EventSource, Handler, NexusError, ProducerLink, async_trait,
 };
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 /// Joins two event domains, each with its own nexus.
 ///
@@ -220,6 +221,58 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A started producer's queue: what is still on it when the producer's task ends early (aborted
+/// at a shutdown's deadline) is settled as not delivered, each event handed back.
+struct Pending {
+    rx: mpsc::Receiver<Event>,
+    boundary: AsyncEventBoundary,
+    direction: Direction,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.rx.close();
+        let lane = self.boundary.lane(self.direction);
+        while let Ok(event) = self.rx.try_recv() {
+            lane.settle(Err(NexusError::Closed {
+                what: "event boundary (its producer was stopped before delivering it)".to_owned(),
+                event: Box::new(event),
+            }));
+        }
+    }
+}
+
+/// An event being delivered: settled as cut short should its delivery be dropped.
+struct InFlight<'a> {
+    lane: &'a Lane,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.lane.settle(Err(NexusError::source(
+                "AsyncEventBoundary producer",
+                "distribute_event",
+                format!("the delivery of event {} was cut short", self.id),
+            )));
+        }
+    }
+}
+
+/// Delivers one event and settles it.
+async fn deliver(lane: &Lane, delivery: &Delivery<'_>, event: Event) {
+    let mut flight = InFlight {
+        lane,
+        id: event.id,
+        done: false,
+    };
+    let outcome = delivery.distribute_event(event).await;
+    flight.done = true;
+    lane.settle(outcome);
+}
+
 /// How many waiting events a producer delivers with one lookup of its nexuses.
 const RUN: usize = 64;
 
@@ -383,6 +436,7 @@ pub struct BoundaryProducer {
     boundary: AsyncEventBoundary,
     direction: Direction,
     link: ProducerLink,
+    task: Option<JoinHandle<()>>,
 }
 
 impl BoundaryProducer {
@@ -392,6 +446,7 @@ impl BoundaryProducer {
             boundary: boundary.clone(),
             direction,
             link: ProducerLink::new(),
+            task: None,
         }
     }
 }
@@ -416,7 +471,7 @@ impl EventSource for BoundaryProducer {
         self.link.begin(self.name())?;
         let lane = self.boundary.lane(self.direction);
         let taken = lock(&lane.rx).take();
-        let Some(mut rx) = taken else {
+        let Some(rx) = taken else {
             return Err(NexusError::MultipleStart {
                 source_name: self.name().to_owned(),
             });
@@ -424,13 +479,18 @@ impl EventSource for BoundaryProducer {
         lane.wake();
         let (boundary, direction, link) =
             (self.boundary.clone(), self.direction, self.link.clone());
-        tokio::spawn(async move {
+        self.task = Some(tokio::spawn(async move {
+            let mut pending = Pending {
+                rx,
+                boundary: boundary.clone(),
+                direction,
+            };
             let lane = boundary.lane(direction);
             let mut stop = lane.stop.subscribe();
             loop {
                 let event = tokio::select! {
                     biased;
-                    event = rx.recv() => match event {
+                    event = pending.rx.recv() => match event {
                         Some(event) => event,
                         None => break,
                     },
@@ -438,15 +498,39 @@ impl EventSource for BoundaryProducer {
                 };
                 // What is already waiting goes through one lookup of the nexuses.
                 let delivery = link.delivery();
-                lane.settle(delivery.distribute_event(event).await);
+                deliver(lane, &delivery, event).await;
                 for _ in 1..RUN {
-                    let Ok(event) = rx.try_recv() else { break };
-                    lane.settle(delivery.distribute_event(event).await);
+                    let Ok(event) = pending.rx.try_recv() else {
+                        break;
+                    };
+                    deliver(lane, &delivery, event).await;
                 }
             }
             link.finish();
-        });
+        }));
         Ok(())
+    }
+
+    /// Refuses new events on this producer's direction and delivers what is already on it;
+    /// events it could not deliver come back inside the error. Given up (at a shutdown's
+    /// deadline), it ends the delivery under way at once, and what is left is handed back by
+    /// [`close`](EventSource::close).
+    async fn drain(&mut self) -> Result<(), NexusError> {
+        let Some(task) = &self.task else {
+            return Ok(());
+        };
+        if tokio::task::try_id() == Some(task.id()) {
+            // A handler this producer is calling is shutting its nexus down.
+            return Ok(());
+        }
+        let abort = AbortOnDrop::new(task);
+        let failures = self.boundary.lane(self.direction).close().await;
+        abort.disarm();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(NexusError::CloseFailed { failures })
+        }
     }
 
     /// Closes the whole boundary (see [`AsyncEventBoundary::close`]).

@@ -509,6 +509,12 @@ impl EventSource for NatsSubscriber {
     fn name(&self) -> &str {
         "NatsSubscriber"
     }
+
+    /// `false`: an event from the network that fails is counted for the subscriber and
+    /// reported, never the end of the nexus's loop.
+    fn failures_end_loop(&self) -> bool {
+        false
+    }
 }
 
 impl EventProducer for NatsSubscriber {

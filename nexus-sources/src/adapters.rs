@@ -11,6 +11,9 @@ use nexus_core::{
     BoxStream, Event, EventConverter, EventFactory, EventProducer, EventSource, NexusError,
     ProducerLink, SimpleEventConverter, async_trait,
 };
+use tokio::sync::watch;
+
+use nexus_core::AbortOnDrop;
 use tokio::task::JoinHandle;
 
 /// A converter from any async stream of events; the stream's end means "no more events".
@@ -161,7 +164,7 @@ where
 }
 
 /// How many waiting events a `ChannelProducer` delivers with one lookup of its nexuses.
-const RUN: usize = 64;
+const BATCH: usize = 64;
 
 /// A producer fed through a channel: any task or thread holding an [`EventSender`] sends
 /// events, and the producer ingests them into its nexuses in the order they were sent.
@@ -200,7 +203,16 @@ pub struct ChannelProducer {
     link: ProducerLink,
     channel: Bounded<Event>,
     task: Option<JoinHandle<()>>,
+    /// What the producer's task is asked to do: [`RUN`], [`DRAIN`] or [`STOP`].
+    mode: Arc<watch::Sender<u8>>,
 }
+
+/// The producer's task delivers what comes.
+const RUN: u8 = 0;
+/// The channel is closed to senders; the task delivers what is left, then ends.
+const DRAIN: u8 = 1;
+/// The task ends after the event it is delivering; what it holds is left undelivered.
+const STOP: u8 = 2;
 
 /// The sending end of a [`ChannelProducer`]: cheap to clone, usable from any task or thread.
 #[derive(Clone, Debug)]
@@ -250,15 +262,40 @@ impl EventSender {
         self.sent(sent)
     }
 
-    /// Sends `event` from outside the async runtime (a plain thread), blocking while the
-    /// channel is full. Inside a runtime use [`send`](Self::send).
+    /// Sends `event` from outside the async runtime (a plain thread, or a closure given to
+    /// `tokio::task::spawn_blocking`), blocking while the channel is full. Inside an async task
+    /// use [`send`](Self::send).
     ///
     /// # Errors
     ///
-    /// As [`send`](Self::send).
+    /// As [`send`](Self::send); and [`NexusError::BlockingInRuntime`], handing the event back,
+    /// when called from a thread that runs async tasks, where blocking could wait forever for
+    /// the very task that would make room. tokio refuses to block there, and its message about
+    /// it goes to the panic hook (standard error) as it is caught.
     pub fn blocking_send(&self, event: Event) -> Result<(), NexusError> {
-        let sent = self.senders.channel.blocking_send(event);
-        self.sent(sent)
+        let channel = &self.senders.channel;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.sent(channel.blocking_send(event));
+        };
+        // tokio checks, before the send starts, that this thread may block.
+        let mut slot = Some(event);
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {
+                match slot.take() {
+                    Some(event) => Some(channel.send(event).await),
+                    None => None,
+                }
+            })
+        }));
+        match (attempt, slot.take()) {
+            (Ok(Some(sent)), _) => self.sent(sent),
+            (Err(_refused), Some(event)) => Err(NexusError::BlockingInRuntime {
+                what: "EventSender::blocking_send",
+                event: Box::new(event),
+            }),
+            (Err(panic), None) => std::panic::resume_unwind(panic),
+            (Ok(None), _) => Ok(()),
+        }
     }
 
     /// Sends `event` if the channel has room now (or its overflow choice makes room).
@@ -294,6 +331,7 @@ impl ChannelProducer {
             link: link.clone(),
             channel: channel.clone(),
             task: None,
+            mode: Arc::new(watch::channel(RUN).0),
         };
         let senders = Arc::new(Senders { channel, link });
         (producer, EventSender { senders })
@@ -308,7 +346,7 @@ impl Drop for ChannelProducer {
 }
 
 /// Events a channel producer took from its channel and has yet to deliver; those left when its
-/// task is dropped (the producer was closed) are counted as dropped.
+/// task ends (the producer was closed) are left undelivered ([`ProducerLink::leave`]).
 struct Taken {
     events: VecDeque<Event>,
     link: ProducerLink,
@@ -317,7 +355,40 @@ struct Taken {
 impl Drop for Taken {
     fn drop(&mut self) {
         for event in self.events.drain(..) {
-            self.link.record_dropped(&event);
+            self.link.leave(event);
+        }
+    }
+}
+
+/// Delivers what comes through the channel until it is closed and empty, or the producer is
+/// told to stop (between two events, never during a delivery).
+async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Receiver<u8>) {
+    let mut mode = mode;
+    let mut taken = Taken {
+        events: VecDeque::with_capacity(BATCH),
+        link: link.clone(),
+    };
+    loop {
+        // What is waiting is taken at once (a bounded run, so that a busy channel does not keep
+        // a dropped nexus alive for long).
+        let moved = tokio::select! {
+            biased;
+            _ = mode.wait_for(|m| *m == STOP) => return,
+            moved = channel.recv_many(&mut taken.events, BATCH) => moved,
+        };
+        if moved == 0 {
+            // Closed and empty: every sender is gone, or the producer drained.
+            link.finish();
+            return;
+        }
+        let delivery = link.delivery();
+        while *mode.borrow() != STOP
+            && let Some(event) = taken.events.pop_front()
+        {
+            // A refused event was handed back and counted by the nexus (as returned).
+            if let Err(err) = delivery.distribute_event(event).await {
+                tracing::error!(error = %err, "channel producer could not deliver an event");
+            }
         }
     }
 }
@@ -337,42 +408,54 @@ impl EventSource for ChannelProducer {
                 source_name: self.name().to_owned(),
             });
         }
-        let (link, channel) = (self.link.clone(), self.channel.clone());
-        self.task = Some(tokio::spawn(async move {
-            let mut taken = Taken {
-                events: VecDeque::with_capacity(RUN),
-                link: link.clone(),
-            };
-            // What is waiting is taken at once (a bounded run, so that a busy channel does not
-            // keep a dropped nexus alive for long) and goes through one lookup of the nexuses.
-            while channel.recv_many(&mut taken.events, RUN).await > 0 {
-                let delivery = link.delivery();
-                while let Some(event) = taken.events.pop_front() {
-                    if let Err(err) = delivery.distribute_event(event).await {
-                        tracing::error!(error = %err, "channel producer could not deliver an event");
-                    }
-                }
-            }
-            link.finish();
-        }));
+        let task = deliver(
+            self.link.clone(),
+            self.channel.clone(),
+            self.mode.subscribe(),
+        );
+        self.task = Some(tokio::spawn(task));
         Ok(())
     }
 
-    /// Stops ingesting; events taken from the channel but not yet delivered, and those still
-    /// in it, are counted as dropped and reported.
+    /// Closes the channel to senders (they get [`NexusError::Closed`] with their event), then
+    /// delivers what the channel and the producer hold, and returns when that is done.
+    async fn drain(&mut self) -> Result<(), NexusError> {
+        self.channel.close();
+        self.mode.send_if_modified(|mode| {
+            let was_running = *mode == RUN;
+            if was_running {
+                *mode = DRAIN;
+            }
+            was_running
+        });
+        if let Some(task) = &mut self.task
+            && tokio::task::try_id() != Some(task.id())
+        {
+            // Given up, the task is aborted and stays here for `close` to wait for.
+            let abort = AbortOnDrop::new(task);
+            let _ = task.await;
+            abort.disarm();
+            self.task = None;
+        }
+        Ok(())
+    }
+
+    /// Stops ingesting: the event being delivered is delivered (its handlers are never cut
+    /// short), then the events taken from the channel but not yet delivered, and those still
+    /// in it, are left undelivered: counted as dropped and reported
+    /// ([`ProducerLink::leave`]).
     async fn close(&mut self) -> Result<(), NexusError> {
+        self.mode.send_replace(STOP);
+        self.channel.close();
         if let Some(task) = self.task.take() {
-            task.abort();
-            // Once the task is gone, what it had taken is counted. Unless this is that task (a
-            // handler it called is closing the nexus): it is dropped at its next wait, and
-            // counts then.
+            // Unless this is that task (a handler it called is closing the nexus): it stops
+            // once that handler returns, and leaves what it holds then.
             if tokio::task::try_id() != Some(task.id()) {
                 let _ = task.await;
             }
         }
-        self.channel.close();
         while let Some(event) = self.channel.try_recv() {
-            self.link.record_dropped(&event);
+            self.link.leave(event);
         }
         Ok(())
     }

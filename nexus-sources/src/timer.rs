@@ -8,6 +8,8 @@ use nexus_core::{
     Event, EventFactory, EventProducer, EventSource, EventType, NexusError, ProducerLink,
     async_trait,
 };
+use tokio::sync::watch;
+
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -43,7 +45,20 @@ enum Step {
 }
 
 /// The timer's task, once started.
-type TaskSlot = Mutex<Option<JoinHandle<Result<(), NexusError>>>>;
+type TaskSlot = Mutex<Option<Running>>;
+
+/// A started timer's task, and the signal that stops it at its next wait for a tick (never
+/// during a delivery).
+struct Running {
+    task: JoinHandle<Result<(), NexusError>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    fn is_running(&self) -> bool {
+        !self.task.is_finished() && !*self.stop.borrow()
+    }
+}
 
 type Hook = dyn Fn(u64, &EventFactory) -> Option<Event> + Send + Sync;
 
@@ -172,46 +187,75 @@ impl Timer {
 
     /// Whether the timer is running (started, neither finished nor stopped).
     pub fn is_running(&self) -> bool {
-        self.slot().as_ref().is_some_and(|task| !task.is_finished())
+        self.slot().as_ref().is_some_and(Running::is_running)
     }
 
     /// Stops the timer; it counts as finished (see
-    /// [`loop_until_exhausted`](nexus_core::AsyncEventNexus::loop_until_exhausted)).
+    /// [`loop_until_exhausted`](nexus_core::AsyncEventNexus::loop_until_exhausted)). It fires no
+    /// more; an event it is delivering right now is still delivered (its handlers are never cut
+    /// short), after which its task ends.
     ///
-    /// Returns `true` if it was cancelled while running, or had never been started; `false` if
-    /// it had already finished by itself (its count was done).
+    /// Returns `true` if it was stopped while running, had been stopped before, or had never
+    /// been started; `false` if it had already finished by itself (its count was done).
     pub fn stop(&self) -> bool {
         self.link.finish();
-        match self.slot().take() {
+        match &*self.slot() {
             None => true,
-            Some(task) => {
-                let finished = task.is_finished();
-                task.abort();
-                !finished
+            Some(running) => {
+                let running_now = running.is_running() || *running.stop.borrow();
+                running.stop.send_replace(true);
+                running_now
             }
         }
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<Result<(), NexusError>>>> {
+    /// Stops the timer and waits until its task has ended (after the delivery under way, if
+    /// any). Given up before that, it aborts the task and leaves it for the next wait.
+    async fn stop_and_wait(&self) {
+        self.stop();
+        let running = self.slot().take();
+        let Some(running) = running else {
+            return;
+        };
+        if tokio::task::try_id() == Some(running.task.id()) {
+            // A handler this timer is calling is closing it: the task ends after that handler.
+            return;
+        }
+        let mut wait = Wait {
+            slot: &self.task,
+            running: Some(running),
+        };
+        if let Some(running) = &mut wait.running {
+            let _ = (&mut running.task).await;
+        }
+        wait.running = None;
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
         self.task.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Fires until the count is done or an event is refused, then tells the nexus that this
     /// source has finished.
-    async fn run(self) -> Result<(), NexusError> {
-        let result = self.fire().await;
+    async fn run(self, stop: watch::Receiver<bool>) -> Result<(), NexusError> {
+        let result = self.fire(stop).await;
         self.link.finish();
         result
     }
 
-    async fn fire(&self) -> Result<(), NexusError> {
+    async fn fire(&self, mut stopping: watch::Receiver<bool>) -> Result<(), NexusError> {
         let (mut value, step, last) = self.kind.plan();
         let factory = self.link.event_factory();
         let mut ticks = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
         // Catch up after a slow firing, so that firings keep to the original schedule.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                biased;
+                // Stopped, or replaced by a new start (its signal is gone).
+                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+                _ = ticks.tick() => {}
+            }
             value = match step {
                 Step::Up => value + 1,
                 Step::Down => value - 1,
@@ -223,6 +267,8 @@ impl Timer {
             if let Some(event) = event
                 && let Err(err) = self.link.distribute_event(event).await
             {
+                // The nexus stopped, or this event's failure ended its loop (which returns that
+                // error): nobody takes the timer's events any more.
                 tracing::warn!(error = %err, "timer stops: its event was refused");
                 return Err(err);
             }
@@ -235,6 +281,25 @@ impl Timer {
 
 fn payload(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A wait for a timer's task: given up, it aborts the task and puts it back in its slot, so that
+/// the next wait (the timer's `close`) sees it end.
+struct Wait<'a> {
+    slot: &'a TaskSlot,
+    running: Option<Running>,
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.task.abort();
+            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(running);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Timer {
@@ -259,18 +324,26 @@ impl EventSource for Timer {
     async fn start(&mut self) -> Result<(), NexusError> {
         self.link.begin(self.name())?;
         let mut slot = self.slot();
-        if slot.as_ref().is_some_and(|task| !task.is_finished()) {
+        if slot.as_ref().is_some_and(Running::is_running) {
             return Err(NexusError::MultipleStart {
                 source_name: self.name().to_owned(),
             });
         }
-        *slot = Some(tokio::spawn(self.clone().run()));
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(self.clone().run(stopping));
+        *slot = Some(Running { task, stop });
         Ok(())
     }
 
-    /// Stops the timer.
+    /// Stops the timer and waits for its task to end: an event being delivered is delivered.
+    async fn drain(&mut self) -> Result<(), NexusError> {
+        self.stop_and_wait().await;
+        Ok(())
+    }
+
+    /// Stops the timer as [`drain`](EventSource::drain) does.
     async fn close(&mut self) -> Result<(), NexusError> {
-        self.stop();
+        self.stop_and_wait().await;
         Ok(())
     }
 

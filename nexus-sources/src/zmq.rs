@@ -143,11 +143,18 @@ impl<S: SocketRecv + Send + 'static> SimpleEventConverter for ZmqEventConverter<
 /// Bad input (not JSON, wrong fields, too large, a type outside [`only`](Self::only)) is
 /// counted ([`stats`](Self::stats)), reported through `tracing`, and skipped: the nexus keeps
 /// running and the good messages around it arrive.
+///
+/// An event that arrives well formed but then fails (nothing handles its type, or its handler
+/// fails) does not end the nexus's loop either, unlike in the original: it is counted for the
+/// receiver ([`NexusStats::per_source_failed`](nexus_core::NexusStats::per_source_failed)),
+/// reported, and skipped, so that no peer on the network can stop the nexus.
+/// [`end_loop_on_failure`](Self::end_loop_on_failure) restores the original's behaviour.
 pub struct ZmqEventReceiver<S> {
     socket: S,
     limits: DecodeLimits,
     only: Option<Selector>,
     stats: WireStats,
+    ends_loop: bool,
 }
 
 impl<S: SocketRecv + Send + 'static> ZmqEventReceiver<S> {
@@ -158,7 +165,16 @@ impl<S: SocketRecv + Send + 'static> ZmqEventReceiver<S> {
             limits: DecodeLimits::default(),
             only: None,
             stats: WireStats::default(),
+            ends_loop: false,
         }
+    }
+
+    /// With `true`, an event of this receiver that fails (under
+    /// [`ErrorPolicy::Propagate`](nexus_core::ErrorPolicy)) ends the nexus's loop, as in the
+    /// original: only for peers you trust. Default `false`.
+    pub fn end_loop_on_failure(mut self, ends_loop: bool) -> Self {
+        self.ends_loop = ends_loop;
+        self
     }
 
     /// Accepts only events whose type `selector` names; others are counted as
@@ -192,6 +208,12 @@ impl<S> fmt::Debug for ZmqEventReceiver<S> {
 impl<S: Send + 'static> EventSource for ZmqEventReceiver<S> {
     fn name(&self) -> &str {
         "ZmqEventReceiver"
+    }
+
+    /// `false` unless [`end_loop_on_failure`](ZmqEventReceiver::end_loop_on_failure) said
+    /// otherwise: a peer on the network must not be able to stop the nexus.
+    fn failures_end_loop(&self) -> bool {
+        self.ends_loop
     }
 }
 
