@@ -1,11 +1,13 @@
 //! A million events from eight producers (four tasks ingesting, four threads sending through a
-//! channel producer), handlers that fail or panic at random (a fixed seed), and a stop in the
-//! middle: every event is accounted for exactly once, and nothing hangs.
+//! channel producer), handlers that fail or panic at random and ingests cancelled at random (a
+//! fixed seed), and a stop in the middle: every event is accounted for exactly once, and nothing
+//! hangs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use nexus::sources::ChannelProducer;
 use nexus::{AsyncEventNexus, ErrorPolicy, Event, EventQueue, NexusError};
 
@@ -46,6 +48,7 @@ async fn a_million_events_are_each_accounted_for_once() {
 
     let sent = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let cancelled = Arc::new(AtomicU64::new(0));
     let outcome = |result: Result<(), NexusError>, sent: &AtomicU64, refused: &AtomicU64| {
         sent.fetch_add(1, Ordering::Relaxed);
         match result {
@@ -60,11 +63,23 @@ async fn a_million_events_are_each_accounted_for_once() {
     let mut tasks = Vec::new();
     for p in 0..PRODUCERS / 2 {
         let (nexus, sent, refused) = (nexus.clone(), sent.clone(), refused.clone());
+        let cancelled = cancelled.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..PER_PRODUCER {
                 let id = p * PER_PRODUCER + n;
-                let result = nexus.ingest(Event::new(id, (id % 7) as i64, 0, ())).await;
-                outcome(result, &sent, &refused);
+                let ingest = nexus.ingest(Event::new(id, (id % 7) as i64, 0, ()));
+                if draw(id) % 17 == 5 {
+                    // Polled once, then dropped if it has to wait (for the gate): cancelled.
+                    match ingest.now_or_never() {
+                        Some(result) => outcome(result, &sent, &refused),
+                        None => {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            cancelled.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                } else {
+                    outcome(ingest.await, &sent, &refused);
+                }
             }
         }));
     }
@@ -119,9 +134,20 @@ async fn a_million_events_are_each_accounted_for_once() {
     assert_eq!(sent.load(Ordering::Relaxed), total);
     assert_eq!(stats.ingested, total, "{stats:?}");
     assert_eq!(
-        stats.dispatched + stats.filtered + stats.unhandled + stats.failed + stats.returned,
+        stats.dispatched
+            + stats.filtered
+            + stats.unhandled
+            + stats.failed
+            + stats.returned
+            + stats.cancelled,
         total,
         "every event counted once: {stats:?}"
+    );
+    assert!(stats.balanced(), "{stats:?}");
+    assert_eq!(stats.cancelled, cancelled.load(Ordering::Relaxed));
+    assert!(
+        stats.cancelled > 0,
+        "some ingests were cancelled: {stats:?}"
     );
     // Refused: the tasks' own ingests after the stop, and the channel producer's.
     assert!(stats.returned >= refused.load(Ordering::Relaxed));

@@ -1,0 +1,750 @@
+//! Every event accounted for inside a process, under faults: a shutdown while producers hold
+//! events, a cancelled `ingest` at each of its await points, panics in the drop of a handler's
+//! future, cycles of any length, blocking sends on a runtime thread, refused events from every
+//! kind of source. After each fault, the nexus's counts balance against what the test sent.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use nexus::bus::AsyncEventBoundary;
+use nexus::sources::{ChannelProducer, Timer, TimerKind};
+use nexus::{
+    AsyncEventNexus, ErrorPolicy, Event, EventQueue, EventSource, Handler, LoopState, NexusError,
+    NexusStats, SimpleEventConverter, async_trait,
+};
+use support::{Log, running};
+
+/// The counts balance, and `ingested` is exactly what the test sent.
+fn assert_balanced(stats: &NexusStats, sent: u64) {
+    assert!(stats.balanced(), "the counts do not balance: {stats:?}");
+    assert_eq!(stats.ingested, sent, "{stats:?}");
+}
+
+/// A nexus whose handler for type 1 takes 50 ms and logs each event it finished.
+fn slow_nexus(log: &Log) -> AsyncEventNexus {
+    let nexus = AsyncEventNexus::new();
+    let l = log.clone();
+    nexus
+        .add_handler(1, move |e: Event, _q: EventQueue| {
+            let l = l.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                l.push(format!("done:{}", e.id));
+            }
+        })
+        .unwrap();
+    nexus
+}
+
+fn ids(events: &[Event]) -> Vec<u64> {
+    let mut ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+// ----- 1. shutdown drains producers ---------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_delivers_every_event_a_channel_producer_holds() {
+    let log = Log::default();
+    let nexus = slow_nexus(&log);
+    let (producer, sender) = ChannelProducer::new(16);
+    nexus.add_producer(producer).unwrap();
+    let _task = running(&nexus).await;
+    for id in 1..=10 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    tokio::task::yield_now().await; // the producer takes the first run
+
+    let started = tokio::time::Instant::now();
+    let report = nexus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert!(report.undelivered.is_empty() && report.interrupted.is_empty());
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(500),
+        "ten handlers of 50 ms, none cut short"
+    );
+    assert_eq!(log.len(), 10, "every handler finished: {:?}", log.lines());
+    let stats = nexus.stats();
+    assert_eq!(
+        (stats.dispatched, stats.cancelled, stats.dropped),
+        (10, 0, 0)
+    );
+    assert_balanced(&stats, 10);
+    // New work is refused once the shutdown began, the event handed back.
+    let err = sender.send(Event::new(11, 1, 0, ())).await.unwrap_err();
+    assert_eq!(err.into_event().map(|e| e.id), Some(11));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_shutdown_names_every_event_a_channel_producer_did_not_deliver() {
+    let log = Log::default();
+    let nexus = slow_nexus(&log);
+    let (producer, sender) = ChannelProducer::new(16);
+    nexus.add_producer(producer).unwrap();
+    let _task = running(&nexus).await;
+    for id in 1..=10 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    tokio::task::yield_now().await;
+
+    let report = nexus.shutdown(Duration::from_millis(120)).await.unwrap();
+    assert!(!report.completed);
+    // 50 ms each: two finished, the third was cut short, seven were never delivered.
+    assert_eq!(log.lines(), ["done:1", "done:2"]);
+    assert_eq!(report.interrupted, [3]);
+    assert_eq!(ids(&report.undelivered), (4..=10).collect::<Vec<_>>());
+    let stats = nexus.stats();
+    assert_eq!(
+        (stats.dispatched, stats.cancelled, stats.dropped),
+        (2, 1, 7)
+    );
+    assert_balanced(&stats, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_a_timer_finish_the_event_it_is_delivering() {
+    let log = Log::default();
+    let nexus = slow_nexus(&log);
+    let timer = Timer::new(Duration::from_millis(100), TimerKind::Ongoing, 1).unwrap();
+    nexus.add_producer(timer.clone()).unwrap();
+    let _task = running(&nexus).await;
+    // The third firing (at 300 ms) is being delivered: its handler runs until 350 ms.
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    assert_eq!(log.len(), 2);
+
+    let report = nexus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert_eq!(log.len(), 3, "the third firing's handler finished");
+    assert!(!timer.is_running(), "and the timer fired no more");
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.cancelled), (3, 0));
+    assert_balanced(&stats, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_shutdown_names_the_timer_event_it_cut_short() {
+    let log = Log::default();
+    let nexus = slow_nexus(&log);
+    let timer = Timer::new(Duration::from_millis(100), TimerKind::Ongoing, 1).unwrap();
+    nexus.add_producer(timer).unwrap();
+    let _task = running(&nexus).await;
+    tokio::time::sleep(Duration::from_millis(320)).await;
+
+    let report = nexus.shutdown(Duration::from_millis(10)).await.unwrap();
+    assert!(!report.completed);
+    assert_eq!(report.interrupted.len(), 1, "{report:?}");
+    assert_eq!(log.len(), 2);
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.cancelled), (2, 1));
+    assert_balanced(&stats, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_a_channel_producer_finishes_the_delivery_under_way_and_counts_the_rest() {
+    let log = Log::default();
+    let nexus = slow_nexus(&log);
+    let (mut producer, sender) = ChannelProducer::new(16);
+    // The producer's link reaches this nexus; the test keeps the producer to close it itself.
+    nexus::ProducerLink::add_nexus(nexus::EventProducer::link(&producer), &nexus);
+    let _task = running(&nexus).await;
+    producer.start().await.unwrap();
+    for id in 1..=5 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await; // event 1's handler is running
+
+    let started = tokio::time::Instant::now();
+    producer.close().await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(40),
+        "close waited for the handler"
+    );
+    assert_eq!(log.lines(), ["done:1"], "the handler was not cut short");
+    assert_eq!(nexus::EventProducer::link(&producer).dropped(), 4);
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.cancelled), (1, 0));
+    assert_balanced(&stats, 1);
+}
+
+/// Domain A sends type 1 across a boundary to domain B, whose handler takes 50 ms.
+async fn across_a_boundary(log: &Log) -> (AsyncEventNexus, AsyncEventNexus) {
+    let boundary = AsyncEventBoundary::new(32);
+    let a = AsyncEventNexus::new();
+    a.add_consumer(1, boundary.handler()).unwrap();
+    let b = slow_nexus(log);
+    b.add_producer(boundary.producer()).unwrap();
+    let _a = running(&a).await;
+    let _b = running(&b).await;
+    for id in 1..=10 {
+        a.ingest(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    (a, b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_delivers_what_a_boundary_holds() {
+    let log = Log::default();
+    let (a, b) = across_a_boundary(&log).await;
+    let report = b.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert_eq!(log.len(), 10);
+    assert_balanced(&b.stats(), 10);
+    // The boundary is closed: A's next crossing is refused and handed back.
+    let err = a.ingest(Event::new(11, 1, 0, ())).await.unwrap_err();
+    assert!(matches!(err, NexusError::Closed { .. }), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_shutdown_hands_back_what_a_boundary_did_not_deliver() {
+    let log = Log::default();
+    let (_a, b) = across_a_boundary(&log).await;
+    let report = b.shutdown(Duration::from_millis(120)).await.unwrap();
+    assert!(!report.completed);
+    assert_eq!(log.lines(), ["done:1", "done:2"]);
+    assert_eq!(report.interrupted, [3]);
+    assert_eq!(ids(&report.undelivered), (4..=10).collect::<Vec<_>>());
+    let stats = b.stats();
+    assert_eq!((stats.dispatched, stats.cancelled), (2, 1));
+    assert_balanced(&stats, 3);
+}
+
+// ----- 2. a cancelled ingest --------------------------------------------------------------
+
+/// A nexus whose handler for type 1 waits three times, queueing a secondary event of type 2
+/// before each wait; type 2 always fails. Dead letters are recorded.
+fn waiting_nexus(
+    letters: &Arc<Mutex<Vec<(u64, String)>>>,
+    policy_dead_letter: bool,
+) -> AsyncEventNexus {
+    let sink = letters.clone();
+    let policy = if policy_dead_letter {
+        ErrorPolicy::dead_letter(move |event, error| {
+            sink.lock().unwrap().push((event.id, error.to_string()));
+        })
+    } else {
+        ErrorPolicy::Propagate
+    };
+    let nexus = AsyncEventNexus::builder().error_policy(policy).build();
+    nexus
+        .add_handler(1, |e: Event, q: EventQueue| async move {
+            for step in 1..=3 {
+                q.put(Event::new(e.id * 10 + step, 2, 0, ())).unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .unwrap();
+    nexus
+        .add_handler(2, |e: Event, _q: EventQueue| {
+            Err(format!("secondary {} fails", e.id))
+        })
+        .unwrap();
+    nexus
+        .add_handler(3, |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    nexus
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_ingest_is_counted_and_its_secondary_events_never_reach_the_next_caller() {
+    // Cancelled in each of the handler's three waits.
+    for waits in 1..=3u64 {
+        let letters = Arc::default();
+        let nexus = waiting_nexus(&letters, false);
+        let _task = running(&nexus).await;
+        let cut = Duration::from_millis(10 * waits - 5);
+        let outcome = tokio::time::timeout(cut, nexus.ingest(Event::new(1, 1, 0, ()))).await;
+        assert!(outcome.is_err(), "cancelled in wait {waits}");
+        let stats = nexus.stats();
+        assert_eq!(stats.cancelled, 1, "{stats:?}");
+        assert_eq!(
+            stats.queue_depth, waits as usize,
+            "its secondary events wait"
+        );
+        assert_balanced(&stats, 1 + waits);
+
+        // The next, unrelated caller gets its own outcome, not the secondary events' errors;
+        // they are dispatched first, their failures going to the error policy.
+        nexus.ingest(Event::new(7, 3, 0, ())).await.unwrap();
+        let stats = nexus.stats();
+        assert_eq!(
+            (stats.failed, stats.dispatched, stats.queue_depth),
+            (waits, 1, 0),
+            "{stats:?}"
+        );
+        assert_balanced(&stats, 2 + waits);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_ingest_gives_its_event_to_the_dead_letter_handler() {
+    let letters: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let nexus = waiting_nexus(&letters, true);
+    let _task = running(&nexus).await;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(15),
+        nexus.ingest(Event::new(1, 1, 0, ())),
+    )
+    .await
+    .unwrap_err();
+    let got = letters.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, 1);
+    assert_eq!(
+        got[0].1,
+        "event 1 of type 1 cancelled: the ingest dispatching it was dropped before it was over"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ingest_cancelled_before_it_ran_or_while_waiting_for_the_gate_is_counted() {
+    let letters = Arc::default();
+    let nexus = waiting_nexus(&letters, false);
+    let _task = running(&nexus).await;
+
+    // Dropped before it was ever polled.
+    drop(nexus.ingest(Event::new(1, 3, 0, ())));
+    assert_balanced(&nexus.stats(), 1);
+    assert_eq!(nexus.stats().cancelled, 1);
+
+    // Dropped while another dispatch holds the gate.
+    let holder = {
+        let nexus = nexus.clone();
+        tokio::spawn(async move { nexus.ingest(Event::new(2, 1, 0, ())).await })
+    };
+    tokio::task::yield_now().await; // the holder is in its handler's first wait
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(5),
+        nexus.ingest(Event::new(3, 3, 0, ())),
+    );
+    assert!(waiting.await.is_err());
+    let _ = holder.await.unwrap(); // its secondary events fail, under Propagate
+    let stats = nexus.stats();
+    assert_eq!((stats.cancelled, stats.dispatched, stats.failed), (2, 1, 3));
+    assert_balanced(&stats, 3 + 3);
+}
+
+// ----- 3. a panic in the drop of a handler's future -----------------------------------------
+
+/// A future that is pending `polls` times (waking itself), then ready, and panics when dropped.
+struct PanicsOnDrop {
+    polls: usize,
+}
+
+impl Future for PanicsOnDrop {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.polls == 0 {
+            return Poll::Ready(());
+        }
+        self.polls -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("dropped");
+    }
+}
+
+/// Checks that this thread is not left marked as dispatching: an `ingest` that finds the gate
+/// held by another task waits for it, dispatches its own event and gets its own outcome.
+async fn the_next_contended_ingest_waits_its_turn(nexus: &AsyncEventNexus, log: &Log) {
+    let holder = {
+        let nexus = nexus.clone();
+        tokio::spawn(async move { nexus.ingest(Event::new(100, 9, 0, ())).await })
+    };
+    tokio::task::yield_now().await; // the holder waits in its handler, holding the gate
+    nexus.ingest(Event::new(101, 8, 0, ())).await.unwrap();
+    assert_eq!(log.lines(), ["held:100", "own:101"], "dispatched in turn");
+    holder.await.unwrap().unwrap();
+}
+
+fn with_probe(nexus: &AsyncEventNexus, log: &Log) {
+    let l = log.clone();
+    nexus
+        .add_handler(9, move |e: Event, _q: EventQueue| {
+            let l = l.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                l.push(format!("held:{}", e.id));
+            }
+        })
+        .unwrap();
+    nexus.add_handler(8, log.handler("own")).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_drop_of_a_finished_call_is_that_handlers_failure() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    with_probe(&nexus, &log);
+    nexus
+        .add(
+            1,
+            Handler::new(|_e: Event, _q: EventQueue| PanicsOnDrop { polls: 2 }).named("bomb"),
+        )
+        .unwrap();
+    let _task = running(&nexus).await;
+    let err = nexus.ingest(Event::new(1, 1, 0, ())).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "handler bomb panicked on event 1 of type 1: dropped"
+    );
+    the_next_contended_ingest_waits_its_turn(&nexus, &log).await;
+    let stats = nexus.stats();
+    assert_eq!((stats.failed, stats.dispatched), (1, 2));
+    assert_balanced(&stats, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_drop_of_a_timed_out_call_stays_inside_the_nexus() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    with_probe(&nexus, &log);
+    nexus
+        .add(
+            1,
+            Handler::new(|_e: Event, _q: EventQueue| async {
+                let _bomb = PanicsOnDrop { polls: 0 };
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            })
+            .named("slow bomb")
+            .timeout(Duration::from_secs(1)),
+        )
+        .unwrap();
+    let _task = running(&nexus).await;
+    let err = nexus.ingest(Event::new(1, 1, 0, ())).await.unwrap_err();
+    assert!(matches!(err, NexusError::HandlerTimedOut { .. }), "{err}");
+    the_next_contended_ingest_waits_its_turn(&nexus, &log).await;
+    assert_balanced(&nexus.stats(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_drop_of_a_cancelled_call_stays_inside_the_nexus() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    with_probe(&nexus, &log);
+    nexus
+        .add_handler(1, |_e: Event, _q: EventQueue| async {
+            let _bomb = PanicsOnDrop { polls: 0 };
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        })
+        .unwrap();
+    let _task = running(&nexus).await;
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(1),
+        nexus.ingest(Event::new(1, 1, 0, ())),
+    );
+    assert!(cancelled.await.is_err());
+    the_next_contended_ingest_waits_its_turn(&nexus, &log).await;
+    let stats = nexus.stats();
+    assert_eq!(stats.cancelled, 1);
+    assert_balanced(&stats, 3);
+}
+
+// ----- 4. cycles of any length ------------------------------------------------------------
+
+/// `count` running nexuses; the handler of each (type 1) ingests its event into the one `next`
+/// names (`None`: it stops there), or, when that is its own nexus, a new event of type 3; and
+/// logs what that ingest returned. Type 3 is logged as `again:<nexus>:<id>`.
+async fn linked(
+    count: usize,
+    next: impl Fn(usize) -> Option<usize>,
+    log: &Log,
+) -> (
+    Vec<AsyncEventNexus>,
+    Vec<tokio::task::JoinHandle<Result<(), NexusError>>>,
+) {
+    let nexuses: Vec<AsyncEventNexus> = (0..count).map(|_| AsyncEventNexus::new()).collect();
+    for (at, nexus) in nexuses.iter().enumerate() {
+        let target = next(at).map(|to| (to, nexuses[to].downgrade()));
+        let l = log.clone();
+        nexus
+            .add_handler(1, move |e: Event, _q: EventQueue| {
+                let target = target
+                    .as_ref()
+                    .and_then(|(to, weak)| Some((*to, weak.upgrade()?)));
+                let l = l.clone();
+                async move {
+                    l.push(format!("{at}"));
+                    if let Some((to, target)) = target {
+                        let event = if to == at {
+                            Event::new(e.id + 1000, 3, 0, ())
+                        } else {
+                            e
+                        };
+                        match target.ingest(event).await {
+                            Ok(()) => {}
+                            Err(NexusError::Cycle { .. }) => l.push(format!("cycle at {at}")),
+                            Err(err) => l.push(format!("{err}")),
+                        }
+                    }
+                }
+            })
+            .unwrap();
+        let l = log.clone();
+        nexus
+            .add_handler(3, move |e: Event, _q: EventQueue| {
+                l.push(format!("again:{at}:{}", e.id));
+            })
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for nexus in &nexuses {
+        tasks.push(running(nexus).await);
+    }
+    (nexuses, tasks)
+}
+
+#[tokio::test(start_paused = true)]
+async fn rings_entered_through_a_chain_of_eight_are_refused_as_cycles() {
+    for ring in [9, 12] {
+        let log = Log::default();
+        // 0..8 is the chain, 8..8+ring the ring, whose last member ingests into its first.
+        let last = 7 + ring;
+        let (nexuses, _tasks) = linked(
+            8 + ring,
+            |at| Some(if at == last { 8 } else { at + 1 }),
+            &log,
+        )
+        .await;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            nexuses[0].ingest(Event::new(1, 1, 0, ())),
+        )
+        .await
+        .expect("a cycle never hangs")
+        .unwrap();
+        let lines = log.lines();
+        assert_eq!(lines.len(), 8 + ring + 1, "{lines:?}");
+        assert_eq!(lines.last().unwrap(), &format!("cycle at {last}"));
+        let returned: u64 = nexuses.iter().map(|n| n.stats().returned).sum();
+        assert_eq!(returned, 1, "the refused event was handed back");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_nine_deep_that_ingests_into_its_own_nexus_is_queued() {
+    let log = Log::default();
+    // 0..8 each ingest into the next; the ninth (depth 9) ingests into itself.
+    let (nexuses, _tasks) = linked(9, |at| Some(if at == 8 { 8 } else { at + 1 }), &log).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        nexuses[0].ingest(Event::new(1, 1, 0, ())),
+    )
+    .await
+    .expect("re-entry never hangs")
+    .unwrap();
+    let expected: Vec<String> = (0..9)
+        .map(|at| at.to_string())
+        .chain(["again:8:1001".to_owned()])
+        .collect();
+    assert_eq!(log.lines(), expected);
+    assert_balanced(&nexuses[8].stats(), 2);
+}
+
+// ----- 5. blocking sends on a runtime thread ------------------------------------------------
+
+#[test]
+fn a_blocking_send_on_a_runtime_thread_is_refused_not_hung() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = runtime.block_on(async {
+            let (producer, sender) = ChannelProducer::new(1);
+            sender.try_send(Event::new(1, 1, 0, ())).unwrap(); // full
+            let refused = sender.blocking_send(Event::new(2, 1, 0, ()));
+            drop(producer);
+            refused
+        });
+        let _ = done_tx.send(outcome);
+    });
+    let outcome = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("blocking_send on a runtime thread hung");
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, NexusError::BlockingInRuntime { .. }), "{err}");
+    assert_eq!(
+        err.into_event().map(|e| e.id),
+        Some(2),
+        "the event is handed back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_send_from_spawn_blocking_waits_for_room() {
+    let nexus = AsyncEventNexus::new();
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    nexus
+        .add_handler(1, move |_e: Event, _q: EventQueue| {
+            g.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    let (producer, sender) = ChannelProducer::new(1);
+    nexus.add_producer(producer).unwrap();
+    let task = nexus.start().unwrap();
+    tokio::task::spawn_blocking(move || {
+        for id in 1..=50 {
+            sender.blocking_send(Event::new(id, 1, 0, ())).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while got.load(Ordering::SeqCst) < 50 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+    nexus.stop();
+    task.await.unwrap().unwrap();
+}
+
+// ----- 6. one rule for refused events from every source -------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_timers_unhandled_event_ends_the_loop_with_its_error_under_propagate() {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(1, |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    nexus
+        .add_producer(Timer::new(Duration::from_millis(10), TimerKind::Ongoing, 98).unwrap())
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), nexus.loop_forever())
+        .await
+        .expect("the loop ends")
+        .unwrap_err();
+    assert!(matches!(err, NexusError::UnhandledEvent { .. }), "{err}");
+    assert_eq!(nexus.stats().unhandled, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_goes_on_after_a_refused_event_under_continue() {
+    let nexus = AsyncEventNexus::builder()
+        .error_policy(ErrorPolicy::Continue)
+        .build();
+    nexus
+        .add_producer(Timer::new(Duration::from_millis(10), TimerKind::CountUp(5), 98).unwrap())
+        .unwrap();
+    nexus.loop_until_exhausted().await.unwrap();
+    let stats = nexus.stats();
+    assert_eq!(
+        stats.unhandled, 5,
+        "every firing reached the nexus: {stats:?}"
+    );
+    assert_balanced(&stats, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_channel_producers_failed_event_ends_the_loop_under_propagate() {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(1, |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    let (producer, sender) = ChannelProducer::new(8);
+    nexus.add_producer(producer).unwrap();
+    sender.send(Event::new(1, 1, 0, ())).await.unwrap();
+    sender.send(Event::new(2, 99, 0, ())).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), nexus.loop_forever())
+        .await
+        .expect("the loop ends")
+        .unwrap_err();
+    assert!(
+        matches!(&err, NexusError::UnhandledEvent { event } if event.id == 2),
+        "{err}"
+    );
+}
+
+/// A converter of events from "the network": its failures must not end the loop.
+struct Remote(Vec<Event>);
+
+impl EventSource for Remote {
+    fn failures_end_loop(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl SimpleEventConverter for Remote {
+    async fn obtain_event(&mut self) -> Result<Event, NexusError> {
+        self.0.pop().ok_or(NexusError::NoMoreEvents)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_remote_sources_failed_events_are_counted_and_skipped() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    nexus.add_handler(1, log.handler("got")).unwrap();
+    let events = vec![
+        Event::new(3, 1, 0, ()),
+        Event::new(2, 42, 0, "nobody handles this"),
+        Event::new(1, 1, 0, ()),
+    ];
+    nexus.register(Remote(events)).unwrap();
+    nexus.loop_until_exhausted().await.unwrap();
+    assert_eq!(log.lines(), ["got:1", "got:3"]);
+    let stats = nexus.stats();
+    assert_eq!(stats.per_source_failed, [("faults::Remote".to_owned(), 1)]);
+    assert_balanced(&stats, 3);
+}
+
+// ----- 7. a peer on the network cannot stop a nexus -----------------------------------------
+
+#[cfg(feature = "zmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhandled_event_from_a_zeromq_peer_does_not_stop_the_nexus() {
+    use nexus::sources::zmq::ZmqEventReceiver;
+    use nexus::sources::zmq::zeromq::{self, Socket};
+    let mut pull = zeromq::PullSocket::new();
+    let endpoint = pull.bind("tcp://127.0.0.1:0").await.unwrap();
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    nexus.add_handler(1, log.handler("got")).unwrap();
+    nexus.register(ZmqEventReceiver::new(pull)).unwrap();
+    let running = nexus.start().unwrap();
+    let mut push = zeromq::PushSocket::new();
+    push.connect(&endpoint.to_string()).await.unwrap();
+    for message in [
+        r#"{"id": 1, "type": 1, "priority": 0, "payload": "good"}"#,
+        r#"{"id": 2, "type": 42, "priority": 0, "payload": "nobody handles type 42"}"#,
+        r#"{"id": 3, "type": 1, "priority": 0, "payload": "good"}"#,
+    ] {
+        zeromq::SocketSend::send(&mut push, message.to_owned().into())
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while log.len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the good events arrive");
+    assert_eq!(nexus.state(), LoopState::Looping, "the nexus keeps running");
+    let stats = nexus.stats();
+    assert_eq!(stats.unhandled, 1);
+    assert_eq!(
+        stats.per_source_failed,
+        [("ZmqEventReceiver".to_owned(), 1)]
+    );
+    nexus.stop();
+    running.await.unwrap().unwrap();
+}
