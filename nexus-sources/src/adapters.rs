@@ -382,7 +382,8 @@ async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Recei
             return;
         }
         let delivery = link.delivery();
-        while *mode.borrow() != STOP
+        // `has_changed` is one atomic load: the mode's lock is taken only when it changed.
+        while !(mode.has_changed().unwrap_or(true) && *mode.borrow_and_update() == STOP)
             && let Some(event) = taken.events.pop_front()
         {
             // A refused event was handed back and counted by the nexus (as returned).

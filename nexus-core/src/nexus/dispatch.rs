@@ -103,13 +103,13 @@ thread_local! {
 struct Mark;
 
 impl Mark {
-    #[inline]
+    #[inline(always)]
     fn push(address: usize) -> Self {
         DISPATCHING.with(|chain| {
             let depth = chain.depth.get();
             match chain.nexuses.get(depth) {
                 Some(slot) => slot.set(address),
-                None => DEEPER.with(|deeper| deeper.borrow_mut().push(address)),
+                None => push_deeper(address),
             }
             chain.depth.set(depth + 1);
         });
@@ -118,23 +118,28 @@ impl Mark {
 }
 
 impl Drop for Mark {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         DISPATCHING.with(|chain| {
-            let depth = chain.depth.get().saturating_sub(1);
+            let depth = chain.depth.get().wrapping_sub(1);
             if depth >= INLINE {
-                DEEPER.with(|deeper| deeper.borrow_mut().pop());
+                pop_deeper();
             }
             chain.depth.set(depth);
         });
     }
 }
 
-/// Marks this thread as polling a handler of the nexus at `address` while `body` runs.
-#[inline]
-fn marked<R>(address: usize, body: impl FnOnce() -> R) -> R {
-    let _mark = Mark::push(address);
-    body()
+#[cold]
+#[inline(never)]
+fn push_deeper(address: usize) {
+    DEEPER.with(|deeper| deeper.borrow_mut().push(address));
+}
+
+#[cold]
+#[inline(never)]
+fn pop_deeper() {
+    DEEPER.with(|deeper| deeper.borrow_mut().pop());
 }
 
 fn address(inner: &Inner) -> usize {
@@ -225,7 +230,7 @@ fn failure_error(
 }
 
 /// Runs `body`, catching a panic as a failure.
-#[inline]
+#[inline(always)]
 fn caught<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
     std::panic::catch_unwind(AssertUnwindSafe(body))
         .map_err(|payload| Failure::Panic(panic_message(&*payload)))
@@ -233,7 +238,7 @@ fn caught<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
 
 /// Starts a call, which polls it once, guarded: its result, or the call itself when it has to
 /// wait.
-#[inline]
+#[inline(always)]
 fn start_and_poll<T: Outcome>(
     start: impl FnOnce() -> Started<Result<T, BoxError>>,
 ) -> Result<Result<T, Call<'static, Result<T, BoxError>>>, Failure> {
@@ -483,7 +488,7 @@ impl Cursor {
     }
 
     /// Calls filters and handlers in turn until the event is done with (and counted) or a call
-    /// has to wait, with this thread marked as dispatching for the nexus all the while.
+    /// has to wait. The caller has marked this thread as dispatching for the nexus.
     #[inline]
     fn advance(
         &mut self,
@@ -495,12 +500,10 @@ impl Cursor {
         let Dispatcher {
             table, spare, fans, ..
         } = dispatcher;
-        marked(address(inner), || {
-            self.run(inner, table, fans, spare, cx, first_error)
-        })
+        self.run(inner, table, fans, spare, cx, first_error)
     }
 
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
@@ -511,60 +514,10 @@ impl Cursor {
         cx: &mut Context<'_>,
         first_error: &mut Option<Box<NexusError>>,
     ) -> Poll<()> {
-        if let Some(mut waiting) = self.waiting.take() {
-            let mut polled = waiting.poll(cx);
-            if polled.is_pending() {
-                self.waiting = Some(waiting);
-                return Poll::Pending;
-            }
-            // The call is over: its drop, too, is part of it.
-            if let Poll::Ready(Ok(_)) = polled
-                && let Err(failure) = waiting.release()
-            {
-                polled = Poll::Ready(Err(failure));
-            }
-            if let Some(Fan { handlers, mut turn }) = waiting.fan.take() {
-                if let Poll::Ready(Err(failure)) = polled {
-                    let err = failure_error(failure, waiting.id, &waiting.event_type, waiting.name);
-                    note_fan_error(&mut turn.error, err);
-                }
-                let kept = waiting.kept.take();
-                match self.fan(
-                    inner,
-                    spare,
-                    cx,
-                    first_error,
-                    &handlers,
-                    turn,
-                    kept,
-                    waiting.id,
-                    &waiting.event_type,
-                ) {
-                    Fanned::Continue => {}
-                    Fanned::Over => return Poll::Ready(()),
-                    Fanned::Waiting => return Poll::Pending,
-                }
-            } else {
-                match polled {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(false)) => {
-                        if self.event.is_none() {
-                            // That was the last handler.
-                            count(inner, Counted::Dispatched, &waiting.event_type);
-                            return Poll::Ready(());
-                        }
-                    }
-                    Poll::Ready(Ok(true)) => {
-                        self.event = None;
-                        count(inner, Counted::Filtered, &waiting.event_type);
-                        return Poll::Ready(());
-                    }
-                    Poll::Ready(Err(failure)) => {
-                        self.fail_waiting(inner, &mut waiting, failure, first_error);
-                        return Poll::Ready(());
-                    }
-                }
-            }
+        if self.waiting.is_some()
+            && let Some(over) = self.resume(inner, spare, cx, first_error)
+        {
+            return over;
         }
         let keeps = inner.policy.keeps_events();
         loop {
@@ -695,6 +648,75 @@ impl Cursor {
                     return Poll::Ready(());
                 }
             }
+        }
+    }
+
+    /// Polls the call that had to wait: `Some` with the poll's end when the event is done with
+    /// or the call still waits, `None` to go on to the event's next handler. Out of line, so
+    /// that a dispatch whose calls complete at once stays small.
+    #[cold]
+    #[inline(never)]
+    fn resume(
+        &mut self,
+        inner: &Inner,
+        spare: &mut Spare,
+        cx: &mut Context<'_>,
+        first_error: &mut Option<Box<NexusError>>,
+    ) -> Option<Poll<()>> {
+        let mut waiting = self.waiting.take()?;
+        let mut polled = waiting.poll(cx);
+        if polled.is_pending() {
+            self.waiting = Some(waiting);
+            return Some(Poll::Pending);
+        }
+        // The call is over: its drop, too, is part of it.
+        if let Poll::Ready(Ok(_)) = polled
+            && let Err(failure) = waiting.release()
+        {
+            polled = Poll::Ready(Err(failure));
+        }
+        if let Some(Fan { handlers, mut turn }) = waiting.fan.take() {
+            if let Poll::Ready(Err(failure)) = polled {
+                let err = failure_error(failure, waiting.id, &waiting.event_type, waiting.name);
+                note_fan_error(&mut turn.error, err);
+            }
+            let kept = waiting.kept.take();
+            match self.fan(
+                inner,
+                spare,
+                cx,
+                first_error,
+                &handlers,
+                turn,
+                kept,
+                waiting.id,
+                &waiting.event_type,
+            ) {
+                Fanned::Continue => None,
+                Fanned::Over => Some(Poll::Ready(())),
+                Fanned::Waiting => Some(Poll::Pending),
+            }
+        } else {
+            match polled {
+                Poll::Pending => return Some(Poll::Pending),
+                Poll::Ready(Ok(false)) => {
+                    if self.event.is_none() {
+                        // That was the last handler.
+                        count(inner, Counted::Dispatched, &waiting.event_type);
+                        return Some(Poll::Ready(()));
+                    }
+                }
+                Poll::Ready(Ok(true)) => {
+                    self.event = None;
+                    count(inner, Counted::Filtered, &waiting.event_type);
+                    return Some(Poll::Ready(()));
+                }
+                Poll::Ready(Err(failure)) => {
+                    self.fail_waiting(inner, &mut waiting, failure, first_error);
+                    return Some(Poll::Ready(()));
+                }
+            }
+            None
         }
     }
 
@@ -1061,19 +1083,18 @@ impl<'a> Live<'a> {
             // Not reached: `enter` leaves the gate held when it is done without an outcome.
             return Poll::Ready(None);
         };
+        // Handlers run only under this mark, which tells a call back into this nexus (queued) or
+        // into one waiting further up (a cycle) from any other.
+        let _mark = Mark::push(address(inner));
         loop {
-            let aside = self.own.is_some();
-            let mut found_error = None;
-            let errors = if aside {
-                &mut found_error
+            if self.own.is_none() {
+                ready!(
+                    self.cursor
+                        .advance(inner, &mut *guard, cx, &mut self.first_error)
+                );
             } else {
-                &mut self.first_error
-            };
-            let advanced = self.cursor.advance(inner, &mut *guard, cx, errors);
-            if let Some(err) = found_error {
-                tracing::error!(error = %err, "an event found on the queue failed");
+                ready!(advance_found(&mut self.cursor, inner, guard, cx));
             }
-            ready!(advanced);
             match inner.queue.pop() {
                 Some(next) => {
                     guard.refresh(inner);
@@ -1103,6 +1124,7 @@ impl<'a> Live<'a> {
     /// The dispatch was dropped before it was over: its events count as cancelled, and go to
     /// the error policy. What its handlers queued stays for the next dispatch.
     #[cold]
+    #[inline(never)]
     fn cancel(&mut self) {
         let inner = self.inner;
         let keeps = inner.policy.keeps_events();
@@ -1131,13 +1153,33 @@ impl<'a> Live<'a> {
     }
 }
 
-impl Drop for Live<'_> {
-    #[inline]
+impl Drop for Dispatch<'_> {
+    /// A dispatch dropped before it was over (a finished one has dropped what it held already,
+    /// so that this is seen to do nothing where it was awaited) is cancelled.
+    #[inline(always)]
     fn drop(&mut self) {
-        if self.cursor.event.is_some() || self.cursor.waiting.is_some() || self.own.is_some() {
-            self.cancel();
+        if let Some(live) = self.live.get_mut() {
+            live.cancel();
         }
     }
+}
+
+/// Dispatches an event that was on the queue before this dispatch took the gate: its failure goes
+/// to the error policy alone, never to this caller.
+#[cold]
+#[inline(never)]
+fn advance_found(
+    cursor: &mut Cursor,
+    inner: &Inner,
+    dispatcher: &mut Dispatcher,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let mut found_error = None;
+    let advanced = cursor.advance(inner, dispatcher, cx, &mut found_error);
+    if let Some(err) = found_error {
+        tracing::error!(error = %err, "an event found on the queue failed");
+    }
+    advanced
 }
 
 /// Counts a cancelled event and hands it to the error policy (a caller who cancelled gets no

@@ -35,7 +35,7 @@ pub(crate) struct Table {
 impl Table {
     /// The handlers for an event of type `event_type`: its exact type's, else the first range
     /// holding it, else the default's. Empty when unhandled.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup(&self, event_type: &EventType) -> &[HandlerEntry] {
         let exact = match event_type {
             EventType::Int(i) => {
