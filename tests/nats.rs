@@ -308,3 +308,190 @@ async fn the_distributed_example_ships_every_order_once() {
     assert_eq!(shipped.len(), distributed::ORDERS as usize, "{lines:#?}");
     assert_eq!(lines.last().unwrap(), "both: 10 orders shipped");
 }
+
+/// A nexus recording the ids of the events of type `t` it dispatches, with nothing for others.
+fn recorder_of(t: i64) -> (AsyncEventNexus, Arc<Mutex<Vec<u64>>>) {
+    let nexus = AsyncEventNexus::new();
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let s = seen.clone();
+    nexus
+        .add_handler(t, move |e: Event, _q: EventQueue| {
+            s.lock().unwrap().push(e.id)
+        })
+        .unwrap();
+    (nexus, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_started_again_with_the_same_origin_loses_nothing() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let into = jetstream(&server).await;
+    let (receiver, seen) = recorder_of(3);
+    receiver
+        .add_producer(into.durable_subscriber(3, "shipping"))
+        .unwrap();
+    let _task = running(&receiver).await;
+    // Two runs of one publishing program: each numbers its events from 1.
+    for run in 0..2 {
+        let out = jetstream(&server).await;
+        let publisher = out.publisher().origin("ordering");
+        for id in 1..=100 {
+            publisher
+                .publish(&Event::new(id, 3, 0, format!("run {run}")))
+                .await
+                .unwrap();
+        }
+        assert_eq!(publisher.stats().stored, 100, "run {run}");
+        assert_eq!(publisher.stats().duplicates, 0);
+    }
+    until("both runs' events", || seen.lock().unwrap().len() >= 200).await;
+    let mut ids = seen.lock().unwrap().clone();
+    ids.sort_unstable();
+    let expected: Vec<u64> = (1..=100).flat_map(|id| [id, id]).collect();
+    assert_eq!(ids, expected, "every event of both runs, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_publish_is_surfaced_never_a_silent_success() {
+    use nexus::bus::nats::OnDuplicate;
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let out = jetstream(&server).await;
+    let publisher = out.publisher().origin("orders");
+    let event = Event::new(7, 3, 0, "once");
+    publisher.publish(&event).await.unwrap();
+    let err = publisher.publish(&event).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "event 7 of type 3 not stored again: the broker already holds message {} (a duplicate)",
+            publisher.message_id(&event)
+        )
+    );
+    assert_eq!(publisher.stats().duplicates, 1);
+
+    let lenient = publisher.clone().on_duplicate(OnDuplicate::Warn);
+    lenient.publish(&event).await.unwrap();
+    assert_eq!(lenient.stats().duplicates, 2, "counted all the same");
+    assert_eq!(lenient.stats().stored, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_receiver_dispatched_is_not_dispatched_again_by_the_next_when_acks_are_lost() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let out = jetstream(&server).await;
+    let app = sender(&out).await;
+
+    let into = jetstream(&server).await;
+    let (first, seen_first) = recorder_of(4);
+    first
+        .add_producer(into.durable_subscriber(4, "audit"))
+        .unwrap();
+    let task = running(&first).await;
+    for id in 1..=50 {
+        app.ingest(Event::new(id, 4, 0, "first")).await.unwrap();
+    }
+    until("the first 50", || seen_first.lock().unwrap().len() >= 50).await;
+    first.stop();
+    task.await.unwrap().unwrap();
+    first.cleanup().await.unwrap();
+
+    // The server forgets every acknowledgement of the consumer, as a server stopped at the
+    // wrong moment can: its consumer is gone, and the next one is given every event again.
+    let raw = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    raw.get_stream("TEST")
+        .await
+        .unwrap()
+        .delete_consumer("audit")
+        .await
+        .unwrap();
+
+    let into = jetstream(&server).await;
+    let (second, seen_second) = recorder_of(4);
+    let subscriber = into.durable_subscriber(4, "audit");
+    let deliveries = subscriber.deliveries();
+    second.add_producer(subscriber).unwrap();
+    let _task = running(&second).await;
+    for id in 51..=60 {
+        app.ingest(Event::new(id, 4, 0, "second")).await.unwrap();
+    }
+    until("the 10 new events", || {
+        seen_second.lock().unwrap().len() >= 10
+    })
+    .await;
+    until("the 50 old ones skipped", || {
+        deliveries.now().duplicates >= 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        *seen_second.lock().unwrap(),
+        (51..=60).collect::<Vec<_>>(),
+        "nothing dispatched twice"
+    );
+    assert_eq!(deliveries.now().duplicates, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let out = jetstream(&server).await;
+    let publisher = out.publisher().origin("flood");
+    let into = jetstream(&server).await;
+    // Type 2 reaches the nexus, but nothing handles it: each such event fails.
+    let (receiver, good) = recorder_of(1);
+    let subscriber = into
+        .durable_subscriber(1..=2, "flooded")
+        .max_deliveries(2)
+        .ack_wait(Duration::from_secs(2));
+    let deliveries = subscriber.deliveries();
+    receiver.add_producer(subscriber).unwrap();
+    let _task = running(&receiver).await;
+    for id in 1..=1_000 {
+        publisher
+            .publish(&Event::new(id, 2, 0, "poison"))
+            .await
+            .unwrap();
+    }
+    for id in 1_001..=1_010 {
+        publisher
+            .publish(&Event::new(id, 1, 0, "good"))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while good.lock().unwrap().len() < 10 || deliveries.now().dead_lettered < 1_000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "stuck: {:?}, {} good",
+            deliveries.now(),
+            good.lock().unwrap().len()
+        )
+    });
+    assert_eq!(*good.lock().unwrap(), (1_001..=1_010).collect::<Vec<_>>());
+    let stats = deliveries.now();
+    assert_eq!(
+        (stats.received, stats.redelivered, stats.dead_lettered),
+        (1_010, 1_000, 1_000),
+        "redeliveries counted apart from new events: {stats:?}"
+    );
+    // Each one is kept, with its error, on the dead-letter stream.
+    let raw = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut dead = raw.get_stream("TEST_DEAD_LETTER").await.unwrap();
+    assert_eq!(dead.info().await.unwrap().state.messages, 1_000);
+    let first = dead.get_raw_message(1).await.unwrap();
+    let error = first.headers.get("Nexus-Error").unwrap().to_string();
+    assert!(error.starts_with("unhandled event 1 of type 2"), "{error}");
+    assert_eq!(receiver.state(), nexus::LoopState::Looping);
+}

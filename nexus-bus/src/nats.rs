@@ -10,6 +10,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -157,8 +159,11 @@ impl NatsBoundary {
     pub fn publisher(&self) -> NatsPublisher {
         NatsPublisher {
             boundary: self.clone(),
-            origin: format!("{:016x}", fastrand::u64(..)),
+            origin: "nexus".to_owned(),
+            instance: format!("{:016x}", fastrand::u64(..)),
             publish_timeout: Duration::from_secs(30),
+            on_duplicate: OnDuplicate::Error,
+            counts: Arc::default(),
         }
     }
 
@@ -185,8 +190,12 @@ impl NatsBoundary {
             selector,
             durable,
             ack_wait: Duration::from_secs(30),
+            max_deliveries: 3,
+            dead_letter: None,
+            dedupe_window: Duration::from_secs(3600),
             limits: DecodeLimits::default(),
             stats: WireStats::default(),
+            deliveries: Arc::default(),
             link: ProducerLink::new(),
             task: None,
         }
@@ -198,13 +207,54 @@ impl NatsBoundary {
 ///
 /// With JetStream, `handle` returns once the server has stored the event; while the server is
 /// unreachable it keeps trying for up to [`publish_timeout`](Self::publish_timeout), and an event
-/// published twice meanwhile is stored once (its id travels as `Nats-Msg-Id`).
+/// published twice meanwhile is stored once.
+///
+/// # Message ids
+///
+/// Each event travels with the message id `<origin>-<instance>-<event id>` (as `Nats-Msg-Id`):
+/// the [`origin`](Self::origin) names the publisher, and the instance is a random 64-bit number
+/// drawn when the publisher is made, so that a publisher started again (a new process, whose
+/// event ids start again at 1) never reuses an id, while the retries of one publish share it.
+/// The server drops a message whose id it has seen (within its duplicate window, 2 minutes by
+/// default) and says so; a publish that gets that answer on its first try is not a silent
+/// success: it fails with [`NexusError::DuplicatePublish`], or, with
+/// [`on_duplicate(OnDuplicate::Warn)`](Self::on_duplicate), is reported through `tracing`.
+/// Either way it is counted ([`stats`](Self::stats)).
 #[derive(Clone, Debug)]
 pub struct NatsPublisher {
     boundary: NatsBoundary,
-    /// Distinguishes this publisher's event ids from another's in the same stream.
+    /// Names the publisher in its message ids.
     origin: String,
+    /// Drawn when the publisher is made: its message ids are its own.
+    instance: String,
     publish_timeout: Duration,
+    on_duplicate: OnDuplicate,
+    counts: Arc<PublishCounts>,
+}
+
+/// What a [`NatsPublisher`] does when the server says it already holds an event's message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnDuplicate {
+    /// The publish fails with [`NexusError::DuplicatePublish`]. The default.
+    #[default]
+    Error,
+    /// The publish succeeds; the duplicate is reported through `tracing` and counted.
+    Warn,
+}
+
+#[derive(Debug, Default)]
+struct PublishCounts {
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+/// What a [`NatsPublisher`] has counted (with JetStream).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishStats {
+    /// Events the server stored.
+    pub stored: u64,
+    /// Events the server already held (its answer said `duplicate`) on the first try.
+    pub duplicates: u64,
 }
 
 impl NatsPublisher {
@@ -214,11 +264,40 @@ impl NatsPublisher {
         self
     }
 
-    /// Names this publisher in message ids, instead of a random name. Give each publisher of a
-    /// stream its own name.
+    /// Names this publisher in its message ids (default `nexus`). Characters outside
+    /// `[A-Za-z0-9_]` become `_`.
     pub fn origin(mut self, origin: &str) -> Self {
-        self.origin = origin.to_owned();
+        self.origin = origin
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         self
+    }
+
+    /// What to do when the server already holds an event's message (default
+    /// [`OnDuplicate::Error`]).
+    pub fn on_duplicate(mut self, on_duplicate: OnDuplicate) -> Self {
+        self.on_duplicate = on_duplicate;
+        self
+    }
+
+    /// The message id `event` travels with.
+    pub fn message_id(&self, event: &Event) -> String {
+        format!("{}-{}-{}", self.origin, self.instance, event.id)
+    }
+
+    /// What this publisher (and its clones) counted.
+    pub fn stats(&self) -> PublishStats {
+        PublishStats {
+            stored: self.counts.stored.load(Relaxed),
+            duplicates: self.counts.duplicates.load(Relaxed),
+        }
     }
 
     /// Publishes `event` now.
@@ -238,13 +317,12 @@ impl NatsPublisher {
                 .await
                 .map_err(|err| transport(format!("event {} not published: {err}", event.id)));
         };
+        let message_id = self.message_id(event);
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            "Nats-Msg-Id",
-            format!("{}-{}", self.origin, event.id).as_str(),
-        );
+        headers.insert("Nats-Msg-Id", message_id.as_str());
         let deadline = tokio::time::Instant::now() + self.publish_timeout;
         let mut pause = Duration::from_millis(50);
+        let mut first = true;
         loop {
             let attempt = async {
                 context
@@ -254,8 +332,29 @@ impl NatsPublisher {
                     .map_err(BoxError::from)
             };
             match attempt.await {
-                Ok(_) => return Ok(()),
+                Ok(ack) if ack.duplicate && first => {
+                    // Not this publish's own retry: the event was published before.
+                    self.counts.duplicates.fetch_add(1, Relaxed);
+                    let err = NexusError::DuplicatePublish {
+                        id: event.id,
+                        event_type: event.event_type.clone(),
+                        message_id,
+                    };
+                    return match self.on_duplicate {
+                        OnDuplicate::Error => Err(err),
+                        OnDuplicate::Warn => {
+                            tracing::warn!(error = %err, "duplicate publish");
+                            Ok(())
+                        }
+                    };
+                }
+                Ok(_) => {
+                    // Stored, by this try or an earlier one whose answer was lost.
+                    self.counts.stored.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
                 Err(err) if tokio::time::Instant::now() < deadline => {
+                    first = false;
                     tracing::debug!(error = %err, id = event.id, "publish failed; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
@@ -282,15 +381,87 @@ impl EventConsumer for NatsPublisher {
 ///
 /// Bad input (not JSON, wrong fields, too large, a type it does not take) is counted
 /// ([`stats`](Self::stats)), reported through `tracing`, and skipped.
+///
+/// # Delivery over JetStream
+///
+/// A durable subscriber acknowledges an event only once its nexus has dispatched it, so an event
+/// is delivered at least once; and it records each dispatched event's message id in a JetStream
+/// stream of its own (`<stream>_DISPATCHED_<durable>`, one subject per event) before
+/// acknowledging it, and looks every delivery up there first, so that an
+/// event delivered again (the subscriber or the server restarted, an acknowledgement lost) is
+/// acknowledged without being dispatched twice, whichever process dispatched it before. Where
+/// this stops: an event whose dispatch finished but whose record was not yet written when the
+/// receiving process died is dispatched again: at most one event per crash, as events are
+/// dispatched one at a time. Records are kept for [`dedupe_window`](Self::dedupe_window).
+///
+/// An event that fails (nothing handles it, its handler fails or panics) is delivered again, up
+/// to [`max_deliveries`](Self::max_deliveries) times in all; then it is set aside: published
+/// with its error (header `Nexus-Error`) to the dead-letter subject
+/// ([`dead_letter`](Self::dead_letter)), and terminated on the server, so that it never comes
+/// again and a flood of them cannot hold up good events. [`deliveries`](NatsSubscriber::deliveries)
+/// counts new events, redeliveries, duplicates skipped and events set aside.
 pub struct NatsSubscriber {
     boundary: NatsBoundary,
     selector: Selector,
     durable: Option<String>,
     ack_wait: Duration,
+    max_deliveries: u32,
+    dead_letter: Option<String>,
+    dedupe_window: Duration,
     limits: DecodeLimits,
     stats: WireStats,
+    deliveries: Arc<DeliveryCounts>,
     link: ProducerLink,
     task: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct DeliveryCounts {
+    received: AtomicU64,
+    redelivered: AtomicU64,
+    dispatched: AtomicU64,
+    duplicates: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+/// The counts of a durable [`NatsSubscriber`]: a handle that stays readable once the subscriber
+/// is registered ([`NatsSubscriber::deliveries`]).
+#[derive(Clone, Debug)]
+pub struct Deliveries(Arc<DeliveryCounts>);
+
+impl Deliveries {
+    /// The counts now.
+    pub fn now(&self) -> DeliveryStats {
+        let d = &self.0;
+        DeliveryStats {
+            received: d.received.load(Relaxed),
+            redelivered: d.redelivered.load(Relaxed),
+            dispatched: d.dispatched.load(Relaxed),
+            duplicates: d.duplicates.load(Relaxed),
+            retried: d.retried.load(Relaxed),
+            dead_lettered: d.dead_lettered.load(Relaxed),
+        }
+    }
+}
+
+/// What a durable [`NatsSubscriber`] has counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Events delivered for the first time.
+    pub received: u64,
+    /// Events delivered again (after a failure, a restart, a lost acknowledgement) and
+    /// dispatched again because no dispatch of them was recorded.
+    pub redelivered: u64,
+    /// Events dispatched, and recorded as such.
+    pub dispatched: u64,
+    /// Deliveries of events already dispatched (by this process or an earlier one): acknowledged,
+    /// not dispatched.
+    pub duplicates: u64,
+    /// Failed dispatches left for another delivery.
+    pub retried: u64,
+    /// Events set aside after their last delivery failed.
+    pub dead_lettered: u64,
 }
 
 impl fmt::Debug for NatsSubscriber {
@@ -310,6 +481,34 @@ impl NatsSubscriber {
         self
     }
 
+    /// How many times, in all, an event that fails is delivered before it is set aside
+    /// (default 3; at least 1).
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = deliveries.max(1);
+        self
+    }
+
+    /// The subject events set aside are published to, with their error. A JetStream stream
+    /// must capture it. Default: `<prefix>-dead-letter.<durable>`, captured by the stream
+    /// `<stream>_DEAD_LETTER`, made if missing.
+    pub fn dead_letter(mut self, subject: &str) -> Self {
+        self.dead_letter = Some(subject.to_owned());
+        self
+    }
+
+    /// How long the record of a dispatched event is kept (default 1 hour): an event delivered
+    /// again later than that after its dispatch is dispatched again.
+    pub fn dedupe_window(mut self, window: Duration) -> Self {
+        self.dedupe_window = window;
+        self
+    }
+
+    /// What a durable subscriber counts, readable at any time (also once the subscriber is
+    /// registered).
+    pub fn deliveries(&self) -> Deliveries {
+        Deliveries(Arc::clone(&self.deliveries))
+    }
+
     /// Skips messages larger than `max_bytes` (default 1 MiB).
     pub fn max_bytes(mut self, max_bytes: usize) -> Self {
         self.limits.max_bytes = max_bytes;
@@ -326,7 +525,7 @@ impl NatsSubscriber {
         self.stats.admit(payload, self.limits, Some(&self.selector))
     }
 
-    async fn run_core(self: std::sync::Arc<Self>, mut messages: async_nats::Subscriber) {
+    async fn run_core(self: Arc<Self>, mut messages: async_nats::Subscriber) {
         while let Some(message) = messages.next().await {
             let Some(event) = self.accept(&message.payload) else {
                 continue;
@@ -340,9 +539,10 @@ impl NatsSubscriber {
         }
     }
 
-    async fn run_durable(self: std::sync::Arc<Self>, consumer: pull::Stream) {
+    async fn run_durable(self: Arc<Self>, consumer: pull::Stream, durable: Durable) {
         let mut messages = consumer;
         let mut seen = Seen::new(100_000);
+        let counts = &self.deliveries;
         while let Some(next) = messages.next().await {
             let message = match next {
                 Ok(message) => message,
@@ -351,13 +551,13 @@ impl NatsSubscriber {
                     continue;
                 }
             };
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str().to_owned());
-            if id.as_ref().is_some_and(|id| seen.contains(id)) {
-                tracing::debug!(?id, "event delivered again; already dispatched");
+            let (delivered, sequence) = message.info().map_or((1, 0), |info| {
+                (info.delivered.max(1).unsigned_abs(), info.stream_sequence)
+            });
+            let key = record_key(&message, sequence);
+            if seen.contains(&key) || durable.was_dispatched(&key).await {
+                tracing::debug!(key, "event delivered again; already dispatched");
+                counts.duplicates.fetch_add(1, Relaxed);
                 acknowledge(&message).await;
                 continue;
             }
@@ -366,21 +566,138 @@ impl NatsSubscriber {
                 acknowledge(&message).await;
                 continue;
             };
+            if delivered > 1 {
+                counts.redelivered.fetch_add(1, Relaxed);
+            } else {
+                counts.received.fetch_add(1, Relaxed);
+            }
             match self.link.distribute_event(event).await {
                 Ok(()) => {
-                    if let Some(id) = id {
-                        seen.insert(id);
-                    }
+                    durable.record(&key).await;
+                    seen.insert(key);
+                    counts.dispatched.fetch_add(1, Relaxed);
                     acknowledge(&message).await;
                 }
-                Err(err) => {
-                    // Not acknowledged: JetStream delivers it again after `ack_wait`.
+                Err(err) if err.is_bad_call() => {
+                    // The nexus is not taking events: left for the next subscriber.
                     tracing::error!(error = %err, "JetStream event not dispatched; left for redelivery");
-                    if err.is_bad_call() {
-                        break;
+                    break;
+                }
+                Err(err) if delivered >= u64::from(self.max_deliveries) => {
+                    durable.set_aside(&message, &err, delivered).await;
+                    counts.dead_lettered.fetch_add(1, Relaxed);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, delivered, "JetStream event failed; delivered again soon");
+                    counts.retried.fetch_add(1, Relaxed);
+                    let pause = Duration::from_millis(100 * delivered).min(self.ack_wait);
+                    if let Err(err) = message.ack_with(jetstream::AckKind::Nak(Some(pause))).await {
+                        tracing::warn!(error = %err, "negative acknowledgement not sent; the event comes again after ack_wait");
                     }
                 }
             }
+        }
+    }
+}
+
+/// The key an event's dispatch is recorded under: its message id where it has one that the
+/// bucket takes as it is, else that id in hex, else its stream sequence.
+fn record_key(message: &jetstream::Message, sequence: u64) -> String {
+    match message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(async_nats::HeaderValue::as_str)
+    {
+        Some(id)
+            if !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            id.to_owned()
+        }
+        Some(id) if !id.is_empty() => {
+            let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+            format!("x{hex}")
+        }
+        _ => format!("seq-{sequence}"),
+    }
+}
+
+/// What a durable subscriber keeps on the server besides its consumer: the record of dispatched
+/// events, and where events set aside go.
+struct Durable {
+    /// The stream of records: one subject per dispatched event, one message per subject.
+    record: stream::Stream,
+    /// The subjects of the records: `<this>.<key>`.
+    record_subject: String,
+    context: jetstream::Context,
+    dead_letter: String,
+}
+
+impl Durable {
+    /// Whether the record holds `key`. A record that cannot be read counts as absent (the event
+    /// is dispatched: at least once).
+    async fn was_dispatched(&self, key: &str) -> bool {
+        let subject = format!("{}.{key}", self.record_subject);
+        match self.record.get_last_raw_message_by_subject(&subject).await {
+            Ok(_) => true,
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => false,
+            Err(err) => {
+                tracing::warn!(error = %err, key, "record of dispatched events not read");
+                false
+            }
+        }
+    }
+
+    /// Records `key` as dispatched, waiting for the server to store it.
+    async fn record(&self, key: &str) {
+        let subject = format!("{}.{key}", self.record_subject);
+        let stored = async {
+            self.context
+                .publish(subject, Bytes::new())
+                .await?
+                .await
+                .map_err(BoxError::from)
+        };
+        if let Err(err) = stored.await {
+            tracing::warn!(error = %err, key, "dispatch not recorded; a redelivery would dispatch the event again");
+        }
+    }
+
+    /// Publishes a failed event with its error to the dead-letter subject, then terminates it on
+    /// the server.
+    async fn set_aside(&self, message: &jetstream::Message, err: &NexusError, delivered: u64) {
+        let mut headers = async_nats::HeaderMap::new();
+        let error: String = err
+            .to_string()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        headers.insert("Nexus-Error", error.as_str());
+        headers.insert("Nexus-Deliveries", delivered.to_string().as_str());
+        headers.insert("Nexus-Subject", message.subject.as_str());
+        let sequence = message.info().map_or(0, |info| info.stream_sequence);
+        let key = record_key(message, sequence);
+        headers.insert("Nats-Msg-Id", format!("{key}-dead").as_str());
+        let published = async {
+            self.context
+                .publish_with_headers(self.dead_letter.clone(), headers, message.payload.clone())
+                .await?
+                .await
+                .map_err(BoxError::from)
+        };
+        match published.await {
+            Ok(_) => {
+                tracing::warn!(error, delivered, subject = %self.dead_letter, "event set aside")
+            }
+            Err(failure) => {
+                tracing::error!(error, %failure, "event set aside, but not stored on the dead-letter subject")
+            }
+        }
+        if let Err(failure) = message.ack_with(jetstream::AckKind::Term).await {
+            tracing::warn!(%failure, "termination not sent; the event comes again after ack_wait");
         }
     }
 }
@@ -424,6 +741,68 @@ impl Seen {
     }
 }
 
+impl NatsSubscriber {
+    /// Opens (or makes) the record of dispatched events and the dead-letter stream of the
+    /// durable consumer `durable` of `stream`.
+    async fn durable_state(
+        &self,
+        context: &jetstream::Context,
+        stream: &str,
+        durable: &str,
+    ) -> Result<Durable, NexusError> {
+        let name = |text: &str| -> String {
+            text.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        let record_name = format!("{}_DISPATCHED_{}", name(stream), name(durable));
+        let record_subject = format!("nexus-dispatched.{}.{}", name(stream), name(durable));
+        let record = context
+            .get_or_create_stream(stream::Config {
+                name: record_name.clone(),
+                description: Some(format!(
+                    "events dispatched through the durable consumer {durable}"
+                )),
+                subjects: vec![format!("{record_subject}.>")],
+                max_messages_per_subject: 1,
+                max_age: self.dedupe_window,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| transport(format!("stream {record_name}: {err}")))?;
+        let dead_letter = match &self.dead_letter {
+            Some(subject) => subject.clone(),
+            None => {
+                let subject = format!("{}-dead-letter.{}", self.boundary.prefix, name(durable));
+                let dead = format!("{}_DEAD_LETTER", name(stream));
+                context
+                    .get_or_create_stream(stream::Config {
+                        name: dead.clone(),
+                        subjects: vec![format!("{}-dead-letter.>", self.boundary.prefix)],
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|err| transport(format!("stream {dead}: {err}")))?;
+                subject
+            }
+        };
+        Ok(Durable {
+            record,
+            record_subject,
+            context: context.clone(),
+            dead_letter,
+        })
+    }
+}
+
 #[async_trait]
 impl EventSource for NatsSubscriber {
     /// Subscribes and starts ingesting.
@@ -441,13 +820,17 @@ impl EventSource for NatsSubscriber {
             });
         }
         let subject = self.boundary.subscription(&self.selector);
-        let runner = std::sync::Arc::new(Self {
+        let runner = Arc::new(Self {
             boundary: self.boundary.clone(),
             selector: self.selector.clone(),
             durable: self.durable.clone(),
             ack_wait: self.ack_wait,
+            max_deliveries: self.max_deliveries,
+            dead_letter: self.dead_letter.clone(),
+            dedupe_window: self.dedupe_window,
             limits: self.limits,
             stats: self.stats.clone(),
+            deliveries: Arc::clone(&self.deliveries),
             link: self.link.clone(),
             task: None,
         });
@@ -462,11 +845,12 @@ impl EventSource for NatsSubscriber {
                 client.flush().await.map_err(transport)?;
                 tokio::spawn(runner.run_core(messages))
             }
-            (Some(durable), Some((context, stream))) => {
+            (Some(durable), Some((context, stream_name))) => {
+                let kept = self.durable_state(context, stream_name, durable).await?;
                 let stream = context
-                    .get_stream(stream)
+                    .get_stream(stream_name)
                     .await
-                    .map_err(|err| transport(format!("stream {stream}: {err}")))?;
+                    .map_err(|err| transport(format!("stream {stream_name}: {err}")))?;
                 let consumer = stream
                     .get_or_create_consumer(
                         durable,
@@ -484,7 +868,7 @@ impl EventSource for NatsSubscriber {
                     .messages()
                     .await
                     .map_err(|err| transport(format!("consumer {durable}: {err}")))?;
-                tokio::spawn(runner.run_durable(messages))
+                tokio::spawn(runner.run_durable(messages, kept))
             }
             (Some(durable), None) => {
                 return Err(transport(format!(

@@ -347,6 +347,22 @@ pub enum NexusError {
         event: Box<Event>,
     },
 
+    /// A broker answered that it already holds a message with this event's message id: the
+    /// event was not stored again. Each publisher's message ids are unique, so this means the
+    /// same event was published twice.
+    #[error(
+        "event {id} of type {event_type} not stored again: the broker already holds message \
+         {message_id} (a duplicate)"
+    )]
+    DuplicatePublish {
+        /// The event's id.
+        id: u64,
+        /// The event's type.
+        event_type: EventType,
+        /// The message id the broker knew.
+        message_id: String,
+    },
+
     /// An event source failed (its `source`).
     #[error("event source {source_name} failed in {operation}")]
     Source {

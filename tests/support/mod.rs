@@ -35,6 +35,10 @@ pub async fn running(
 ) -> tokio::task::JoinHandle<Result<(), nexus::NexusError>> {
     let task = nexus.start().expect("start");
     while nexus.state() != LoopState::Looping {
+        if task.is_finished() {
+            let ended = task.await.expect("the loop task");
+            panic!("the loop ended before it ran: {ended:?}");
+        }
         tokio::task::yield_now().await;
     }
     task
