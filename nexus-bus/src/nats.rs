@@ -19,8 +19,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use nexus_core::wire::{self, DecodeLimits, WireStats};
 use nexus_core::{
-    BoxError, Event, EventConsumer, EventProducer, EventQueue, EventSource, EventType, NexusError,
-    ProducerLink, Selector, async_trait,
+    AbortOnDrop, BoxError, Event, EventConsumer, EventProducer, EventQueue, EventSource, EventType,
+    NexusError, ProducerLink, Selector, async_trait,
 };
 use tokio::task::JoinHandle;
 
@@ -198,6 +198,7 @@ impl NatsBoundary {
             deliveries: Arc::default(),
             link: ProducerLink::new(),
             task: None,
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 }
@@ -413,6 +414,8 @@ pub struct NatsSubscriber {
     deliveries: Arc<DeliveryCounts>,
     link: ProducerLink,
     task: Option<JoinHandle<()>>,
+    /// Set to stop between two messages.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -526,7 +529,14 @@ impl NatsSubscriber {
     }
 
     async fn run_core(self: Arc<Self>, mut messages: async_nats::Subscriber) {
-        while let Some(message) = messages.next().await {
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|stop| *stop) => break,
+                message = messages.next() => message,
+            };
+            let Some(message) = message else { break };
             let Some(event) = self.accept(&message.payload) else {
                 continue;
             };
@@ -543,7 +553,15 @@ impl NatsSubscriber {
         let mut messages = consumer;
         let mut seen = Seen::new(100_000);
         let counts = &self.deliveries;
-        while let Some(next) = messages.next().await {
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            // Stopped between two messages, never in the middle of one.
+            let next = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|stop| *stop) => break,
+                next = messages.next() => next,
+            };
+            let Some(next) = next else { break };
             let message = match next {
                 Ok(message) => message,
                 Err(err) => {
@@ -833,7 +851,9 @@ impl EventSource for NatsSubscriber {
             deliveries: Arc::clone(&self.deliveries),
             link: self.link.clone(),
             task: None,
+            stopping: Arc::clone(&self.stopping),
         });
+        self.stopping.send_replace(false);
         let task = match (&self.durable, &self.boundary.jetstream) {
             (None, _) => {
                 let client = &self.boundary.client;
@@ -881,11 +901,17 @@ impl EventSource for NatsSubscriber {
         Ok(())
     }
 
-    /// Stops ingesting. With JetStream, what was not acknowledged is delivered again to the
-    /// next subscriber of the same durable name.
+    /// Stops ingesting, after the message being dispatched (its dispatch is recorded and
+    /// acknowledged; given up, the task is aborted where it is). With JetStream, what was not
+    /// acknowledged is delivered again to the next subscriber of the same durable name.
     async fn close(&mut self) -> Result<(), NexusError> {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        self.stopping.send_replace(true);
+        if let Some(mut task) = self.task.take()
+            && tokio::task::try_id() != Some(task.id())
+        {
+            let abort = AbortOnDrop::new(&task);
+            let _ = (&mut task).await;
+            abort.disarm();
         }
         Ok(())
     }

@@ -158,12 +158,39 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
+    /// Stops the server with SIGTERM, as a service manager would, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        terminate(&mut self.child);
+    }
+
+    /// Starts it again on the same port, with the same store (after `stop` or `terminate`).
+    pub fn start_again(&mut self) {
+        self.child = Self::spawn(self.port, &self.dir)
+            .unwrap_or_else(|err| panic!("restarting nats-server: {err}"));
+    }
+
     /// Starts it again on the same port, with the same store.
     pub fn restart(&mut self) {
         self.stop();
         self.child = Self::spawn(self.port, &self.dir)
             .unwrap_or_else(|err| panic!("restarting nats-server: {err}"));
     }
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit (SIGKILL after 30 s).
+pub fn terminate(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for NatsServer {
