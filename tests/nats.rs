@@ -495,3 +495,34 @@ async fn a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing() {
     assert!(error.starts_with("unhandled event 1 of type 2"), "{error}");
     assert_eq!(receiver.state(), nexus::LoopState::Looping);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_distributed_example_ships_every_order_of_two_ordering_runs() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = lines.clone();
+    let out: distributed::Out = Arc::new(move |line| l.lock().unwrap().push(line));
+    let url = server.url();
+    let shipping = tokio::spawn({
+        let (url, out) = (url.clone(), out.clone());
+        async move { distributed::shipping(&url, Some(2 * distributed::ORDERS), out).await }
+    });
+    // The ordering program run twice: each run numbers its orders' events from 1 again.
+    for _ in 0..2 {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            distributed::ordering(&url, out.clone()),
+        )
+        .await
+        .expect("an ordering run ends by itself")
+        .unwrap();
+    }
+    let shipped = tokio::time::timeout(Duration::from_secs(30), shipping)
+        .await
+        .expect("shipping ships both runs' orders")
+        .unwrap()
+        .unwrap();
+    assert_eq!(shipped, 2 * distributed::ORDERS, "{:#?}", lines.lock().unwrap());
+}
