@@ -26,19 +26,27 @@ fn assert_balanced(stats: &NexusStats, sent: u64) {
     assert_eq!(stats.ingested, sent, "{stats:?}");
 }
 
+/// A handler that takes `ms` milliseconds, then logs `"{tag}:{id}"`.
+fn slow_handler(
+    log: &Log,
+    tag: &'static str,
+    ms: u64,
+) -> impl Fn(Event, EventQueue) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
+{
+    let log = log.clone();
+    move |e: Event, _q: EventQueue| {
+        let log = log.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            log.push(format!("{tag}:{}", e.id));
+        })
+    }
+}
+
 /// A nexus whose handler for type 1 takes 50 ms and logs each event it finished.
 fn slow_nexus(log: &Log) -> AsyncEventNexus {
     let nexus = AsyncEventNexus::new();
-    let l = log.clone();
-    nexus
-        .add_handler(1, move |e: Event, _q: EventQueue| {
-            let l = l.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                l.push(format!("done:{}", e.id));
-            }
-        })
-        .unwrap();
+    nexus.add_handler(1, slow_handler(log, "done", 50)).unwrap();
     nexus
 }
 
@@ -371,16 +379,7 @@ async fn the_next_contended_ingest_waits_its_turn(nexus: &AsyncEventNexus, log: 
 }
 
 fn with_probe(nexus: &AsyncEventNexus, log: &Log) {
-    let l = log.clone();
-    nexus
-        .add_handler(9, move |e: Event, _q: EventQueue| {
-            let l = l.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                l.push(format!("held:{}", e.id));
-            }
-        })
-        .unwrap();
+    nexus.add_handler(9, slow_handler(log, "held", 5)).unwrap();
     nexus.add_handler(8, log.handler("own")).unwrap();
 }
 
