@@ -225,6 +225,87 @@ async fn a_short_shutdown_hands_back_what_a_boundary_did_not_deliver() {
     assert_balanced(&stats, 3);
 }
 
+/// One nexus fed at once by a ChannelProducer (type 1, 10 events waiting), a Timer (type 1,
+/// every 100 ms) and a boundary from another nexus (type 1, 10 events waiting); its handler
+/// takes 50 ms. Returns the nexus, its log, and how many events were sent to it when the
+/// shutdown begins (the timer's firings so far included).
+async fn fed_by_three(log: &Log) -> (AsyncEventNexus, Timer, AsyncEventNexus) {
+    let nexus = slow_nexus(log);
+    let (producer, sender) = ChannelProducer::new(16);
+    nexus.add_producer(producer).unwrap();
+    let timer = Timer::new(Duration::from_millis(100), TimerKind::Ongoing, 1)
+        .unwrap()
+        .on_fire(|n, _factory| Some(Event::new(1_000 + n, 1, 0, ())));
+    nexus.add_producer(timer.clone()).unwrap();
+    let boundary = AsyncEventBoundary::new(32);
+    nexus.add_producer(boundary.producer()).unwrap();
+    let upstream = AsyncEventNexus::new();
+    upstream.add_consumer(1, boundary.handler()).unwrap();
+    let _up = running(&upstream).await;
+    let _task = running(&nexus).await;
+    for id in 1..=10 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+        upstream
+            .ingest(Event::new(100 + id, 1, 0, ()))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(120)).await; // the timer fired once
+    (nexus, timer, upstream)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_delivers_what_a_channel_producer_a_timer_and_a_boundary_all_hold() {
+    let log = Log::default();
+    let (nexus, timer, _upstream) = fed_by_three(&log).await;
+    let report = nexus.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert!(!timer.is_running());
+    let stats = nexus.stats();
+    // 10 + 10 waiting, and the timer's firings until its delivery under way was the last.
+    let fired = stats.ingested - 20;
+    assert!(fired >= 1, "{stats:?}");
+    assert_eq!(log.len() as u64, 20 + fired, "every event delivered");
+    assert_eq!(
+        (stats.dispatched, stats.cancelled, stats.dropped),
+        (20 + fired, 0, 0)
+    );
+    assert_balanced(&stats, 20 + fired);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_shutdown_accounts_for_every_event_three_producers_held() {
+    let log = Log::default();
+    let (nexus, _timer, _upstream) = fed_by_three(&log).await;
+    let report = nexus.shutdown(Duration::from_millis(200)).await.unwrap();
+    assert!(!report.completed);
+    assert!(
+        !report.interrupted.is_empty(),
+        "the deadline cut a dispatch short"
+    );
+    // Each event the channel and the boundary held is dispatched, cut short or handed back:
+    // exactly one of them.
+    let dispatched = log
+        .lines()
+        .iter()
+        .map(|l| l.strip_prefix("done:").unwrap().parse::<u64>().unwrap())
+        .collect::<Vec<_>>();
+    let mut accounted: Vec<u64> = dispatched
+        .iter()
+        .chain(&report.interrupted)
+        .copied()
+        .chain(report.undelivered.iter().map(|e| e.id))
+        .filter(|id| *id < 1_000) // the timer's events are numbered from 1,001
+        .collect();
+    accounted.sort_unstable();
+    let held: Vec<u64> = (1..=10).chain(101..=110).collect();
+    assert_eq!(accounted, held, "{report:?}");
+    let stats = nexus.stats();
+    assert_eq!(stats.cancelled, report.interrupted.len() as u64);
+    assert_eq!(stats.dispatched, dispatched.len() as u64);
+    assert_balanced(&stats, stats.dispatched + stats.cancelled);
+}
+
 // ----- 2. a cancelled ingest --------------------------------------------------------------
 
 /// A nexus whose handler for type 1 waits three times, queueing a secondary event of type 2
