@@ -524,5 +524,10 @@ async fn the_distributed_example_ships_every_order_of_two_ordering_runs() {
         .expect("shipping ships both runs' orders")
         .unwrap()
         .unwrap();
-    assert_eq!(shipped, 2 * distributed::ORDERS, "{:#?}", lines.lock().unwrap());
+    assert_eq!(
+        shipped,
+        2 * distributed::ORDERS,
+        "{:#?}",
+        lines.lock().unwrap()
+    );
 }
