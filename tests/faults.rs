@@ -15,8 +15,8 @@ use std::time::Duration;
 use nexus::bus::AsyncEventBoundary;
 use nexus::sources::{ChannelProducer, Timer, TimerKind};
 use nexus::{
-    AsyncEventNexus, ErrorPolicy, Event, EventQueue, EventSource, Handler, LoopState, NexusError,
-    NexusStats, SimpleEventConverter, async_trait,
+    AsyncEventNexus, ErrorPolicy, Event, EventQueue, EventSource, Handler, NexusError, NexusStats,
+    SimpleEventConverter, async_trait,
 };
 use support::{Log, running};
 
@@ -818,7 +818,11 @@ async fn an_unhandled_event_from_a_zeromq_peer_does_not_stop_the_nexus() {
     })
     .await
     .expect("the good events arrive");
-    assert_eq!(nexus.state(), LoopState::Looping, "the nexus keeps running");
+    assert_eq!(
+        nexus.state(),
+        nexus::LoopState::Looping,
+        "the nexus keeps running"
+    );
     let stats = nexus.stats();
     assert_eq!(stats.unhandled, 1);
     assert_eq!(

@@ -192,7 +192,10 @@ impl Run {
         let dispatched: u64 = counts.values().sum();
         let duplicates: u64 = counts.values().map(|n| n - 1).sum();
         let lost = acked.iter().filter(|a| !counts.contains_key(*a)).count();
-        println!(
+        // Straight to the stream, which the test harness does not capture: the line is seen in
+        // the test run's output.
+        let _ = writeln!(
+            std::io::stderr(),
             "{}: sent {}, acknowledged {}, dispatched {dispatched}, duplicates {duplicates}, lost {lost}, time {:.1} s",
             self.name,
             self.sent,
