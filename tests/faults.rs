@@ -533,6 +533,53 @@ async fn a_panic_in_the_drop_of_a_cancelled_call_stays_inside_the_nexus() {
     assert_balanced(&stats, 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn panics_in_filters_and_consumers_are_their_failures_and_stay_inside() {
+    /// A consumer whose `handle` panics after a wait.
+    struct Faulty;
+
+    #[async_trait]
+    impl nexus::EventConsumer for Faulty {
+        async fn handle(&self, event: Event, _queue: EventQueue) -> Result<(), nexus::BoxError> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            panic!("consumer broke on {}", event.id);
+        }
+    }
+
+    let nexus = AsyncEventNexus::builder()
+        .error_policy(ErrorPolicy::Continue)
+        .build();
+    let log = Log::default();
+    with_probe(&nexus, &log);
+    // Panics at once on type 3.
+    nexus.add_filter(|e: &Event, _q: &EventQueue| {
+        assert!(e.event_type != nexus::EventType::Int(3), "filter broke");
+        false
+    });
+    // Panics after a wait on type 4; on type 6, what its future holds panics when dropped as
+    // the future finishes. (Both at once would be a panic while unwinding, which Rust itself
+    // turns into an abort of the process.)
+    nexus.add_filter(|e: &Event, _q: &EventQueue| {
+        let broken = e.event_type == nexus::EventType::Int(4);
+        let bomb = (e.event_type == nexus::EventType::Int(6)).then(|| PanicsOnDrop { polls: 0 });
+        async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert!(!broken, "async filter broke");
+            drop(bomb);
+            false
+        }
+    });
+    nexus.add_consumer(5, Faulty).unwrap();
+    let _task = running(&nexus).await;
+    for (id, t) in [(1, 3), (2, 4), (3, 5), (4, 6)] {
+        nexus.ingest(Event::new(id, t, 0, ())).await.unwrap();
+    }
+    the_next_contended_ingest_waits_its_turn(&nexus, &log).await;
+    let stats = nexus.stats();
+    assert_eq!((stats.failed, stats.dispatched), (4, 2), "{stats:?}");
+    assert_balanced(&stats, 6);
+}
+
 // ----- 4. cycles of any length ------------------------------------------------------------
 
 /// `count` running nexuses; the handler of each (type 1) ingests its event into the one `next`
