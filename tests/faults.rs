@@ -58,17 +58,24 @@ fn ids(events: &[Event]) -> Vec<u64> {
 
 // ----- 1. shutdown drains producers ---------------------------------------------------------
 
-#[tokio::test(start_paused = true)]
-async fn shutdown_delivers_every_event_a_channel_producer_holds() {
-    let log = Log::default();
-    let nexus = slow_nexus(&log);
+/// A running `slow_nexus` fed by a ChannelProducer holding events 1 to 10, and its sender.
+async fn channel_fed(log: &Log) -> (AsyncEventNexus, nexus::sources::EventSender) {
+    let nexus = slow_nexus(log);
     let (producer, sender) = ChannelProducer::new(16);
     nexus.add_producer(producer).unwrap();
-    let _task = running(&nexus).await;
+    // The loop task runs on by itself; its handle is not needed.
+    drop(running(&nexus).await);
     for id in 1..=10 {
         sender.send(Event::new(id, 1, 0, ())).await.unwrap();
     }
     tokio::task::yield_now().await; // the producer takes the first run
+    (nexus, sender)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_delivers_every_event_a_channel_producer_holds() {
+    let log = Log::default();
+    let (nexus, sender) = channel_fed(&log).await;
 
     let started = tokio::time::Instant::now();
     let report = nexus.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -94,14 +101,7 @@ async fn shutdown_delivers_every_event_a_channel_producer_holds() {
 #[tokio::test(start_paused = true)]
 async fn a_short_shutdown_names_every_event_a_channel_producer_did_not_deliver() {
     let log = Log::default();
-    let nexus = slow_nexus(&log);
-    let (producer, sender) = ChannelProducer::new(16);
-    nexus.add_producer(producer).unwrap();
-    let _task = running(&nexus).await;
-    for id in 1..=10 {
-        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
-    }
-    tokio::task::yield_now().await;
+    let (nexus, _sender) = channel_fed(&log).await;
 
     let report = nexus.shutdown(Duration::from_millis(120)).await.unwrap();
     assert!(!report.completed);

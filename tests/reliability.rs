@@ -307,9 +307,16 @@ async fn a_handler_fed_by_a_channel_producer_can_shut_its_nexus_down() {
                     && let Some(nexus) = weak.upgrade()
                 {
                     // Closes the producer whose task is running this very handler.
-                    let report = nexus.shutdown(Duration::from_millis(10)).await;
+                    let report = nexus.shutdown(Duration::from_millis(10)).await.unwrap();
                     if let Some(tx) = done_tx.lock().unwrap().take() {
-                        let _ = tx.send(report.is_ok());
+                        let _ = tx.send((
+                            report.completed,
+                            report
+                                .failures
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>(),
+                        ));
                     }
                 }
             }
@@ -324,7 +331,14 @@ async fn a_handler_fed_by_a_channel_producer_can_shut_its_nexus_down() {
     let shut = tokio::time::timeout(Duration::from_secs(5), done_rx)
         .await
         .expect("the shutdown from inside the producer's task hung");
-    assert_eq!(shut, Ok(true));
+    // Event 3 is still held by the producer whose task runs this handler: the report says so.
+    assert_eq!(
+        shut,
+        Ok((
+            false,
+            vec!["event source ChannelProducer failed in drain".to_owned()]
+        ))
+    );
     assert_eq!(nexus.state(), nexus::LoopState::Stopped);
 }
 

@@ -520,8 +520,13 @@ impl EventSource for BoundaryProducer {
             return Ok(());
         };
         if tokio::task::try_id() == Some(task.id()) {
-            // A handler this producer is calling is shutting its nexus down.
-            return Ok(());
+            // A handler this producer is calling is shutting its nexus down: its task cannot
+            // wait for itself.
+            return Err(NexusError::source(
+                self.name(),
+                "drain",
+                "called from the producer's own task: the events it holds were not waited for",
+            ));
         }
         let abort = AbortOnDrop::new(task);
         let failures = self.boundary.lane(self.direction).close().await;

@@ -429,9 +429,18 @@ impl EventSource for ChannelProducer {
             }
             was_running
         });
-        if let Some(task) = &mut self.task
-            && tokio::task::try_id() != Some(task.id())
+        if let Some(task) = &self.task
+            && tokio::task::try_id() == Some(task.id())
         {
+            // A handler this producer is calling is shutting its nexus down: its task cannot wait
+            // for itself, so what it still holds is not delivered by this drain.
+            return Err(NexusError::source(
+                self.name(),
+                "drain",
+                "called from the producer's own task: the events it holds were not waited for",
+            ));
+        }
+        if let Some(task) = &mut self.task {
             // Given up, the task is aborted and stays here for `close` to wait for.
             let abort = AbortOnDrop::new(task);
             let _ = task.await;
