@@ -70,8 +70,12 @@ async fn events_cross_between_nexuses_filtered_by_subject() {
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let out = NatsBoundary::connect(&server.url(), PREFIX).await.unwrap();
-    let into = NatsBoundary::connect(&server.url(), PREFIX).await.unwrap();
+    // Plain NATS delivers at most once: both sides are connected before anything is sent.
+    let connect = || async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        NatsBoundary::with_client(client, PREFIX)
+    };
+    let (out, into) = (connect().await, connect().await);
     let (receiver, seen) = recorder();
     receiver.add_producer(into.subscriber(2)).unwrap();
     let _r = running(&receiver).await;

@@ -86,15 +86,20 @@ async fn peer(role: String) {
     }
 }
 
-/// Starts this test binary again as a peer.
+/// Starts this test binary again as a peer; what it says goes to `<role>.log` beside `out`.
 fn spawn_peer(role: &str, url: &str, out: &Path, tag: &str) -> Child {
+    let said = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.with_file_name(format!("{role}.log")))
+        .unwrap();
     Command::new(std::env::current_exe().unwrap())
         .env("NEXUS_NATS_PEER", role)
         .env("NEXUS_NATS_URL", url)
         .env("NEXUS_NATS_OUT", out)
         .env("NEXUS_NATS_TAG", tag)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(said)
         .spawn()
         .unwrap()
 }
@@ -109,11 +114,21 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Waits, at most `limit`, until `done` holds; says what it waited for otherwise.
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+/// Waits, at most `limit`, until `done` holds; says what it waited for otherwise, with what the
+/// peers of the scenario in `dir` said.
+fn wait_until(dir: &Path, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() > deadline {
+            let said: String = ["publisher", "receiver"]
+                .iter()
+                .map(|role| {
+                    let log = std::fs::read_to_string(dir.join(format!("{role}.log")));
+                    format!("--- {role}:\n{}\n", log.unwrap_or_default())
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{said}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -165,6 +180,7 @@ impl Run {
     fn finish(self, receiver: &mut Child, allowed_duplicates: u64) {
         let acked = lines(&self.acked());
         wait_until(
+            &self.dir,
             &format!("{}: every acknowledged event dispatched", self.name),
             Duration::from_secs(120),
             || {
@@ -223,9 +239,12 @@ fn receiver_killed_three_times(server: &NatsServer) {
     let mut receiver = run.receiver(&url);
     let mut publisher = run.publisher(&url, "a");
     for crash in 1..=3 {
-        wait_until("the stream to move", Duration::from_secs(120), || {
-            run.dispatched_count() >= crash * 2_500
-        });
+        wait_until(
+            &run.dir,
+            "the stream to move",
+            Duration::from_secs(120),
+            || run.dispatched_count() >= crash * 2_500,
+        );
         receiver.kill().unwrap();
         receiver.wait().unwrap();
         receiver = run.receiver(&url);
@@ -240,9 +259,12 @@ fn receiver_terminated(server: &NatsServer) {
     let mut run = Run::new("receiver SIGTERM");
     let mut receiver = run.receiver(&url);
     let mut publisher = run.publisher(&url, "b");
-    wait_until("the stream to move", Duration::from_secs(120), || {
-        run.dispatched_count() >= 5_000
-    });
+    wait_until(
+        &run.dir,
+        "the stream to move",
+        Duration::from_secs(120),
+        || run.dispatched_count() >= 5_000,
+    );
     terminate(&mut receiver);
     receiver = run.receiver(&url);
     wait_exit(&mut publisher, "the publisher");
@@ -259,9 +281,12 @@ fn server_restarted(server: &mut NatsServer, kill: bool) {
     });
     let mut receiver = run.receiver(&url);
     let mut publisher = run.publisher(&url, if kill { "d" } else { "c" });
-    wait_until("the stream to move", Duration::from_secs(120), || {
-        run.dispatched_count() >= 3_000
-    });
+    wait_until(
+        &run.dir,
+        "the stream to move",
+        Duration::from_secs(120),
+        || run.dispatched_count() >= 3_000,
+    );
     if kill {
         server.stop();
     } else {
@@ -280,9 +305,12 @@ fn publisher_restarted(server: &NatsServer) {
     let mut run = Run::new("publisher restarted, same origin");
     let mut receiver = run.receiver(&url);
     let mut first = run.publisher(&url, "e1");
-    wait_until("half of the first run", Duration::from_secs(120), || {
-        lines(&run.acked()).len() >= 5_000
-    });
+    wait_until(
+        &run.dir,
+        "half of the first run",
+        Duration::from_secs(120),
+        || lines(&run.acked()).len() >= 5_000,
+    );
     first.kill().unwrap();
     first.wait().unwrap();
     // What the first run sent: what it had published when it was killed, at most one more
@@ -301,9 +329,12 @@ fn server_and_receiver_restarted(server: &mut NatsServer) {
     let mut publisher = run.publisher(&url, "f");
     wait_exit(&mut publisher, "the publisher");
     let mut receiver = run.receiver(&url);
-    wait_until("the backlog to move", Duration::from_secs(120), || {
-        run.dispatched_count() >= 3_000
-    });
+    wait_until(
+        &run.dir,
+        "the backlog to move",
+        Duration::from_secs(120),
+        || run.dispatched_count() >= 3_000,
+    );
     server.terminate();
     terminate(&mut receiver);
     server.start_again();

@@ -103,15 +103,16 @@ impl NatsBoundary {
     /// [`NexusError::Transport`] when the server has no JetStream or refuses the stream.
     pub async fn jetstream(mut self, stream: &str) -> Result<Self, NexusError> {
         let context = jetstream::new(self.client.clone());
-        context
-            .get_or_create_stream(stream::Config {
+        ensure_stream(
+            &context,
+            stream::Config {
                 name: stream.to_owned(),
                 subjects: vec![format!("{}.>", self.prefix)],
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
-            .await
-            .map_err(|err| transport(format!("stream {stream}: {err}")))?;
+            },
+        )
+        .await?;
         self.jetstream = Some((context, stream.to_owned()));
         Ok(self)
     }
@@ -618,6 +619,22 @@ impl NatsSubscriber {
     }
 }
 
+/// The stream `config` names, made if missing. Two processes starting at once may both find it
+/// missing: the one whose creation fails then finds the other's.
+async fn ensure_stream(
+    context: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, NexusError> {
+    let name = config.name.clone();
+    match context.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        Err(first) => context
+            .get_stream(&name)
+            .await
+            .map_err(|_| transport(format!("stream {name}: {first}"))),
+    }
+}
+
 /// The key an event's dispatch is recorded under: its message id where it has one that the
 /// bucket takes as it is, else that id in hex, else its stream sequence.
 fn record_key(message: &jetstream::Message, sequence: u64) -> String {
@@ -781,8 +798,9 @@ impl NatsSubscriber {
         };
         let record_name = format!("{}_DISPATCHED_{}", name(stream), name(durable));
         let record_subject = format!("nexus-dispatched.{}.{}", name(stream), name(durable));
-        let record = context
-            .get_or_create_stream(stream::Config {
+        let record = ensure_stream(
+            context,
+            stream::Config {
                 name: record_name.clone(),
                 description: Some(format!(
                     "events dispatched through the durable consumer {durable}"
@@ -792,23 +810,24 @@ impl NatsSubscriber {
                 max_age: self.dedupe_window,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
-            .await
-            .map_err(|err| transport(format!("stream {record_name}: {err}")))?;
+            },
+        )
+        .await?;
         let dead_letter = match &self.dead_letter {
             Some(subject) => subject.clone(),
             None => {
                 let subject = format!("{}-dead-letter.{}", self.boundary.prefix, name(durable));
                 let dead = format!("{}_DEAD_LETTER", name(stream));
-                context
-                    .get_or_create_stream(stream::Config {
+                ensure_stream(
+                    context,
+                    stream::Config {
                         name: dead.clone(),
                         subjects: vec![format!("{}-dead-letter.>", self.boundary.prefix)],
                         storage: stream::StorageType::File,
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(|err| transport(format!("stream {dead}: {err}")))?;
+                    },
+                )
+                .await?;
                 subject
             }
         };
