@@ -1,12 +1,10 @@
 //! The guide's "Context Managers" section: `scope` always runs cleanup.
 
-mod support;
-
+use crate::support::Log;
 use nexus::{
     AsyncEventNexus, Event, EventProducer, EventQueue, EventSource, NexusError, ProducerLink,
     async_trait,
 };
-use support::Log;
 
 struct Closes {
     log: Log,

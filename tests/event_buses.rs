@@ -1,15 +1,13 @@
 //! The guide's "Event buses" section: a fanout, a discarder, boundaries between event domains,
 //! and one producer registered with several nexuses (in `event_sources.rs`).
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::{Log, running};
 use nexus::bus::{AsyncEventBoundary, EventDiscarder, EventFanout};
 use nexus::{AsyncEventNexus, Event, EventQueue, Handler, NexusError};
-use support::{Log, running};
 
 #[tokio::test]
 async fn a_fanout_copies_each_event_to_every_handler_in_order() {

@@ -1,17 +1,15 @@
 //! The guide's "Event Handlers" section: filters, type handlers, the default handler,
 //! `UnhandledEvent`, the queue of secondary events, and what nexus adds (ranges, `multiple`).
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::{Log, running};
 use nexus::{
     AsyncEventNexus, BoxError, Event, EventConsumer, EventQueue, EventType, NexusError, Selector,
     async_trait,
 };
-use support::{Log, running};
 
 #[tokio::test]
 async fn filters_run_in_registration_order_and_the_first_true_consumes() {
@@ -587,7 +585,10 @@ async fn a_consumer_standing_for_a_function_handler_is_called_as_one_and_named_a
     let err = nexus.ingest(Event::new(2, 7, 0, "fail")).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "handler event_handlers::Disguised failed on event 2 of type 7"
+        format!(
+            "handler {} failed on event 2 of type 7",
+            std::any::type_name::<Disguised>()
+        )
     );
     let source = std::error::Error::source(&err).map(ToString::to_string);
     assert_eq!(source.as_deref(), Some("disguise slipped"));

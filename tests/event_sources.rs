@@ -1,8 +1,6 @@
 //! The guide's "Event Sources" section: simple converters, generator converters, producers and
 //! the Timer.
 
-mod support;
-
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/event_sources.rs"]
 mod seed;
@@ -10,6 +8,7 @@ mod seed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{Log, running};
 use futures_util::StreamExt;
 use nexus::sources::{Timer, TimerKind};
 use nexus::{
@@ -17,7 +16,6 @@ use nexus::{
     EventSource, LoopState, NexusError, ProducerLink, SimpleEventConverter, async_trait,
 };
 use seed::{MyEventConverter, MyEventProducer};
-use support::{Log, running};
 use tokio::time::Instant;
 
 /// The guide's converter, exhausted after `left` more events.

@@ -1,17 +1,15 @@
 //! The guide's "Usage" life cycle: `loop_forever`, `start`, `stop`, `cleanup`, and every misuse
 //! error of the original's `BadCall` family.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::{Log, running};
 use nexus::{
     AsyncEventNexus, Event, EventProducer, EventQueue, EventSource, LoopState, NexusError,
     ProducerLink, SimpleEventConverter, async_trait,
 };
-use support::{Log, running};
 
 #[tokio::test]
 async fn the_states_in_order() {

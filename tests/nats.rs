@@ -1,7 +1,6 @@
 //! Event domains joined through a real `nats-server` (started here on a loopback port): types
 //! filtered by subject, JetStream's at-least-once delivery without double dispatch, restarts of
 //! the receiving side and of the server, and bad input skipped.
-#![cfg(feature = "nats")]
 
 mod support;
 
@@ -14,7 +13,7 @@ use std::time::Duration;
 
 use nexus::bus::nats::NatsBoundary;
 use nexus::{AsyncEventNexus, Event, EventQueue, Malformed};
-use support::{NatsServer, running};
+use support::{NatsServer, Trial, block_on, running};
 
 const PREFIX: &str = "test.events";
 
@@ -65,11 +64,8 @@ async fn sender(nats: &NatsBoundary) -> AsyncEventNexus {
     nexus
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_between_nexuses_filtered_by_subject() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     // Plain NATS delivers at most once: both sides are connected before anything is sent.
     let connect = || async {
         let client = async_nats::connect(server.url()).await.unwrap();
@@ -99,11 +95,8 @@ async fn events_cross_between_nexuses_filtered_by_subject() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_once() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let out = jetstream(&server).await;
     let app = sender(&out).await;
 
@@ -148,11 +141,8 @@ async fn a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_on
     assert_eq!(ids, (20..120).collect::<Vec<_>>(), "each exactly once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_resumes_after_the_server_restarts_without_losing_stored_events() {
-    let Some(mut server) = NatsServer::start() else {
-        return;
-    };
+    let mut server = NatsServer::start();
     let out = jetstream(&server).await;
     let app = sender(&out).await;
     for id in 0..50 {
@@ -178,11 +168,8 @@ async fn publishing_resumes_after_the_server_restarts_without_losing_stored_even
     assert_eq!(ids, (0..100).collect::<Vec<_>>());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_delivered_again_is_not_dispatched_twice() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let out = jetstream(&server).await;
     let app = sender(&out).await;
 
@@ -221,11 +208,8 @@ async fn an_event_delivered_again_is_not_dispatched_twice() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let into = jetstream(&server).await;
     let subscriber = into.durable_subscriber(1..=9, "strict").max_bytes(256);
     let stats = subscriber.stats();
@@ -289,11 +273,8 @@ async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_distributed_example_ships_every_order_once() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();
     let l = lines.clone();
     let out: distributed::Out = Arc::new(move |line| l.lock().unwrap().push(line));
@@ -326,11 +307,8 @@ fn recorder_of(t: i64) -> (AsyncEventNexus, Arc<Mutex<Vec<u64>>>) {
     (nexus, seen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_started_again_with_the_same_origin_loses_nothing() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let into = jetstream(&server).await;
     let (receiver, seen) = recorder_of(3);
     receiver
@@ -357,12 +335,9 @@ async fn a_publisher_started_again_with_the_same_origin_loses_nothing() {
     assert_eq!(ids, expected, "every event of both runs, once each");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_publish_is_surfaced_never_a_silent_success() {
     use nexus::bus::nats::OnDuplicate;
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let out = jetstream(&server).await;
     let publisher = out.publisher().origin("orders");
     let event = Event::new(7, 3, 0, "once");
@@ -383,11 +358,8 @@ async fn a_duplicate_publish_is_surfaced_never_a_silent_success() {
     assert_eq!(lenient.stats().stored, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_receiver_dispatched_is_not_dispatched_again_by_the_next_when_acks_are_lost() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let out = jetstream(&server).await;
     let app = sender(&out).await;
 
@@ -441,11 +413,8 @@ async fn what_one_receiver_dispatched_is_not_dispatched_again_by_the_next_when_a
     assert_eq!(deliveries.now().duplicates, 50);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let out = jetstream(&server).await;
     let publisher = out.publisher().origin("flood");
     let into = jetstream(&server).await;
@@ -500,11 +469,8 @@ async fn a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing() {
     assert_eq!(receiver.state(), nexus::LoopState::Looping);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_distributed_example_ships_every_order_of_two_ordering_runs() {
-    let Some(server) = NatsServer::start() else {
-        return;
-    };
+    let server = NatsServer::start();
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();
     let l = lines.clone();
     let out: distributed::Out = Arc::new(move |line| l.lock().unwrap().push(line));
@@ -534,4 +500,66 @@ async fn the_distributed_example_ships_every_order_of_two_ordering_runs() {
         "{:#?}",
         lines.lock().unwrap()
     );
+}
+
+fn main() -> std::process::ExitCode {
+    let trials = vec![
+        Trial::needing("events_cross_between_nexuses_filtered_by_subject", || {
+            block_on(events_cross_between_nexuses_filtered_by_subject())
+        }),
+        Trial::needing(
+            "a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_once",
+            || {
+                block_on(
+                    a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_once(),
+                )
+            },
+        ),
+        Trial::needing(
+            "publishing_resumes_after_the_server_restarts_without_losing_stored_events",
+            || {
+                block_on(
+                    publishing_resumes_after_the_server_restarts_without_losing_stored_events(),
+                )
+            },
+        ),
+        Trial::needing("an_event_delivered_again_is_not_dispatched_twice", || {
+            block_on(an_event_delivered_again_is_not_dispatched_twice())
+        }),
+        Trial::needing(
+            "malformed_messages_are_skipped_and_counted_while_good_ones_arrive",
+            || block_on(malformed_messages_are_skipped_and_counted_while_good_ones_arrive()),
+        ),
+        Trial::needing("the_distributed_example_ships_every_order_once", || {
+            block_on(the_distributed_example_ships_every_order_once())
+        }),
+        Trial::needing(
+            "a_publisher_started_again_with_the_same_origin_loses_nothing",
+            || block_on(a_publisher_started_again_with_the_same_origin_loses_nothing()),
+        ),
+        Trial::needing(
+            "a_duplicate_publish_is_surfaced_never_a_silent_success",
+            || block_on(a_duplicate_publish_is_surfaced_never_a_silent_success()),
+        ),
+        Trial::needing(
+            "what_one_receiver_dispatched_is_not_dispatched_again_by_the_next_when_acks_are_lost",
+            || {
+                block_on(what_one_receiver_dispatched_is_not_dispatched_again_by_the_next_when_acks_are_lost())
+            },
+        ),
+        Trial::needing(
+            "a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing",
+            || block_on(a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing()),
+        ),
+        Trial::needing(
+            "the_distributed_example_ships_every_order_of_two_ordering_runs",
+            || block_on(the_distributed_example_ships_every_order_of_two_ordering_runs()),
+        ),
+    ];
+    support::run_trials(
+        "nats-server",
+        "install the Debian package nats-server",
+        support::nats_server_problem(),
+        trials,
+    )
 }

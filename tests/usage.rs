@@ -2,11 +2,11 @@
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/usage.rs"]
-mod usage;
+mod example;
 
 use std::sync::{Arc, Mutex};
 
-fn capture() -> (usage::Out, Arc<Mutex<Vec<String>>>) {
+fn capture() -> (example::Out, Arc<Mutex<Vec<String>>>) {
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();
     let l = lines.clone();
     (Arc::new(move |line| l.lock().unwrap().push(line)), lines)
@@ -24,7 +24,7 @@ const EXPECTED: [&str; 6] = [
 #[tokio::test(start_paused = true)]
 async fn blocking_mode_counts_down_serves_the_teapot_and_ends() {
     let (out, lines) = capture();
-    usage::run_blocking(out).await.unwrap();
+    example::run_blocking(out).await.unwrap();
     let lines = lines.lock().unwrap();
     assert_eq!(lines[0], "-- loop_forever (blocking mode)");
     assert_eq!(lines[1..], EXPECTED);
@@ -33,7 +33,7 @@ async fn blocking_mode_counts_down_serves_the_teapot_and_ends() {
 #[tokio::test(start_paused = true)]
 async fn background_mode_does_the_same_from_a_task() {
     let (out, lines) = capture();
-    usage::run_background(out).await.unwrap();
+    example::run_background(out).await.unwrap();
     let lines = lines.lock().unwrap();
     assert_eq!(lines[0], "-- start (background task)");
     assert_eq!(lines[1..], EXPECTED);

@@ -2,7 +2,6 @@
 //! sent by either side reach the other with every field intact.
 //!
 //! The Python interpreter is `$NEXUS_PYTHON`, else `python3`; `.ci/run` installs the peer.
-#![cfg(feature = "zmq")]
 
 mod support;
 
@@ -11,30 +10,23 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nexus::sources::zmq::zeromq::{self, Socket};
 use nexus::sources::zmq::{ZmqEventReceiver, ZmqEventSender};
 use nexus::wire::{self, DecodeLimits};
 use nexus::{AsyncEventNexus, Event, EventQueue, EventType, Payload};
 use serde_json::json;
+use support::{Trial, block_on};
+use zeromq::Socket;
 
 const N: usize = 1_000;
-const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/zmq_peer.py");
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/zmq_peer.py");
 
 fn python() -> String {
     std::env::var("NEXUS_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-/// The Python peer can run here (or, in CI, must).
-fn peer_available() -> bool {
-    let probe = Command::new(python())
-        .args(["-c", "import zmq, async_nexus.zmq"])
-        .output();
-    let problem = match probe {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
-        Err(err) => Some(format!("{}: {err}", python())),
-    };
-    support::outside_program_available("the Python original (async-nexus 1.0.2 + pyzmq)", problem)
+/// Why the Python peer cannot run here, if it cannot.
+fn peer_problem() -> Option<String> {
+    support::probe(&python(), &["-c", "import zmq, async_nexus.zmq"])
 }
 
 /// Event `i`, by the same rule as `zmq_peer.py`'s `event(i)`.
@@ -71,11 +63,7 @@ fn assert_same(got: &Event, expected: &Event) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_by_the_original_reach_a_rust_nexus_intact() {
-    if !peer_available() {
-        return;
-    }
     let mut socket = zeromq::PullSocket::new();
     let endpoint = socket.bind("tcp://127.0.0.1:0").await.unwrap();
     let port = endpoint.to_string().rsplit(':').next().unwrap().to_owned();
@@ -124,11 +112,7 @@ async fn events_sent_by_the_original_reach_a_rust_nexus_intact() {
     assert_eq!((stats.events(), stats.malformed_total()), (N as u64, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_by_a_rust_nexus_reach_the_original_intact() {
-    if !peer_available() {
-        return;
-    }
     let mut child = Command::new(python())
         .args([PEER, "receive", &N.to_string()])
         .stdout(Stdio::piped())
@@ -168,7 +152,6 @@ async fn events_sent_by_a_rust_nexus_reach_the_original_intact() {
     running.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_without_a_json_form_is_an_error_at_the_sender() {
     #[derive(Debug)]
     struct Opaque;
@@ -186,7 +169,6 @@ async fn a_payload_without_a_json_form_is_an_error_at_the_sender() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
     let mut pull = zeromq::PullSocket::new();
     let endpoint = pull.bind("tcp://127.0.0.1:0").await.unwrap();
@@ -248,7 +230,6 @@ async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
     running.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite_hook() {
     use nexus::sources::zmq::ZmqEventConverter;
 
@@ -303,4 +284,39 @@ async fn strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite
             "prefix stripped, noise skipped: {text}"
         );
     }
+}
+
+fn main() -> std::process::ExitCode {
+    let trials = vec![
+        Trial::needing(
+            "events_sent_by_the_original_reach_a_rust_nexus_intact",
+            || block_on(events_sent_by_the_original_reach_a_rust_nexus_intact()),
+        ),
+        Trial::needing(
+            "events_sent_by_a_rust_nexus_reach_the_original_intact",
+            || block_on(events_sent_by_a_rust_nexus_reach_the_original_intact()),
+        ),
+        Trial::anywhere(
+            "a_payload_without_a_json_form_is_an_error_at_the_sender",
+            || block_on(a_payload_without_a_json_form_is_an_error_at_the_sender()),
+        ),
+        Trial::anywhere(
+            "malformed_messages_are_skipped_and_counted_while_good_ones_arrive",
+            || block_on(malformed_messages_are_skipped_and_counted_while_good_ones_arrive()),
+        ),
+        Trial::anywhere(
+            "strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite_hook",
+            || {
+                block_on(
+                    strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite_hook(),
+                )
+            },
+        ),
+    ];
+    support::run_trials(
+        "the Python original",
+        "run `pip install async-nexus==1.0.2 pyzmq` and set $NEXUS_PYTHON to that python",
+        peer_problem(),
+        trials,
+    )
 }

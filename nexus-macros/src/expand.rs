@@ -9,22 +9,25 @@ use syn::{Expr, FnArg, Item, ItemFn, ItemStruct, ReturnType, Type};
 use crate::args;
 use crate::selector;
 
-/// The path of the crate the user depends on: the `nexus` facade, else `nexus-core`.
+/// The path of the crate the user depends on: the `nexus` facade (package `async-nexus`), else
+/// the core (package `async-nexus-core`).
+///
+/// A dependency written under its package name is reached by its library's name (`nexus`,
+/// `nexus_core`); a renamed one by the name the user gave it.
 fn krate() -> TokenStream {
     use proc_macro_crate::{FoundCrate, crate_name};
-    let found = |name: &str, own: &str| match crate_name(name) {
-        Ok(FoundCrate::Name(name)) => {
-            let ident = format_ident!("{}", name);
-            Some(quote!(::#ident))
-        }
-        Ok(FoundCrate::Itself) => {
-            let ident = format_ident!("{}", own);
-            Some(quote!(::#ident))
-        }
-        Err(_) => None,
+    let found = |package: &str, library: &str| {
+        let name = match crate_name(package) {
+            Ok(FoundCrate::Name(name)) if name == package.replace('-', "_") => library.to_owned(),
+            Ok(FoundCrate::Name(name)) => name,
+            Ok(FoundCrate::Itself) => library.to_owned(),
+            Err(_) => return None,
+        };
+        let ident = format_ident!("{}", name);
+        Some(quote!(::#ident))
     };
-    found("nexus", "nexus")
-        .or_else(|| found("nexus-core", "nexus_core"))
+    found("async-nexus", "nexus")
+        .or_else(|| found("async-nexus-core", "nexus_core"))
         .unwrap_or_else(|| quote!(::nexus_core))
 }
 

@@ -44,17 +44,109 @@ pub async fn running(
     task
 }
 
-/// Whether a test that needs an outside program may run. In CI (`CI=true`) it must: a missing
-/// program fails the test. Elsewhere the test is skipped, saying why.
-pub fn outside_program_available(what: &str, problem: Option<String>) -> bool {
-    let Some(problem) = problem else {
-        return true;
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} is required in CI but unavailable: {problem}");
+/// Whether we are in CI (`CI=true`), where a test that needs another program must run, and
+/// fails if the program is missing.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Why `program --version` (or the given probe arguments) does not work here, if it does not.
+pub fn probe(program: &str, args: &[&str]) -> Option<String> {
+    match std::process::Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(err) => Some(format!("{program}: {err}")),
     }
-    eprintln!("skipped: {what} unavailable here ({problem}); CI runs this test");
-    false
+}
+
+/// Why nats-server cannot run here, if it cannot.
+pub fn nats_server_problem() -> Option<String> {
+    probe("nats-server", &["--version"])
+}
+
+/// One test of a binary with a harness of its own (see [`run_trials`]).
+pub struct Trial {
+    name: &'static str,
+    needs_program: bool,
+    run: Box<dyn FnOnce() + Send>,
+}
+
+impl Trial {
+    /// A test that needs the outside program of its binary.
+    pub fn needing(name: &'static str, run: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            name,
+            needs_program: true,
+            run: Box::new(run),
+        }
+    }
+
+    /// A test that runs anywhere.
+    pub fn anywhere(name: &'static str, run: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            name,
+            needs_program: false,
+            run: Box::new(run),
+        }
+    }
+}
+
+/// Runs an async test on a two-worker runtime (the tests of these binaries talk to other
+/// processes, in real time).
+pub fn block_on(test: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(test)
+}
+
+/// The main of a test binary whose tests need an outside program (`program`, installed as
+/// `install` says, with `problem` saying why it cannot run here, if it cannot): with the program missing, those tests show as
+/// ignored with the reason, except in CI (`CI=true`), where they fail with it.
+pub fn run_trials(
+    program: &str,
+    install: &str,
+    problem: Option<String>,
+    trials: Vec<Trial>,
+) -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let missing = problem.is_some() && !in_ci();
+    if let Some(problem) = &problem
+        && missing
+        && !args.list
+    {
+        println!(
+            "ignored: the tests marked [needs {program}] ({problem}); {install}, or see \
+             .ci/run, which runs them"
+        );
+    }
+    let trials = trials
+        .into_iter()
+        .map(|trial| {
+            let run = trial.run;
+            let problem = problem.clone().filter(|_| trial.needs_program);
+            let required = format!("{program} is required in CI");
+            let test = libtest_mimic::Trial::test(trial.name, move || match problem {
+                Some(problem) => Err(format!("{required}: {problem}").into()),
+                None => {
+                    run();
+                    Ok(())
+                }
+            });
+            if trial.needs_program {
+                test.with_kind(format!("needs {program}"))
+                    .with_ignored_flag(missing)
+            } else {
+                test
+            }
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
 }
 
 /// A `nats-server` with JetStream on a free loopback port, storing in a directory of its own;
@@ -66,19 +158,8 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts one, or says why it cannot (see [`outside_program_available`]).
-    pub fn start() -> Option<Self> {
-        let probe = std::process::Command::new("nats-server")
-            .arg("--version")
-            .output();
-        let problem = match probe {
-            Ok(out) if out.status.success() => None,
-            Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
-            Err(err) => Some(format!("nats-server: {err}")),
-        };
-        if !outside_program_available("nats-server (Debian package nats-server)", problem) {
-            return None;
-        }
+    /// Starts one (the harness has checked that nats-server is installed).
+    pub fn start() -> Self {
         // A port found free can be taken again before the server binds it (tests run in
         // parallel, and a restarted server leaves its port free for a moment): then the server
         // exits, and another test's server would answer. Each server has a name of its own, and
@@ -91,7 +172,7 @@ impl NatsServer {
             let dir =
                 std::env::temp_dir().join(format!("nexus-nats-{}-{port}", std::process::id()));
             if let Ok(child) = Self::spawn(port, &dir) {
-                return Some(Self { child, port, dir });
+                return Self { child, port, dir };
             }
         }
         panic!("nats-server did not start on any of ten free ports");

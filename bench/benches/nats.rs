@@ -1,0 +1,287 @@
+//! Events per second through a NATS boundary (publisher in one nexus, subscriber in another,
+//! separate connections), beside raw `async-nats` doing the same with the same bytes, in the same
+//! run: plain NATS beside publish/subscribe, and JetStream (publish waiting for the server's
+//! acknowledgement, a durable subscriber recording and acknowledging each event) beside
+//! publish-with-ack and a pull consumer acknowledging each message. Starts its own `nats-server`
+//! with JetStream on a loopback port.
+//!
+//! ```text
+//! cargo bench --manifest-path bench/Cargo.toml --bench nats
+//! ```
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use nexus::bus::nats::NatsBoundary;
+use nexus::{AsyncEventNexus, Event, EventQueue, LoopState};
+
+const N: u64 = 100_000;
+/// Events per JetStream round: each is stored, and acknowledged, one after the other.
+const N_JS: u64 = 10_000;
+const ROUNDS: usize = 5;
+
+fn start_server() -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let store = std::env::temp_dir().join(format!("nexus-bench-nats-{}", std::process::id()));
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server (Debian package nats-server) must be installed");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+fn event(i: u64) -> Event {
+    Event::new(i, 7, 0, format!("order {i}"))
+}
+
+/// A receiving nexus that says when its handler has seen `n` events, fed by `producer`; and a
+/// sending nexus publishing through `publisher`. Both running.
+async fn pair(
+    n: u64,
+    producer: nexus::bus::nats::NatsSubscriber,
+    publisher: nexus::bus::nats::NatsPublisher,
+) -> (
+    AsyncEventNexus,
+    AsyncEventNexus,
+    tokio::sync::oneshot::Receiver<Instant>,
+) {
+    let receiver = AsyncEventNexus::new();
+    let count = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let done_tx = std::sync::Mutex::new(Some(done_tx));
+    receiver
+        .add_handler(7, move |_e: Event, _q: EventQueue| {
+            if count.fetch_add(1, Ordering::Relaxed) + 1 == n
+                && let Some(tx) = done_tx.lock().unwrap().take()
+            {
+                let _ = tx.send(Instant::now());
+            }
+        })
+        .unwrap();
+    receiver.add_producer(producer).unwrap();
+    let sender = AsyncEventNexus::new();
+    sender.add_consumer(7, publisher).unwrap();
+    let (_r, _s) = (receiver.start().unwrap(), sender.start().unwrap());
+    while receiver.state() != LoopState::Looping || sender.state() != LoopState::Looping {
+        tokio::task::yield_now().await;
+    }
+    (sender, receiver, done_rx)
+}
+
+/// Ingests `n` events into `sender`; the time until the receiving side has handled them all.
+async fn time_pair(
+    n: u64,
+    (sender, receiver, done): (
+        AsyncEventNexus,
+        AsyncEventNexus,
+        tokio::sync::oneshot::Receiver<Instant>,
+    ),
+) -> Duration {
+    let start = Instant::now();
+    for i in 0..n {
+        sender.ingest(event(i)).await.unwrap();
+    }
+    let end = done.await.unwrap();
+    receiver.stop();
+    sender.stop();
+    end - start
+}
+
+/// Time for N events from one nexus's `ingest` to the other nexus's handler.
+async fn through_nexus(url: &str, round: usize) -> Duration {
+    let prefix = format!("bench.nexus.{round}");
+    let out = NatsBoundary::connect(url, &prefix).await.unwrap();
+    // Plain NATS drops what a subscription's buffer cannot hold: room for the whole run.
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(2 * N as usize)
+        .connect(url)
+        .await
+        .unwrap();
+    let into = NatsBoundary::with_client(client, &prefix);
+    time_pair(N, pair(N, into.subscriber(7), out.publisher()).await).await
+}
+
+/// Time for N messages of the same bytes, published and received with `async-nats` alone.
+async fn raw(url: &str, round: usize) -> Duration {
+    let subject = format!("bench.raw.{round}");
+    let publisher = async_nats::connect(url).await.unwrap();
+    let subscriber = async_nats::ConnectOptions::new()
+        .subscription_capacity(2 * N as usize)
+        .connect(url)
+        .await
+        .unwrap();
+    let mut messages = subscriber.subscribe(subject.clone()).await.unwrap();
+    subscriber.flush().await.unwrap();
+    let received = tokio::spawn(async move {
+        let mut n = 0;
+        while messages.next().await.is_some() {
+            n += 1;
+            if n == N {
+                break;
+            }
+        }
+        Instant::now()
+    });
+    let start = Instant::now();
+    for i in 0..N {
+        let bytes = nexus::wire::encode(&event(i)).unwrap();
+        publisher
+            .publish(subject.clone(), bytes.into())
+            .await
+            .unwrap();
+    }
+    received.await.unwrap() - start
+}
+
+/// Time for `N_JS` events from one nexus's `ingest` to the other nexus's handler, through
+/// JetStream.
+async fn through_jetstream(url: &str, round: usize) -> Duration {
+    let prefix = format!("bench.js.{round}");
+    let stream = format!("BENCH_JS_{round}");
+    let connect = || async {
+        NatsBoundary::connect(url, &prefix)
+            .await
+            .unwrap()
+            .jetstream(&stream)
+            .await
+            .unwrap()
+    };
+    let (out, into) = (connect().await, connect().await);
+    let ends = pair(N_JS, into.durable_subscriber(7, "bench"), out.publisher()).await;
+    time_pair(N_JS, ends).await
+}
+
+/// Time for `N_JS` messages of the same bytes with `async-nats` alone: each published with a
+/// message id and its acknowledgement awaited, each consumed by a durable pull consumer and
+/// acknowledged (waiting for the server's confirmation).
+async fn raw_jetstream(url: &str, round: usize) -> Duration {
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    let subject = format!("bench.rawjs.{round}.7");
+    let context = jetstream::new(async_nats::connect(url).await.unwrap());
+    let stream = context
+        .get_or_create_stream(stream::Config {
+            name: format!("BENCH_RAW_JS_{round}"),
+            subjects: vec![format!("bench.rawjs.{round}.>")],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer = stream
+        .get_or_create_consumer(
+            "bench",
+            pull::Config {
+                durable_name: Some("bench".to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let received = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(message) = messages.next().await {
+            message.unwrap().double_ack().await.unwrap();
+            n += 1;
+            if n == N_JS {
+                break;
+            }
+        }
+        Instant::now()
+    });
+    let publisher = jetstream::new(async_nats::connect(url).await.unwrap());
+    let start = Instant::now();
+    for i in 0..N_JS {
+        let bytes = nexus::wire::encode(&event(i)).unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("raw-{round}-{i}").as_str());
+        publisher
+            .publish_with_headers(subject.clone(), headers, bytes.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    received.await.unwrap() - start
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks; nothing to list
+    }
+    let installed = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !installed {
+        println!("nats: skipped, nats-server is not on the PATH (Debian package nats-server)");
+        return;
+    }
+    let (mut server, port) = start_server();
+    let url = format!("nats://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut nexus_rates, mut raw_rates) = (Vec::new(), Vec::new());
+    let (mut js_rates, mut raw_js_rates) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let n = rt.block_on(through_nexus(&url, round));
+        let r = rt.block_on(raw(&url, round));
+        let j = rt.block_on(through_jetstream(&url, round));
+        let rj = rt.block_on(raw_jetstream(&url, round));
+        let rate = |count: u64, took: Duration| count as f64 / took.as_secs_f64();
+        nexus_rates.push(rate(N, n));
+        raw_rates.push(rate(N, r));
+        js_rates.push(rate(N_JS, j));
+        raw_js_rates.push(rate(N_JS, rj));
+        println!(
+            "round {round}: plain: nexus {:>9.0} events/s, raw async-nats {:>9.0} messages/s; \
+             JetStream: nexus {:>7.0} events/s, raw async-nats {:>7.0} messages/s",
+            rate(N, n),
+            rate(N, r),
+            rate(N_JS, j),
+            rate(N_JS, rj),
+        );
+    }
+    let (nexus, raw) = (median(nexus_rates), median(raw_rates));
+    let (js, raw_js) = (median(js_rates), median(raw_js_rates));
+    println!(
+        "\nmedians of {ROUNDS} rounds: plain ({N} events): nexus {nexus:.0}/s, raw {raw:.0}/s, \
+         nexus/raw {:.2}; JetStream ({N_JS} events): nexus {js:.0}/s, raw {raw_js:.0}/s, \
+         nexus/raw {:.2}",
+        nexus / raw,
+        js / raw_js
+    );
+    println!(
+        "summary: nats_boundary_per_s={nexus:.0} raw_nats_per_s={raw:.0} \
+         nats_vs_raw={:.2} jetstream_boundary_per_s={js:.0} raw_jetstream_per_s={raw_js:.0} \
+         jetstream_vs_raw={:.2}",
+        nexus / raw,
+        js / raw_js
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("nexus-bench-nats-{}", std::process::id())),
+    );
+}

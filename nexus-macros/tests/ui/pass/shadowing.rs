@@ -1,0 +1,45 @@
+//! The expansion names nothing that a user's own items could shadow.
+#![allow(dead_code, non_camel_case_types)]
+
+mod core {}
+mod std {}
+mod inventory {}
+struct Option;
+struct Result;
+struct Box;
+struct Vec;
+struct Some;
+struct Ok;
+struct Default;
+
+use nexus_core::{Event, EventQueue, EventSource, NexusError, ProducerLink, EventProducer, event_source, filter, handler};
+
+#[handler(event_type = [1, 2])]
+async fn listed(_event: Event, _queue: EventQueue) {}
+
+#[handler(event_type = 10..20)]
+async fn ranged(_event: Event, _queue: EventQueue) -> ::core::result::Result<(), NexusError> {
+    ::core::result::Result::Ok(())
+}
+
+#[filter(order = -1)]
+async fn first(_event: &Event, _queue: &EventQueue) -> bool {
+    false
+}
+
+#[event_source(new = Producer { link: ProducerLink::new() })]
+struct Producer {
+    link: ProducerLink,
+}
+
+impl EventSource for Producer {}
+
+impl EventProducer for Producer {
+    fn link(&self) -> &ProducerLink {
+        &self.link
+    }
+}
+
+fn main() {
+    ::std::assert_eq!(nexus_core::registrations().handlers.len(), 2);
+}

@@ -1,0 +1,17 @@
+//! Behaviour within one process, one module per section of the original's guide, then faults,
+//! properties and the README's own examples. One binary, so that the suite builds and links once.
+
+mod support;
+
+mod api_properties;
+mod async_events;
+mod boundary;
+mod context_managers;
+mod event_buses;
+mod event_handlers;
+mod event_sources;
+mod faults;
+mod life_cycle;
+mod reliability;
+mod send_sync;
+mod usage;

@@ -1,7 +1,0 @@
-use nexus::event_source;
-
-#[event_source]
-#[derive(Default)]
-struct NotASource;
-
-fn main() {}

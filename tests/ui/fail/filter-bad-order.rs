@@ -1,8 +1,0 @@
-use nexus::{Event, EventQueue, filter};
-
-#[filter(order = "first")]
-async fn ordered(_event: &Event, _queue: &EventQueue) -> bool {
-    false
-}
-
-fn main() {}

@@ -1,8 +1,0 @@
-use nexus::{Event, EventQueue, filter};
-
-#[filter]
-async fn owns_event(_event: Event, _queue: &EventQueue) -> bool {
-    false
-}
-
-fn main() {}

@@ -1,8 +1,0 @@
-use nexus::{Event, EventQueue, filter};
-
-#[filter]
-fn not_async(_event: &Event, _queue: &EventQueue) -> bool {
-    false
-}
-
-fn main() {}

@@ -1,8 +1,0 @@
-use nexus::{Event, EventQueue, filter};
-
-#[filter]
-async fn returns_text(_event: &Event, _queue: &EventQueue) -> String {
-    String::new()
-}
-
-fn main() {}

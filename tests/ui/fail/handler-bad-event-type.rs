@@ -1,6 +1,0 @@
-use nexus::{Event, EventQueue, handler};
-
-#[handler(event_type = 1.5)]
-async fn fractional(_event: Event, _queue: EventQueue) {}
-
-fn main() {}

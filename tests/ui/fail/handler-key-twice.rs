@@ -1,6 +1,0 @@
-use nexus::{Event, EventQueue, handler};
-
-#[handler(event_type = 1, event_type = 2)]
-async fn twice(_event: Event, _queue: EventQueue) {}
-
-fn main() {}

@@ -1,6 +1,0 @@
-use nexus::{Event, EventQueue, handler};
-
-#[handler]
-async fn which_type(_event: Event, _queue: EventQueue) {}
-
-fn main() {}

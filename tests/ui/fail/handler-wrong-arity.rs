@@ -1,6 +1,0 @@
-use nexus::{Event, handler};
-
-#[handler(event_type = 1)]
-async fn only_event(_event: Event) {}
-
-fn main() {}
