@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use nexus::bus::EventFanout;
 use nexus::sources::{Timer, TimerKind, generator};
 use nexus::{
@@ -132,12 +134,14 @@ pub fn build(out: Out, seed: u64) -> Result<AsyncEventNexus, NexusError> {
         task: None,
     })?;
     nexus.register(generator(|factory| {
-        async_stream::stream! {
-            for word in ["alpha", "beta", "gamma"] {
+        // An async generator: one word every 2 s (`async_stream::stream!` reads the same).
+        futures_util::stream::iter(["alpha", "beta", "gamma"]).then(move |word| {
+            let factory = factory.clone();
+            async move {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                yield factory.create_event(word, DemoEvent::Word);
+                factory.create_event(word, DemoEvent::Word)
             }
-        }
+        })
     }))?;
     nexus.register(MyEventConverter { id: 1000 })?;
     nexus.add_producer(Timer::new(

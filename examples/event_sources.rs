@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use nexus::sources::generator;
 use nexus::{
     AsyncEventNexus, Event, EventProducer, EventQueue, EventSource, NexusError, ProducerLink,
@@ -77,12 +79,14 @@ pub async fn run(out: Out) -> Result<(), NexusError> {
     let nexus = AsyncEventNexus::new();
     nexus.register(MyEventConverter { id: 1000 })?;
     nexus.register(generator(|factory| {
-        async_stream::stream! {
-            for word in ["one", "two", "three"] {
+        // An async generator: one word every 250 ms (`async_stream::stream!` reads the same).
+        futures_util::stream::iter(["one", "two", "three"]).then(move |word| {
+            let factory = factory.clone();
+            async move {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                yield factory.create_event(word, 60);
+                factory.create_event(word, 60)
             }
-        }
+        })
     }))?;
     nexus.register(MyEventProducer {
         count: 3,
