@@ -26,6 +26,13 @@
 
 pub use nexus_core::*;
 
+/// `#[handler]`, `#[filter]` and `#[event_source]` (see [`nexus_core::handler`]): the same
+/// attributes, whose generated code names this crate, `::nexus`. Under another name (a renamed
+/// dependency), say so with `crate = "name"`, as in `#[handler(event_type = 1, crate = "events")]`.
+pub use nexus_macros::{
+    facade_event_source as event_source, facade_filter as filter, facade_handler as handler,
+};
+
 /// Ready-made event sources: the [`Timer`](sources::Timer), and adapters from streams,
 /// closures and channels.
 pub mod sources {

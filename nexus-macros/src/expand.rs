@@ -2,33 +2,42 @@
 //! registration beside it. On a mistake the item is still emitted, with one error beside it.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, FnArg, Item, ItemFn, ItemStruct, ReturnType, Type};
 
 use crate::args;
 use crate::selector;
 
-/// The path of the crate the user depends on: the `nexus` facade (package `async-nexus`), else
-/// the core (package `async-nexus-core`).
-///
-/// A dependency written under its package name is reached by its library's name (`nexus`,
-/// `nexus_core`); a renamed one by the name the user gave it.
-fn krate() -> TokenStream {
-    use proc_macro_crate::{FoundCrate, crate_name};
-    let found = |package: &str, library: &str| {
-        let name = match crate_name(package) {
-            Ok(FoundCrate::Name(name)) if name == package.replace('-', "_") => library.to_owned(),
-            Ok(FoundCrate::Name(name)) => name,
-            Ok(FoundCrate::Itself) => library.to_owned(),
-            Err(_) => return None,
-        };
-        let ident = format_ident!("{}", name);
-        Some(quote!(::#ident))
-    };
-    found("async-nexus", "nexus")
-        .or_else(|| found("async-nexus-core", "nexus_core"))
-        .unwrap_or_else(|| quote!(::nexus_core))
+/// Which crate the generated code names: the core or the facade, as the attribute was reached,
+/// unless the user says otherwise with `crate = "path"`.
+#[derive(Clone, Copy)]
+pub(crate) enum Via {
+    /// `nexus_core::handler` and the like: the code names `::nexus_core`.
+    Core,
+    /// `nexus::handler` and the like: the code names `::nexus`.
+    Facade,
+}
+
+impl Via {
+    fn path(self) -> TokenStream {
+        match self {
+            Self::Core => quote!(::nexus_core),
+            Self::Facade => quote!(::nexus),
+        }
+    }
+}
+
+/// The value of `crate = "path"`: the path under which the user reaches nexus (a renamed
+/// dependency, or a re-export).
+fn crate_path(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<TokenStream> {
+    let text: syn::LitStr = meta.value()?.parse().map_err(|err| {
+        syn::Error::new(
+            err.span(),
+            "`crate` takes the path to nexus as a string, as in `crate = \"my_nexus\"`",
+        )
+    })?;
+    Ok(text.parse::<syn::Path>()?.into_token_stream())
 }
 
 /// The item as written, followed by `error`: one mistake, one message, and the IDE still sees
@@ -120,20 +129,25 @@ fn return_type(function: &ItemFn) -> TokenStream {
 }
 
 const HANDLER_SHAPE: &str = "async fn name(event: Event, queue: EventQueue)";
-const HANDLER_KEYS: &str = "`event_type`";
+const HANDLER_KEYS: &str = "`event_type`, `crate`";
 
-pub(crate) fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
-    match expand_handler(args, &item) {
+pub(crate) fn handler(args: TokenStream, item: TokenStream, via: Via) -> TokenStream {
+    match expand_handler(args, &item, via) {
         Ok(tokens) => tokens,
         Err(err) => with_error(item, err),
     }
 }
 
-fn expand_handler(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
+fn expand_handler(args: TokenStream, item: &TokenStream, via: Via) -> syn::Result<TokenStream> {
+    let mut krate: Option<TokenStream> = None;
     let mut event_type: Option<Expr> = None;
     args::parse(args, "handler", HANDLER_KEYS, |key, meta| {
         if key == "event_type" {
             args::set(&mut event_type, key, args::expr(&meta)?)?;
+            return Ok(true);
+        }
+        if key == "crate" {
+            args::set(&mut krate, key, crate_path(&meta)?)?;
             return Ok(true);
         }
         Ok(false)
@@ -146,7 +160,7 @@ fn expand_handler(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStr
                 .to_owned(),
         ));
     };
-    let krate = krate();
+    let krate = krate.unwrap_or_else(|| via.path());
     let private = quote!(#krate::__private);
     let selector = selector::tokens(&event_type, &krate)?;
     let name = &function.sig.ident;
@@ -190,16 +204,17 @@ fn expand_handler(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStr
 }
 
 const FILTER_SHAPE: &str = "async fn name(event: &Event, queue: &EventQueue) -> bool";
-const FILTER_KEYS: &str = "`order`";
+const FILTER_KEYS: &str = "`order`, `crate`";
 
-pub(crate) fn filter(args: TokenStream, item: TokenStream) -> TokenStream {
-    match expand_filter(args, &item) {
+pub(crate) fn filter(args: TokenStream, item: TokenStream, via: Via) -> TokenStream {
+    match expand_filter(args, &item, via) {
         Ok(tokens) => tokens,
         Err(err) => with_error(item, err),
     }
 }
 
-fn expand_filter(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
+fn expand_filter(args: TokenStream, item: &TokenStream, via: Via) -> syn::Result<TokenStream> {
+    let mut krate: Option<TokenStream> = None;
     let mut order: Option<i64> = None;
     args::parse(args, "filter", FILTER_KEYS, |key, meta| {
         if key == "order" {
@@ -209,11 +224,15 @@ fn expand_filter(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStre
             args::set(&mut order, key, value.base10_parse()?)?;
             return Ok(true);
         }
+        if key == "crate" {
+            args::set(&mut krate, key, crate_path(&meta)?)?;
+            return Ok(true);
+        }
         Ok(false)
     })?;
     let function = parse_fn(item, "filter", FILTER_SHAPE)?;
     let order = order.unwrap_or(0);
-    let krate = krate();
+    let krate = krate.unwrap_or_else(|| via.path());
     let private = quote!(#krate::__private);
     let name = &function.sig.ident;
     let name_text = name.to_string();
@@ -251,20 +270,25 @@ fn expand_filter(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStre
     })
 }
 
-const SOURCE_KEYS: &str = "`new`";
+const SOURCE_KEYS: &str = "`new`, `crate`";
 
-pub(crate) fn event_source(args: TokenStream, item: TokenStream) -> TokenStream {
-    match expand_source(args, &item) {
+pub(crate) fn event_source(args: TokenStream, item: TokenStream, via: Via) -> TokenStream {
+    match expand_source(args, &item, via) {
         Ok(tokens) => tokens,
         Err(err) => with_error(item, err),
     }
 }
 
-fn expand_source(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStream> {
+fn expand_source(args: TokenStream, item: &TokenStream, via: Via) -> syn::Result<TokenStream> {
+    let mut krate: Option<TokenStream> = None;
     let mut new: Option<Expr> = None;
     args::parse(args, "event_source", SOURCE_KEYS, |key, meta| {
         if key == "new" {
             args::set(&mut new, key, args::expr(&meta)?)?;
+            return Ok(true);
+        }
+        if key == "crate" {
+            args::set(&mut krate, key, crate_path(&meta)?)?;
             return Ok(true);
         }
         Ok(false)
@@ -286,7 +310,7 @@ fn expand_source(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStre
              type by hand with `nexus.register(...)`",
         ));
     }
-    let krate = krate();
+    let krate = krate.unwrap_or_else(|| via.path());
     let private = quote!(#krate::__private);
     let name = &parsed.ident;
     let name_text = name.to_string();

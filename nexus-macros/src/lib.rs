@@ -40,7 +40,7 @@ use proc_macro::TokenStream;
 /// ```
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::handler(args.into(), item.into()).into()
+    expand::handler(args.into(), item.into(), expand::Via::Core).into()
 }
 
 /// Registers a free `async fn(event: &Event, queue: &EventQueue) -> bool` as a filter: it sees
@@ -59,7 +59,7 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn filter(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::filter(args.into(), item.into()).into()
+    expand::filter(args.into(), item.into(), expand::Via::Core).into()
 }
 
 /// Registers an instance of the struct as an event source: a `SimpleEventConverter`, an
@@ -90,5 +90,26 @@ pub fn filter(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn event_source(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::event_source(args.into(), item.into()).into()
+    expand::event_source(args.into(), item.into(), expand::Via::Core).into()
+}
+
+/// `#[handler]` as the `nexus` facade re-exports it: the generated code names `::nexus`.
+#[doc(hidden)]
+#[proc_macro_attribute]
+pub fn facade_handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::handler(args.into(), item.into(), expand::Via::Facade).into()
+}
+
+/// `#[filter]` as the `nexus` facade re-exports it: the generated code names `::nexus`.
+#[doc(hidden)]
+#[proc_macro_attribute]
+pub fn facade_filter(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::filter(args.into(), item.into(), expand::Via::Facade).into()
+}
+
+/// `#[event_source]` as the `nexus` facade re-exports it: the generated code names `::nexus`.
+#[doc(hidden)]
+#[proc_macro_attribute]
+pub fn facade_event_source(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::event_source(args.into(), item.into(), expand::Via::Facade).into()
 }
