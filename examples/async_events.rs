@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use nexus::bus::EventFanout;
 use nexus::sources::{Timer, TimerKind, generator};
 use nexus::{
-    AsyncEventNexus, Event, EventProducer, EventQueue, EventSource, EventType, Handler, NexusError,
-    ProducerLink, Selector, SimpleEventConverter, async_trait,
+    AsyncEventNexus, Event, EventKind, EventProducer, EventQueue, EventSource, EventType, Handler,
+    NexusError, ProducerLink, Selector, SimpleEventConverter, async_trait,
 };
 
 /// Where the demo's lines go: stdout when run, a buffer when tested.
@@ -57,11 +57,15 @@ impl From<DemoEvent> for Selector {
     }
 }
 
-/// A named event type: its Rust type's name is its event type.
+/// A named event type: a Rust type that states its event name.
 #[derive(Debug)]
 pub struct Treacle {
     /// How sweet.
     pub sweetness: u32,
+}
+
+impl EventKind for Treacle {
+    const NAME: &'static str = "treacle";
 }
 
 /// A producer that emits a random demo event every 0.5 s (a seeded generator, so a run can be
@@ -184,7 +188,7 @@ pub fn build(out: Out, seed: u64) -> Result<AsyncEventNexus, NexusError> {
     )?;
     let o = out.clone();
     nexus.add_handler(
-        EventType::of::<Treacle>(),
+        Selector::of::<Treacle>(),
         move |event: Event, _queue: EventQueue| {
             let sweetness = event.payload.get::<Treacle>().map_or(0, |t| t.sweetness);
             o(format!("treacle ID: {} (sweetness {sweetness})", event.id))
@@ -197,7 +201,7 @@ pub fn build(out: Out, seed: u64) -> Result<AsyncEventNexus, NexusError> {
             o(format!("timer {}: {}", event.event_type, event.payload))
         },
     )?;
-    nexus.add(-1, default_handler)?;
+    nexus.add_consumer(-1, default_handler)?;
     Ok(nexus)
 }
 

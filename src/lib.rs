@@ -5,6 +5,10 @@
 //! everything of [`nexus_core`] at the root, the ready-made sources under [`sources`], and the
 //! buses under [`bus`].
 //!
+//! nexus is the Rust successor of [Async Nexus](https://pypi.org/project/async-nexus/), an
+//! asyncio library for Python: the same model and names. Where these docs say "the original",
+//! they mean that library.
+//!
 //! ```
 //! use std::time::Duration;
 //! use nexus::sources::{Timer, TimerKind};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::support::{Log, running};
 use nexus::{
-    AsyncEventNexus, BoxError, Event, EventConsumer, EventQueue, EventType, NexusError, Selector,
-    async_trait,
+    AsyncEventNexus, BoxError, Event, EventConsumer, EventKind, EventQueue, EventType, NexusError,
+    Selector, async_trait,
 };
 
 #[tokio::test]
@@ -492,21 +492,36 @@ async fn handlers_added_while_running_take_the_next_event() {
 #[derive(Debug, PartialEq)]
 struct Ping(u32);
 
+impl EventKind for Ping {
+    const NAME: &'static str = "ping";
+}
+
 #[tokio::test]
-async fn named_event_types_route_by_type_name() {
-    let nexus = AsyncEventNexus::new();
+async fn named_event_types_route_by_the_name_they_state() {
+    let nexus = AsyncEventNexus::builder()
+        .error_policy(nexus::ErrorPolicy::Continue)
+        .build();
     let got = Arc::new(std::sync::Mutex::new(Vec::new()));
     let g = got.clone();
     nexus
-        .add_handler(EventType::of::<Ping>(), move |e: Event, _q: EventQueue| {
-            g.lock().unwrap().push(e.payload.get::<Ping>().map(|p| p.0));
+        .add_handler(Selector::of::<Ping>(), move |e: Event, _q: EventQueue| {
+            g.lock()
+                .unwrap()
+                .push((e.id, e.payload.get::<Ping>().map(|p| p.0)));
         })
         .unwrap();
     let _task = running(&nexus).await;
     nexus.ingest(Event::named(1, Ping(42))).await.unwrap();
-    let by_name = Event::new(2, std::any::type_name::<Ping>().to_string(), 0, "text");
-    nexus.ingest(by_name).await.unwrap();
-    assert_eq!(*got.lock().unwrap(), [Some(42), None]);
+    // From another process, the name alone arrives.
+    nexus
+        .ingest(Event::new(2, "ping", 0, "text"))
+        .await
+        .unwrap();
+    // The type's path is not its name.
+    let by_path = Event::new(3, std::any::type_name::<Ping>().to_string(), 0, "text");
+    nexus.ingest(by_path).await.unwrap();
+    assert_eq!(*got.lock().unwrap(), [(1, Some(42)), (2, None)]);
+    assert_eq!(nexus.stats().unhandled, 1);
 }
 
 /// Filters and handlers that have to wait (here: they yield to the runtime once) resume where

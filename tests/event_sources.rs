@@ -457,7 +457,7 @@ async fn generator_converters_accept_any_async_stream() {
     }
     let nexus = AsyncEventNexus::new();
     let seen = record_types(&nexus);
-    nexus.add_converter(Ticks).unwrap();
+    nexus.register(Ticks).unwrap();
     let _task = running(&nexus).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(seen.lock().unwrap().len(), 3);

@@ -468,7 +468,7 @@ async fn a_panic_in_the_drop_of_a_finished_call_is_that_handlers_failure() {
     let log = Log::default();
     with_probe(&nexus, &log);
     nexus
-        .add(
+        .add_consumer(
             1,
             Handler::new(|_e: Event, _q: EventQueue| PanicsOnDrop { polls: 2 }).named("bomb"),
         )
@@ -491,7 +491,7 @@ async fn a_panic_in_the_drop_of_a_timed_out_call_stays_inside_the_nexus() {
     let log = Log::default();
     with_probe(&nexus, &log);
     nexus
-        .add(
+        .add_consumer(
             1,
             Handler::new(|_e: Event, _q: EventQueue| async {
                 let _bomb = PanicsOnDrop { polls: 0 };

@@ -14,6 +14,10 @@ fn seen(line: String) {
 #[derive(Debug)]
 struct Ping;
 
+impl nexus::EventKind for Ping {
+    const NAME: &'static str = "ping";
+}
+
 mod kinds {
     pub(crate) const ALARM: i64 = 40;
 }
@@ -138,7 +142,7 @@ fn the_listing_shows_everything_registered() {
             handler(Selector::Default, "fallback"),
             handler(Selector::from("log"), "log"),
             handler(Selector::from(1), "one"),
-            handler(Selector::Type(EventType::of::<Ping>()), "ping"),
+            handler(Selector::of::<Ping>(), "ping"),
             handler(Selector::Range(1000, 1999), "thousands"),
             handler(Selector::from([2, 3]), "two_or_three"),
         ]

@@ -139,7 +139,9 @@ async fn a_handler_over_its_time_limit_is_cancelled_and_counted_as_failed() {
     let nexus = AsyncEventNexus::new();
     let slow =
         Handler::new(|_e: Event, _q: EventQueue| tokio::time::sleep(Duration::from_secs(60)));
-    nexus.add(1, slow.timeout(Duration::from_secs(2))).unwrap();
+    nexus
+        .add_consumer(1, slow.timeout(Duration::from_secs(2)))
+        .unwrap();
     let _task = running(&nexus).await;
     let started = tokio::time::Instant::now();
     let err = nexus.ingest(Event::new(5, 1, 0, ())).await.unwrap_err();

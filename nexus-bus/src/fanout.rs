@@ -3,9 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use nexus_core::__private::FanList;
 use nexus_core::{
-    BoxError, ConsumerFuture, Event, EventConsumer, EventQueue, FanList, Handler, NexusError,
-    async_trait,
+    BoxError, ConsumerFuture, Event, EventConsumer, EventQueue, Handler, NexusError, async_trait,
 };
 
 /// A consumer that sends a copy of each event to every handler registered with it, one after

@@ -152,6 +152,7 @@ impl NatsBoundary {
     fn subscription(&self, selector: &Selector) -> String {
         match selector {
             Selector::Type(event_type) => self.subject(event_type),
+            Selector::Kind(kind) => self.subject(&EventType::name(kind.name())),
             _ => format!("{}.>", self.prefix),
         }
     }

@@ -120,6 +120,22 @@ pub enum NexusError {
         second: &'static str,
     },
 
+    /// Two Rust types were registered on one nexus under one event name
+    /// ([`EventKind::NAME`](crate::EventKind::NAME)): events of that name could not tell them
+    /// apart.
+    #[error(
+        "event name \"{name}\" is claimed by two types, {first} and {second}: give each its own \
+         name"
+    )]
+    EventNameClash {
+        /// The name both types state.
+        name: &'static str,
+        /// The type registered first under the name.
+        first: &'static str,
+        /// The type that could not be registered.
+        second: &'static str,
+    },
+
     /// A producer has no live nexus to send to, or was asked to send before it was started.
     #[error("misconfigured event producer {producer}: {reason}")]
     MisconfiguredEventProducer {

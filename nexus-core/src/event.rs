@@ -53,24 +53,108 @@ impl Event {
         }
     }
 
-    /// Creates a named event: its type is the name of `T` and its payload is `value`.
+    /// Creates a named event: its type is `T`'s [`EventKind::NAME`] and its payload is `value`.
     ///
-    /// This is the seed's `NamedEvent`: a type's qualified name is its event type.
+    /// This is the original's `NamedEvent`, with the name stated by the type rather than taken
+    /// from its path.
     ///
     /// ```
-    /// use nexus_core::{Event, EventType};
+    /// use nexus_core::{Event, EventKind, EventType};
     ///
     /// #[derive(Debug, PartialEq)]
     /// struct Ping(u32);
+    /// impl EventKind for Ping {
+    ///     const NAME: &'static str = "ping";
+    /// }
     ///
     /// let event = Event::named(7, Ping(3));
-    /// assert_eq!(event.event_type, EventType::of::<Ping>());
+    /// assert_eq!(event.event_type, EventType::name("ping"));
     /// assert_eq!(event.payload.get::<Ping>(), Some(&Ping(3)));
     /// ```
-    pub fn named<T: Any + Send + Sync + fmt::Debug>(id: u64, value: T) -> Self {
+    pub fn named<T: EventKind + Send + Sync + fmt::Debug>(id: u64, value: T) -> Self {
         Self::new(id, EventType::of::<T>(), 0, Payload::value(value))
     }
 }
+
+/// A Rust type that is an event type of its own, under the name it states.
+///
+/// The name is what selects the type's handlers and what travels to other processes (over
+/// ZeroMQ or NATS), so it is written once, here, and never derived from the type's path, which
+/// changes with modules and compilers. Two types registered on one nexus under one name are an
+/// error ([`NexusError::EventNameClash`](crate::NexusError::EventNameClash)).
+///
+/// ```
+/// use nexus_core::{AsyncEventNexus, Event, EventKind, EventQueue, EventType, Selector};
+///
+/// #[derive(Debug)]
+/// struct Treacle {
+///     sweetness: u32,
+/// }
+/// impl EventKind for Treacle {
+///     const NAME: &'static str = "treacle";
+/// }
+///
+/// let nexus = AsyncEventNexus::new();
+/// nexus.add_handler(Selector::of::<Treacle>(), |event: Event, _q: EventQueue| {
+///     let treacle = event.payload.get::<Treacle>().expect("a Treacle");
+///     println!("sweetness {}", treacle.sweetness);
+/// })?;
+/// assert_eq!(EventType::of::<Treacle>().to_string(), "treacle");
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no event name",
+    label = "this type is used as an event type",
+    note = "state its name: `impl EventKind for {Self} {{ const NAME: &'static str = \"...\"; }}`"
+)]
+pub trait EventKind: Any {
+    /// The event type's name, as it is registered and as it travels.
+    const NAME: &'static str;
+}
+
+/// An [`EventKind`] as a value: its name, and the Rust type that claimed it (for
+/// [`Selector::Kind`](crate::Selector::Kind), which checks that one name means one type).
+#[derive(Clone, Copy, Debug)]
+pub struct Kind {
+    name: &'static str,
+    type_id: std::any::TypeId,
+    type_name: &'static str,
+}
+
+impl Kind {
+    /// The kind of `T`.
+    pub fn of<T: EventKind>() -> Self {
+        Self {
+            name: T::NAME,
+            type_id: std::any::TypeId::of::<T>(),
+            type_name: std::any::type_name::<T>(),
+        }
+    }
+
+    /// The event type's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The Rust type's path, for messages only.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// Whether `self` and `other` are the same Rust type.
+    pub fn same_type(&self, other: &Self) -> bool {
+        self.type_id == other.type_id
+    }
+}
+
+/// Kinds are equal when they are the same type under the same name.
+impl PartialEq for Kind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.type_id == other.type_id
+    }
+}
+
+impl Eq for Kind {}
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -172,19 +256,22 @@ impl From<Arc<str>> for Text {
 
 /// The type of an event: an integer or a name.
 ///
-/// Integer types are what most programs use. A named type is the name of a Rust type (see
-/// [`EventType::of`]), the seed's `NamedEvent`, or any text (see [`EventType::name`]), which is
-/// what arrives from other processes.
+/// Integer types are what most programs use. A named type is a Rust type's stated name (see
+/// [`EventType::of`] and [`EventKind`]), the original's `NamedEvent`, or any text (see
+/// [`EventType::name`]), which is what arrives from other processes.
 ///
 /// `-1` is not an event type to register a handler for: [`Selector`](crate::Selector) reads it as
-/// "the default handler", as the seed does.
+/// "the default handler", as the original library does.
 ///
 /// ```
-/// use nexus_core::EventType;
+/// use nexus_core::{EventKind, EventType};
 ///
 /// struct Ping;
+/// impl EventKind for Ping {
+///     const NAME: &'static str = "ping";
+/// }
 /// assert_eq!(EventType::from(99), EventType::Int(99));
-/// assert_eq!(EventType::of::<Ping>().to_string(), std::any::type_name::<Ping>());
+/// assert_eq!(EventType::of::<Ping>(), EventType::name("ping"));
 /// assert_eq!(EventType::name("log.warning").as_name(), Some("log.warning"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -196,10 +283,9 @@ pub enum EventType {
 }
 
 impl EventType {
-    /// The event type named after the Rust type `T` (its full path, as
-    /// [`std::any::type_name`] gives it).
-    pub fn of<T: ?Sized + Any>() -> Self {
-        Self::Named(Text::from(std::any::type_name::<T>()))
+    /// The named event type of `T`: the name it states ([`EventKind::NAME`]).
+    pub fn of<T: EventKind>() -> Self {
+        Self::Named(Text::from(T::NAME))
     }
 
     /// A named event type from any text.

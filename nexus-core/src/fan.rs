@@ -24,7 +24,8 @@ fn next_generation() -> u64 {
 /// # Examples
 ///
 /// ```
-/// use nexus_core::{Event, EventQueue, FanList, Handler};
+/// use nexus_core::__private::FanList;
+/// use nexus_core::{Event, EventQueue, Handler};
 ///
 /// let list = FanList::new();
 /// list.update(|handlers| handlers.push(Handler::new(|e: Event, _q: EventQueue| println!("{e}"))));

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 
 use crate::error::{BoxError, NexusError};
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, Kind};
 use crate::fan::FanList;
 use crate::queue::EventQueue;
 use crate::spare::{self, Spare};
@@ -25,6 +25,7 @@ use crate::spare::{self, Spare};
 /// |---|---|
 /// | `99` | events of type 99 |
 /// | `-1` or `Selector::Default` | events no other handler takes (the default handler) |
+/// | `Selector::of::<Ping>()` | events of the named type `Ping` states ([`EventKind`](crate::EventKind)), checked: one name, one type |
 /// | `EventType::of::<Ping>()`, `"name"` | events of that named type |
 /// | `1000..=1999`, `1000..2000` | events whose integer type is in the range |
 /// | `[1, 2, 3]`, a `Vec` | each of the listed selectors |
@@ -51,9 +52,18 @@ pub enum Selector {
     Default,
     /// Each of these selectors.
     List(Vec<Selector>),
+    /// Events of the named type a Rust type states ([`EventKind`](crate::EventKind)). It selects
+    /// what `Type` of the same name selects; registering it also claims the name for that Rust
+    /// type, so that two types under one name are an error.
+    Kind(Kind),
 }
 
 impl Selector {
+    /// The selector of the named event type `T` (see [`Selector::Kind`]).
+    pub fn of<T: crate::EventKind>() -> Self {
+        Self::Kind(Kind::of::<T>())
+    }
+
     /// Whether an event of `event_type` is one this selector names. `Default` matches every
     /// type.
     ///
@@ -72,6 +82,7 @@ impl Selector {
                 .is_some_and(|i| (*start..=*end).contains(&i)),
             Self::Default => true,
             Self::List(items) => items.iter().any(|s| s.matches(event_type)),
+            Self::Kind(kind) => event_type.as_name() == Some(kind.name()),
         }
     }
 }
@@ -80,6 +91,7 @@ impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Type(t) => write!(f, "{t}"),
+            Self::Kind(kind) => f.write_str(kind.name()),
             Self::Range(a, b) => write!(f, "{a}..={b}"),
             Self::Default => f.write_str("default (-1)"),
             Self::List(items) => {
@@ -93,6 +105,12 @@ impl fmt::Display for Selector {
                 f.write_str("]")
             }
         }
+    }
+}
+
+impl From<Kind> for Selector {
+    fn from(kind: Kind) -> Self {
+        Self::Kind(kind)
     }
 }
 
@@ -150,7 +168,7 @@ impl<T: Into<Selector>> From<Vec<T>> for Selector {
     }
 }
 
-/// A handler written as an object: the seed's `EventConsumer`.
+/// A handler written as an object: the original's `EventConsumer`.
 ///
 /// Register one with [`AsyncEventNexus::add_consumer`](crate::AsyncEventNexus::add_consumer).
 /// The nexus dispatches one event at a time, so `handle` is never called twice at once by one
@@ -212,6 +230,7 @@ pub trait EventConsumer: Send + Sync + 'static {
     /// [`handle`](Self::handle); so does an empty list.
     ///
     /// Whether a consumer fans out is asked once, when it is registered.
+    #[doc(hidden)]
     fn fan_out(&self) -> Option<&FanList> {
         None
     }
@@ -667,6 +686,14 @@ pub struct Handler {
     fans_out: bool,
 }
 
+/// Any [`EventConsumer`] is a handler, named after its type:
+/// [`AsyncEventNexus::add_consumer`](crate::AsyncEventNexus::add_consumer) takes either.
+impl<C: EventConsumer> From<C> for Handler {
+    fn from(consumer: C) -> Self {
+        Self::consumer(consumer)
+    }
+}
+
 impl Handler {
     /// A handler from a function or closure, as
     /// [`AsyncEventNexus::add_handler`](crate::AsyncEventNexus::add_handler) takes it.
@@ -713,7 +740,7 @@ impl Handler {
     ///
     /// let nexus = AsyncEventNexus::new();
     /// let slow = Handler::new(|_e: Event, _q: EventQueue| tokio::time::sleep(Duration::from_secs(60)));
-    /// nexus.add(7, slow.timeout(Duration::from_secs(1)))?;
+    /// nexus.add_consumer(7, slow.timeout(Duration::from_secs(1)))?;
     /// # Ok::<(), nexus_core::NexusError>(())
     /// ```
     pub fn timeout(mut self, limit: std::time::Duration) -> Self {

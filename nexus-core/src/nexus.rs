@@ -17,8 +17,7 @@ use crate::error::{LoopState, NexusError};
 use crate::event::{Event, EventType, Payload};
 use crate::factory::{EventFactory, EventId};
 use crate::handler::{
-    BorrowingFilter, EventConsumer, FilterFuture, FilterReturn, FnHandler, Handler, HandlerReturn,
-    Selector,
+    BorrowingFilter, FilterFuture, FilterReturn, FnHandler, Handler, HandlerReturn, Selector,
 };
 use crate::policy::{ErrorPolicy, NexusStats, TypeCounts};
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
@@ -45,7 +44,7 @@ fn state_of(raw: u8) -> LoopState {
 /// Directs events from sources to filters and handlers.
 ///
 /// A cheap cloneable handle: clones share one nexus, so a task can hold one and
-/// [`ingest`](Self::ingest) events (the seed's `teapot`). The nexus is dropped when the last
+/// [`ingest`](Self::ingest) events (the original's `teapot`). The nexus is dropped when the last
 /// handle is; producers hold it only weakly.
 ///
 /// # Dispatch
@@ -404,30 +403,35 @@ impl AsyncEventNexus {
         R: HandlerReturn<M>,
         M: 'static,
     {
-        self.add(selector, Handler::new(handler))
+        self.insert_handler(&selector.into(), Handler::new(handler))
     }
 
-    /// Registers an [`EventConsumer`] object for the events `selector` names, as
-    /// [`add_handler`](Self::add_handler) does for functions.
+    /// Registers a handler object for the events `selector` names, as
+    /// [`add_handler`](Self::add_handler) does for functions: an [`EventConsumer`](crate::EventConsumer) (such as an
+    /// `EventFanout` or a boundary's handler), or a [`Handler`] (a function with options, such as
+    /// a time limit).
     ///
     /// # Errors
     ///
     /// As [`add_handler`](Self::add_handler).
-    pub fn add_consumer<C: EventConsumer>(
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nexus_core::{AsyncEventNexus, Event, EventQueue, Handler};
+    ///
+    /// let nexus = AsyncEventNexus::new();
+    /// let slow = Handler::new(|_e: Event, _q: EventQueue| async {});
+    /// nexus.add_consumer(7, slow.timeout(Duration::from_secs(1)))?;
+    /// # Ok::<(), nexus_core::NexusError>(())
+    /// ```
+    pub fn add_consumer(
         &self,
         selector: impl Into<Selector>,
-        consumer: C,
+        consumer: impl Into<Handler>,
     ) -> Result<(), NexusError> {
-        self.insert_handler(&selector.into(), Handler::consumer(consumer))
-    }
-
-    /// Registers a [`Handler`] for the events `selector` names.
-    ///
-    /// # Errors
-    ///
-    /// As [`add_handler`](Self::add_handler).
-    pub fn add(&self, selector: impl Into<Selector>, handler: Handler) -> Result<(), NexusError> {
-        self.insert_handler(&selector.into(), handler)
+        self.insert_handler(&selector.into(), consumer.into())
     }
 
     fn insert_handler(&self, selector: &Selector, entry: HandlerEntry) -> Result<(), NexusError> {
@@ -505,16 +509,6 @@ impl AsyncEventNexus {
     /// [`NexusError::InvalidLoopState`] once the loop has started.
     pub fn register<M>(&self, source: impl IntoSource<M>) -> Result<(), NexusError> {
         self.add_source(source.into_source().0)
-    }
-
-    /// Registers a pull-mode source ([`SimpleEventConverter`](crate::SimpleEventConverter) or
-    /// [`EventConverter`](crate::EventConverter)).
-    ///
-    /// # Errors
-    ///
-    /// As [`register`](Self::register).
-    pub fn add_converter<M>(&self, converter: impl IntoSource<M>) -> Result<(), NexusError> {
-        self.register(converter)
     }
 
     /// Registers a push-mode source and links it to this nexus.
@@ -629,7 +623,7 @@ impl AsyncEventNexus {
         self.run_loop(true).await
     }
 
-    /// Runs the loop in a background task and returns its handle (the seed's `start()`).
+    /// Runs the loop in a background task and returns its handle (the original's `start()`).
     ///
     /// # Errors
     ///
@@ -814,7 +808,7 @@ impl AsyncEventNexus {
     }
 
     /// Runs `body` with this nexus, then always runs [`cleanup`](Self::cleanup): after success,
-    /// after an error, and after a panic (which then goes on unwinding). This is the seed's
+    /// after an error, and after a panic (which then goes on unwinding). This is the original's
     /// `with AsyncEventNexus() as nexus:` block.
     ///
     /// # Errors

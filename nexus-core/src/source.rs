@@ -79,7 +79,7 @@ pub trait EventSource: Send + 'static {
 ///
 /// # Examples
 ///
-/// The seed's `MyEventConverter`, counting ids from 1000:
+/// The original's `MyEventConverter`, counting ids from 1000:
 ///
 /// ```
 /// use std::time::Duration;
@@ -704,8 +704,9 @@ pub mod source_marker {
 
 /// Any of the three kinds of source, as [`AsyncEventNexus::register`] takes them.
 ///
-/// A type that implements more than one source trait is ambiguous here; register it with
-/// [`AsyncEventNexus::add_converter`] or [`AsyncEventNexus::add_producer`] instead.
+/// A type that implements more than one source trait is ambiguous here: name the kind, as in
+/// `nexus.register::<nexus_core::__private::source_marker::Simple>(source)`, or register a
+/// producer with [`AsyncEventNexus::add_producer`].
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event source the nexus can register",
     label = "this needs `impl SimpleEventConverter`, `impl EventConverter` or `impl EventProducer`"

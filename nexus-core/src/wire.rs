@@ -324,6 +324,26 @@ mod tests {
         decode(&encode(event).unwrap(), DecodeLimits::default()).unwrap()
     }
 
+    mod deep {
+        pub(super) struct Treacle;
+        impl crate::EventKind for Treacle {
+            const NAME: &'static str = "treacle";
+        }
+    }
+
+    #[test]
+    fn a_named_type_travels_as_the_name_it_states_not_its_path() {
+        let event = Event::new(1, EventType::of::<deep::Treacle>(), 0, "x");
+        let json: serde_json::Value = serde_json::from_slice(&encode(&event).unwrap()).unwrap();
+        assert_eq!(json["type"], "treacle");
+        let path = std::any::type_name::<deep::Treacle>();
+        assert!(!json.to_string().contains(path), "{json}");
+        assert_eq!(
+            roundtrip(&event).event_type,
+            EventType::of::<deep::Treacle>()
+        );
+    }
+
     #[test]
     fn text_integer_json_and_empty_payloads_round_trip() {
         for payload in [

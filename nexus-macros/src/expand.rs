@@ -186,7 +186,7 @@ fn expand_handler(args: TokenStream, item: &TokenStream, via: Via) -> syn::Resul
                         #result(#name(#event_arg, #queue_arg).await)
                     },
                 );
-                nexus.add(
+                nexus.add_consumer(
                     __nexus_selector(),
                     handler.named(::core::concat!(::core::module_path!(), "::", #name_text)),
                 )

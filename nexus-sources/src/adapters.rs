@@ -59,7 +59,7 @@ impl EventConverter for StreamConverter {
 }
 
 /// A converter written as a generator: `make` receives the nexus's event factory and returns
-/// the stream (an `async_stream::stream!` block, for instance). The seed's `EventConverter`
+/// the stream (an `async_stream::stream!` block, for instance). The original's `EventConverter`
 /// without a type of your own.
 ///
 /// ```

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::error::NexusError;
-use crate::event::{EventType, Text};
+use crate::event::{EventType, Kind, Text};
 use crate::handler::{ErasedFilter, Selector};
 
 pub(crate) use crate::handler::Handler as HandlerEntry;
@@ -30,6 +30,8 @@ pub(crate) struct Table {
     /// Inclusive ranges in registration order; the first that holds a type wins.
     ranges: Vec<(i64, i64, Slot)>,
     default: Slot,
+    /// Which Rust type claimed each name registered through [`Selector::Kind`].
+    kinds: FxHashMap<&'static str, Kind>,
 }
 
 impl Table {
@@ -70,6 +72,25 @@ impl Table {
     ) -> Result<(), NexusError> {
         let mut flat = Vec::new();
         flatten(selector, &mut flat)?;
+        let mut claimed: Vec<Kind> = Vec::new();
+        for s in &flat {
+            if let Selector::Kind(kind) = s {
+                let first = self
+                    .kinds
+                    .get(kind.name())
+                    .or_else(|| claimed.iter().find(|k| k.name() == kind.name()));
+                if let Some(first) = first
+                    && !first.same_type(kind)
+                {
+                    return Err(NexusError::EventNameClash {
+                        name: kind.name(),
+                        first: first.type_name(),
+                        second: kind.type_name(),
+                    });
+                }
+                claimed.push(*kind);
+            }
+        }
         if !multiple {
             for (i, s) in flat.iter().enumerate() {
                 if self.is_taken(s) || flat[..i].iter().any(|earlier| overlaps(earlier, s)) {
@@ -82,6 +103,9 @@ impl Table {
         for s in flat {
             self.slot_mut(s).push(entry.clone());
         }
+        for kind in claimed {
+            self.kinds.entry(kind.name()).or_insert(kind);
+        }
         Ok(())
     }
 
@@ -89,6 +113,7 @@ impl Table {
         match selector {
             Selector::Type(EventType::Int(i)) => self.ints.contains_key(i),
             Selector::Type(EventType::Named(n)) => self.named.contains_key(n.as_str()),
+            Selector::Kind(kind) => self.named.contains_key(kind.name()),
             Selector::Range(a, b) => self.ranges.iter().any(|(s, e, _)| s <= b && a <= e),
             Selector::Default => !self.default.is_empty(),
             Selector::List(_) => false,
@@ -99,6 +124,7 @@ impl Table {
         match selector {
             Selector::Type(EventType::Int(i)) => self.ints.entry(*i).or_default(),
             Selector::Type(EventType::Named(n)) => self.named.entry(n.clone()).or_default(),
+            Selector::Kind(kind) => self.named.entry(Text::from(kind.name())).or_default(),
             Selector::Range(a, b) => {
                 let at = match self.ranges.iter().position(|(s, e, _)| s == a && e == b) {
                     Some(at) => at,
@@ -127,7 +153,19 @@ pub(crate) fn selectors_overlap(a: &Selector, b: &Selector) -> bool {
 fn overlaps(a: &Selector, b: &Selector) -> bool {
     match (a, b) {
         (Selector::Range(a0, a1), Selector::Range(b0, b1)) => a0 <= b1 && b0 <= a1,
-        _ => a == b,
+        _ => match (name_of(a), name_of(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
+}
+
+/// The name a selector of one named type selects.
+fn name_of(selector: &Selector) -> Option<&str> {
+    match selector {
+        Selector::Type(EventType::Named(n)) => Some(n.as_str()),
+        Selector::Kind(kind) => Some(kind.name()),
+        _ => None,
     }
 }
 

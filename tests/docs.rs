@@ -1,0 +1,95 @@
+//! The documentation keeps up with the code: the README lists every error, and the public docs
+//! speak of the project and of the original library, by name.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// The variants of `NexusError`, read from its definition.
+fn error_variants() -> Vec<String> {
+    let source = read(&root().join("nexus-core/src/error.rs"));
+    let body = source
+        .split("pub enum NexusError {")
+        .nth(1)
+        .expect("the enum NexusError")
+        .split("\n}\n")
+        .next()
+        .expect("its end");
+    body.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("    ")?;
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            let first = name.chars().next()?;
+            let after = &rest[name.len()..];
+            (first.is_ascii_uppercase()
+                && (after.starts_with(" {") || after.starts_with(',') || after.starts_with('(')))
+            .then_some(name)
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_names_every_variant_of_nexus_error() {
+    let variants = error_variants();
+    assert!(
+        variants.len() >= 25 && variants.iter().any(|v| v == "EventNameClash"),
+        "the parse of error.rs found {variants:?}"
+    );
+    let readme = read(&root().join("README.md"));
+    let missing: Vec<&String> = variants
+        .iter()
+        .filter(|v| !readme.contains(&format!("`{v}`")))
+        .collect();
+    assert!(missing.is_empty(), "README.md does not name {missing:?}");
+}
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn public_docs_speak_of_the_original_library_not_of_a_seed() {
+    let mut files = Vec::new();
+    for dir in [
+        "src",
+        "nexus-core/src",
+        "nexus-macros/src",
+        "nexus-sources/src",
+        "nexus-bus/src",
+    ] {
+        sources(&root().join(dir), &mut files);
+    }
+    assert!(files.len() > 20, "found only {files:?}");
+    let mut found = Vec::new();
+    for file in &files {
+        for (n, line) in read(file).lines().enumerate() {
+            let line = line.trim_start();
+            if (line.starts_with("///") || line.starts_with("//!"))
+                && line.to_lowercase().contains("seed")
+            {
+                found.push(format!("{}:{}: {line}", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
