@@ -840,22 +840,22 @@ async fn a_remote_sources_failed_events_are_counted_and_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unhandled_event_from_a_zeromq_peer_does_not_stop_the_nexus() {
     use nexus::sources::zmq::ZmqEventReceiver;
-    use zeromq::Socket;
-    let mut pull = zeromq::PullSocket::new();
+    use nexus::sources::zmq::{self, Socket};
+    let mut pull = zmq::PullSocket::new();
     let endpoint = pull.bind("tcp://127.0.0.1:0").await.unwrap();
     let nexus = AsyncEventNexus::new();
     let log = Log::default();
     nexus.add_handler(1, log.handler("got")).unwrap();
     nexus.register(ZmqEventReceiver::new(pull)).unwrap();
     let running = nexus.start().unwrap();
-    let mut push = zeromq::PushSocket::new();
+    let mut push = zmq::PushSocket::new();
     push.connect(&endpoint.to_string()).await.unwrap();
     for message in [
         r#"{"id": 1, "type": 1, "priority": 0, "payload": "good"}"#,
         r#"{"id": 2, "type": 42, "priority": 0, "payload": "nobody handles type 42"}"#,
         r#"{"id": 3, "type": 1, "priority": 0, "payload": "good"}"#,
     ] {
-        zeromq::SocketSend::send(&mut push, message.to_owned().into())
+        zmq::SocketSend::send(&mut push, message.to_owned().into())
             .await
             .unwrap();
     }

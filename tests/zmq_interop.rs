@@ -10,12 +10,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nexus::sources::zmq::{self, Socket};
 use nexus::sources::zmq::{ZmqEventReceiver, ZmqEventSender};
 use nexus::wire::{self, DecodeLimits};
 use nexus::{AsyncEventNexus, Event, EventQueue, EventType, Payload};
 use serde_json::json;
 use support::{Trial, block_on};
-use zeromq::Socket;
 
 const N: usize = 1_000;
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/zmq_peer.py");
@@ -64,7 +64,7 @@ fn assert_same(got: &Event, expected: &Event) {
 }
 
 async fn events_sent_by_the_original_reach_a_rust_nexus_intact() {
-    let mut socket = zeromq::PullSocket::new();
+    let mut socket = zmq::PullSocket::new();
     let endpoint = socket.bind("tcp://127.0.0.1:0").await.unwrap();
     let port = endpoint.to_string().rsplit(':').next().unwrap().to_owned();
 
@@ -121,7 +121,7 @@ async fn events_sent_by_a_rust_nexus_reach_the_original_intact() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let port = tokio::task::block_in_place(|| lines.next().unwrap().unwrap());
 
-    let mut socket = zeromq::PushSocket::new();
+    let mut socket = zmq::PushSocket::new();
     socket
         .connect(&format!("tcp://127.0.0.1:{port}"))
         .await
@@ -155,7 +155,7 @@ async fn events_sent_by_a_rust_nexus_reach_the_original_intact() {
 async fn a_payload_without_a_json_form_is_an_error_at_the_sender() {
     #[derive(Debug)]
     struct Opaque;
-    let mut socket = zeromq::PushSocket::new();
+    let mut socket = zmq::PushSocket::new();
     socket.bind("tcp://127.0.0.1:0").await.unwrap();
     let sender = ZmqEventSender::new(socket);
     let err = sender
@@ -170,7 +170,7 @@ async fn a_payload_without_a_json_form_is_an_error_at_the_sender() {
 }
 
 async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
-    let mut pull = zeromq::PullSocket::new();
+    let mut pull = zmq::PullSocket::new();
     let endpoint = pull.bind("tcp://127.0.0.1:0").await.unwrap();
     let receiver = ZmqEventReceiver::new(pull).only(1..=9).max_bytes(256);
     let stats = receiver.stats();
@@ -185,7 +185,7 @@ async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
     nexus.register(receiver).unwrap();
     let running = nexus.start().unwrap();
 
-    let mut push = zeromq::PushSocket::new();
+    let mut push = zmq::PushSocket::new();
     push.connect(&endpoint.to_string()).await.unwrap();
     let messages: Vec<Vec<u8>> = vec![
         br#"{"id": 1, "type": 1, "priority": 0, "payload": "good"}"#.to_vec(),
@@ -202,7 +202,7 @@ async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
         br#"{"id": 6, "type": 6, "priority": 0, "payload": "good"}"#.to_vec(),
     ];
     for message in messages {
-        zeromq::SocketSend::send(&mut push, message.into())
+        zmq::SocketSend::send(&mut push, message.into())
             .await
             .unwrap();
     }
@@ -233,9 +233,9 @@ async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
 async fn strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite_hook() {
     use nexus::sources::zmq::ZmqEventConverter;
 
-    let mut publisher = zeromq::PubSocket::new();
+    let mut publisher = zmq::PubSocket::new();
     let endpoint = publisher.bind("tcp://127.0.0.1:0").await.unwrap();
-    let mut subscriber = zeromq::SubSocket::new();
+    let mut subscriber = zmq::SubSocket::new();
     subscriber.connect(&endpoint.to_string()).await.unwrap();
     subscriber.subscribe("").await.unwrap();
 
@@ -261,7 +261,7 @@ async fn strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite
             } else {
                 format!("noise {n}")
             };
-            zeromq::SocketSend::send(&mut publisher, text.into())
+            zmq::SocketSend::send(&mut publisher, text.into())
                 .await
                 .unwrap();
             n += 1;

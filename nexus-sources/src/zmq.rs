@@ -3,8 +3,9 @@
 //! go out as JSON objects ([`ZmqEventSender`]). They talk to libzmq and pyzmq peers, including
 //! the original library itself.
 //!
-//! Sockets come from the `zeromq` crate, re-exported here: bind or connect them, then hand them
-//! over.
+//! Sockets come from the `zeromq` crate: the socket types the original's patterns use
+//! (PUB/SUB, PUSH/PULL) and the traits to bind, connect and use them are re-exported here. Bind
+//! or connect them, then hand them over.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,8 +16,12 @@ use nexus_core::{
     BoxError, Event, EventConsumer, EventFactory, EventQueue, EventSource, EventType, Malformed,
     NexusError, Selector, SimpleEventConverter, async_trait,
 };
-pub use zeromq;
-use zeromq::{SocketRecv, SocketSend, ZmqError, ZmqMessage};
+use zeromq::ZmqMessage;
+/// What a user needs of the `zeromq` crate: the sockets and the traits that bind, connect,
+/// receive and send.
+pub use zeromq::{
+    PubSocket, PullSocket, PushSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqError,
+};
 
 fn transport(detail: impl fmt::Display) -> NexusError {
     NexusError::Transport {
@@ -45,12 +50,12 @@ type Rewrite = dyn Fn(&str) -> Option<String> + Send + Sync;
 ///
 /// ```no_run
 /// use nexus_core::AsyncEventNexus;
-/// use nexus_sources::zmq::{ZmqEventConverter, zeromq::{self, Socket}};
+/// use nexus_sources::zmq::{Socket, SubSocket, ZmqEventConverter};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let nexus = AsyncEventNexus::new();
-/// let mut socket = zeromq::SubSocket::new();
+/// let mut socket = SubSocket::new();
 /// socket.connect("tcp://127.0.0.1:5556").await?;
 /// socket.subscribe("").await?;
 /// let converter = ZmqEventConverter::new(socket, 42, nexus.event_factory())
