@@ -2,8 +2,10 @@
 //! then build and run a nexus from all of them with `nexus_core::run_registered()`.
 //!
 //! Use them through `nexus` or `nexus-core`, which re-export them; this crate is their
-//! implementation. The generated code names only the crate you depend on (`::nexus` or
-//! `::nexus_core`) and `::core`, so you need no dependency on `inventory` or `async-trait`.
+//! implementation. The generated code names only the crate you reached them through
+//! (`::nexus` or `::nexus_core`) and `::core`, so you need no dependency on `inventory` or
+//! `async-trait`. Where you reach nexus under another name (a renamed dependency, a
+//! re-export), say so with `crate = "name"` in any of the three attributes.
 //!
 //! Registration happens at link time: the items of a library crate register only if the binary
 //! links that crate, so refer to something in it from the binary.
@@ -17,7 +19,7 @@ use proc_macro::TokenStream;
 
 /// Registers a free `async fn(event: Event, queue: EventQueue)` as the handler for the event
 /// types `event_type` names: an integer (`99`), `-1` for the default handler, a name (`"log"`),
-/// a named type (`Ping`), an integer constant (`Demo::Ping as i64`), a range (`1000..=1999`) or a
+/// a named type (`Ping`, which states its name with `EventKind`), an integer constant (`Demo::Ping as i64`), a range (`1000..=1999`) or a
 /// list (`[1, 2, 3]`). It returns `()` or `Result<(), E>`.
 ///
 /// The function stays an ordinary function, callable directly.
