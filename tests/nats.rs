@@ -502,8 +502,51 @@ async fn the_distributed_example_ships_every_order_of_two_ordering_runs() {
     );
 }
 
+/// Plain NATS delivers at most once, to the subscriptions the server has: a subscriber whose
+/// nexus is running has its subscription in place at the server, so an event published on
+/// another connection right after it started is received. Repeated, as the race is narrow.
+async fn a_started_subscriber_receives_what_is_published_right_after() {
+    let server = NatsServer::start();
+    let connect = || async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        NatsBoundary::with_client(client, PREFIX)
+    };
+    let out = connect().await;
+    let publisher = out.publisher();
+    for round in 0..200u64 {
+        let into = connect().await;
+        let (receiver, seen) = recorder();
+        receiver.add_producer(into.subscriber(7)).unwrap();
+        let task = running(&receiver).await;
+        nexus::EventConsumer::handle(
+            &publisher,
+            Event::new(round, 7, 0, "x"),
+            receiver.queue().clone(),
+        )
+        .await
+        .unwrap();
+        let arrived = tokio::time::timeout(Duration::from_secs(5), async {
+            while seen.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(
+            arrived.is_ok(),
+            "round {round}: the event published after start was lost"
+        );
+        receiver.stop();
+        task.await.unwrap().unwrap();
+        receiver.cleanup().await.unwrap();
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let trials = vec![
+        Trial::needing(
+            "a_started_subscriber_receives_what_is_published_right_after",
+            || block_on(a_started_subscriber_receives_what_is_published_right_after()),
+        ),
         Trial::needing("events_cross_between_nexuses_filtered_by_subject", || {
             block_on(events_cross_between_nexuses_filtered_by_subject())
         }),

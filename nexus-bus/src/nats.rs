@@ -24,6 +24,33 @@ use nexus_core::{
 };
 use tokio::task::JoinHandle;
 
+/// Returns once the server has processed everything `client` sent before this call (such as a
+/// subscription): a message to a fresh inbox, sent on the same connection, comes back only after
+/// the server handled what came before it. (`flush` only writes to the socket.)
+async fn in_place(client: &async_nats::Client) -> Result<(), NexusError> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|err| transport(format!("subscribe to {inbox}: {err}")))?;
+    client
+        .publish(inbox.clone(), Bytes::new())
+        .await
+        .map_err(|err| transport(format!("publish to {inbox}: {err}")))?;
+    client.flush().await.map_err(transport)?;
+    let back = tokio::time::timeout(Duration::from_secs(30), echo.next()).await;
+    // Dropping `echo` unsubscribes.
+    match back {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(transport(format!(
+            "the connection closed before {inbox} came back"
+        ))),
+        Err(_) => Err(transport(format!(
+            "no answer from the server on {inbox} within 30 s"
+        ))),
+    }
+}
+
 fn transport(detail: impl fmt::Display) -> NexusError {
     NexusError::Transport {
         transport: "NATS",
@@ -882,7 +909,7 @@ impl EventSource for NatsSubscriber {
                     .await
                     .map_err(|err| transport(format!("subscribe to {subject}: {err}")))?;
                 // The subscription is in place at the server before `start` returns.
-                client.flush().await.map_err(transport)?;
+                in_place(client).await?;
                 tokio::spawn(runner.run_core(messages))
             }
             (Some(durable), Some((context, stream_name))) => {
