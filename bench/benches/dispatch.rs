@@ -1,17 +1,29 @@
-//! Every nexus path beside its floor and beside the event buses a user might pick instead, in one
-//! process, on one current-thread tokio runtime.
+//! Every nexus path beside its floors and beside the event buses a user might pick instead, in
+//! one process, on one current-thread tokio runtime.
 //!
 //! ```text
 //! cargo bench --manifest-path bench/Cargo.toml
 //! ```
 //!
+//! Each path has three floors, each doing the same work as the nexus path:
+//!
+//! - `static`: a `match` on the type and a direct call of an `async fn`, nothing boxed or looked
+//!   up: the tightest code a program with its handlers known at compile time would write;
+//! - `dynamic`: handlers chosen at run time from a fast map (`FxHashMap`) of `dyn Fn`, called
+//!   without a future: the tightest code for handlers registered at run time;
+//! - `naive`: a SipHash `HashMap` of boxed handlers, each call's future boxed.
+//!
+//! Each floor clones the queue handle for each call, as a nexus hands one to each handler.
+//!
 //! Each round runs every case once, so that machine noise falls on all of them alike; the table
 //! gives the median over the rounds of the nanoseconds per event, and each ratio is taken between
 //! medians of the same run. Peers are timed to the completion of their handlers, not to the
-//! return of `publish`. The run also counts heap allocations per event (a counting global
-//! allocator), times a Timer of 1000 ticks of 1 ms, compares the peak memory of runs of 100,000
-//! and 10,000,000 events (each in a child process), writes `bench/dispatch.svg`, and ends with one
-//! `summary:` line of `name=value` pairs.
+//! return of `publish`, and compared with nexus's inline path (`ingest`) and with its cross-task
+//! path (a producer task feeding the nexus), which is what they do. The run also times a Timer
+//! of 1000 ticks of 1 ms, compares the peak memory of runs of 100,000 and 10,000,000 events
+//! (each in a child process), writes `bench/dispatch.svg`, and ends with one `summary:` line of
+//! `name=value` pairs. No counting allocator is installed here: allocations are counted by the
+//! `allocations` bench, a process of its own.
 //!
 //! Environment: `NEXUS_BENCH_EVENTS` (default 200000), `NEXUS_BENCH_ROUNDS` (default 15),
 //! `NEXUS_BENCH_QUICK=1` (few events and rounds, no memory run: to check that it works),
@@ -19,7 +31,6 @@
 //! `NEXUS_PYTHON` and `NEXUS_PYTHON_REFERENCE` (an interpreter with async-nexus installed and
 //! the path of `python_reference.py`: the original is then measured in the same run).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
@@ -32,38 +43,8 @@ use std::time::{Duration, Instant};
 use nexus::bus::{AsyncEventBoundary, EventFanout};
 use nexus::sources::{ChannelProducer, Timer, TimerKind};
 use nexus::{AsyncEventNexus, Event, EventQueue, Handler};
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
-
-// ----- counting allocator ------------------------------------------------------------------
-
-/// Counts heap allocations, then leaves the work to the system allocator.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so it keeps
-// all of `System`'s guarantees; counting touches only an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract for `alloc` is passed on as it is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above, which is `System`'s.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as for `dealloc`; the caller's contract for `realloc` is passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 // ----- what every handler does ---------------------------------------------------------------
 
@@ -187,6 +168,48 @@ async fn floor_single(n: u64) -> Duration {
     start.elapsed()
 }
 
+/// The static floor's handler: called by name, its future never boxed.
+async fn direct_handler(event: Event, _queue: EventQueue) {
+    body(&event)
+}
+
+/// The static floor: a `match` on the type and a direct call of an `async fn`, with the queue
+/// handle cloned for each call as a nexus hands one over. Nothing is boxed or looked up.
+async fn static_single(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        match event.event_type.as_int() {
+            Some(TYPE) => direct_handler(event, queue.clone()).await,
+            _ => unreachable!("one type"),
+        }
+    }
+    start.elapsed()
+}
+
+type SyncHandler = Box<dyn Fn(Event, EventQueue) + Send + Sync>;
+
+/// The dynamic floor: handlers chosen at run time from a fast map of `dyn Fn`, called without a
+/// future, the queue handle cloned for each call.
+async fn dynamic_single(n: u64) -> Duration {
+    let mut table: FxHashMap<i64, SyncHandler> = FxHashMap::default();
+    table.insert(
+        TYPE,
+        Box::new(|event: Event, _queue: EventQueue| body(&event)),
+    );
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        let handler = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handler");
+        handler(event, queue.clone());
+    }
+    start.elapsed()
+}
+
 async fn nexus_filters(n: u64) -> Duration {
     let nexus = AsyncEventNexus::new();
     for _ in 0..4 {
@@ -225,6 +248,57 @@ async fn floor_filters(n: u64) -> Duration {
             .get(&event.event_type.as_int().unwrap_or_default())
             .expect("handler");
         handler(event, queue.clone()).await;
+    }
+    start.elapsed()
+}
+
+async fn static_filters(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        if passing_filter(&event).await
+            || passing_filter(&event).await
+            || passing_filter(&event).await
+            || passing_filter(&event).await
+        {
+            continue;
+        }
+        match event.event_type.as_int() {
+            Some(TYPE) => direct_handler(event, queue.clone()).await,
+            _ => unreachable!("one type"),
+        }
+    }
+    start.elapsed()
+}
+
+type SyncFilter = Box<dyn Fn(&Event) -> bool + Send + Sync>;
+
+async fn dynamic_filters(n: u64) -> Duration {
+    let filters: Vec<SyncFilter> = (0..4)
+        .map(|_| {
+            Box::new(|event: &Event| {
+                black_box(event.payload.as_int());
+                false
+            }) as SyncFilter
+        })
+        .collect();
+    let mut table: FxHashMap<i64, SyncHandler> = FxHashMap::default();
+    table.insert(
+        TYPE,
+        Box::new(|event: Event, _queue: EventQueue| body(&event)),
+    );
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        if filters.iter().any(|filter| filter(&event)) {
+            continue;
+        }
+        let handler = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handler");
+        handler(event, queue.clone());
     }
     start.elapsed()
 }
@@ -284,6 +358,68 @@ async fn floor_chain(n: u64) -> Duration {
     start.elapsed()
 }
 
+/// A chain handler of the static floor: reads the event and puts the next one on the queue.
+async fn direct_chain_handler(event: Event, _queue: EventQueue, next: &mut VecDeque<Event>) {
+    body(&event);
+    let t = event.event_type.as_int().unwrap_or(CHAIN) + 1;
+    if t <= CHAIN {
+        assert!(next.len() < CAPACITY, "queue full");
+        next.push_back(Event::new(event.id, t, 0, event.payload));
+    }
+}
+
+async fn static_chain(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let mut next: VecDeque<Event> = VecDeque::with_capacity(CAPACITY);
+    let start = Instant::now();
+    for i in 0..n / CHAIN as u64 {
+        let mut current = Some(Event::new(i, 1, 0, i as i64));
+        while let Some(event) = current {
+            match event.event_type.as_int() {
+                Some(1..=CHAIN) => direct_chain_handler(event, queue.clone(), &mut next).await,
+                _ => unreachable!("ten types"),
+            }
+            current = next.pop_front();
+        }
+    }
+    start.elapsed()
+}
+
+type SyncChainHandler = Box<dyn Fn(Event, EventQueue, &mut VecDeque<Event>) + Send + Sync>;
+
+async fn dynamic_chain(n: u64) -> Duration {
+    let mut table: FxHashMap<i64, SyncChainHandler> = FxHashMap::default();
+    for t in 1..=CHAIN {
+        table.insert(
+            t,
+            Box::new(
+                |event: Event, _queue: EventQueue, next: &mut VecDeque<Event>| {
+                    body(&event);
+                    let t = event.event_type.as_int().unwrap_or(CHAIN) + 1;
+                    if t <= CHAIN {
+                        assert!(next.len() < CAPACITY, "queue full");
+                        next.push_back(Event::new(event.id, t, 0, event.payload));
+                    }
+                },
+            ),
+        );
+    }
+    let queue = AsyncEventNexus::new().queue().clone();
+    let mut next: VecDeque<Event> = VecDeque::with_capacity(CAPACITY);
+    let start = Instant::now();
+    for i in 0..n / CHAIN as u64 {
+        let mut current = Some(Event::new(i, 1, 0, i as i64));
+        while let Some(event) = current {
+            let handler = table
+                .get(&event.event_type.as_int().unwrap_or_default())
+                .expect("handler");
+            handler(event, queue.clone(), &mut next);
+            current = next.pop_front();
+        }
+    }
+    start.elapsed()
+}
+
 async fn nexus_fanout(n: u64) -> Duration {
     let nexus = AsyncEventNexus::new();
     let fanout = EventFanout::new();
@@ -320,6 +456,48 @@ async fn floor_fanout(n: u64) -> Duration {
             handler(event.clone(), queue.clone()).await;
         }
         last(event, queue.clone()).await;
+    }
+    start.elapsed()
+}
+
+async fn static_fanout(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        match event.event_type.as_int() {
+            Some(TYPE) => {
+                for _ in 1..FANOUT {
+                    direct_handler(event.clone(), queue.clone()).await;
+                }
+                direct_handler(event, queue.clone()).await;
+            }
+            _ => unreachable!("one type"),
+        }
+    }
+    start.elapsed()
+}
+
+async fn dynamic_fanout(n: u64) -> Duration {
+    let mut table: FxHashMap<i64, Vec<SyncHandler>> = FxHashMap::default();
+    table.insert(
+        TYPE,
+        (0..FANOUT)
+            .map(|_| Box::new(|event: Event, _queue: EventQueue| body(&event)) as SyncHandler)
+            .collect(),
+    );
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        let handlers = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handlers");
+        let (last, rest) = handlers.split_last().expect("handlers");
+        for handler in rest {
+            handler(event.clone(), queue.clone());
+        }
+        last(event, queue.clone());
     }
     start.elapsed()
 }
@@ -625,30 +803,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Heap allocations per event through `ingest` into one handler, integer payload.
-fn allocations_per_event(events: u64) -> f64 {
-    runtime().block_on(async {
-        let nexus = AsyncEventNexus::new();
-        nexus
-            .add_handler(TYPE, |event: Event, _queue: EventQueue| async move {
-                body(&event)
-            })
-            .expect("handler");
-        let running = running_nexus(&nexus);
-        settle().await;
-        let mut ready = Vec::with_capacity(events as usize);
-        ready.extend((0..events).map(event));
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        for event in ready {
-            nexus.ingest(event).await.expect("ingest");
-        }
-        let counted = ALLOCATIONS.load(Ordering::Relaxed) - before;
-        nexus.stop();
-        let _ = running.await;
-        counted as f64 / events as f64
-    })
-}
-
 /// Real time from a Timer's start to its handler seeing the last of `ticks` ticks of 1 ms, and
 /// for as many ticks of a tokio interval.
 fn timer_schedule(ticks: u64) -> (Duration, Duration) {
@@ -777,14 +931,22 @@ fn main() {
 
     let mut cases = vec![
         case("single", "nexus", n, nexus_single),
-        case("single", "floor", n, floor_single),
+        case("single", "naive", n, floor_single),
+        case("single", "dynamic", n, dynamic_single),
+        case("single", "static", n, static_single),
         case("filters4", "nexus", n, nexus_filters),
-        case("filters4", "floor", n, floor_filters),
+        case("filters4", "naive", n, floor_filters),
+        case("filters4", "dynamic", n, dynamic_filters),
+        case("filters4", "static", n, static_filters),
         case("chain10", "nexus", n, nexus_chain),
-        case("chain10", "floor", n, floor_chain),
+        case("chain10", "naive", n, floor_chain),
+        case("chain10", "dynamic", n, dynamic_chain),
+        case("chain10", "static", n, static_chain),
         case("fanout8", "nexus", n, nexus_fanout),
         case("fanout8", "nexus_multiple", n, nexus_multiple),
-        case("fanout8", "floor", n, floor_fanout),
+        case("fanout8", "naive", n, floor_fanout),
+        case("fanout8", "dynamic", n, dynamic_fanout),
+        case("fanout8", "static", n, static_fanout),
         case("producer", "nexus", n, nexus_producer),
         case("producer", "floor_mpsc", n, floor_mpsc),
         case("boundary", "nexus", n, nexus_boundary),
@@ -828,6 +990,7 @@ fn main() {
     let single = ns("single", "nexus");
     let fanout = ns("fanout8", "nexus");
     let mpsc = ns("producer", "floor_mpsc");
+    let producer = ns("producer", "nexus");
     let mut summary: Vec<(String, String)> = Vec::new();
     let mut push = |key: &str, value: f64, digits: usize| {
         summary.push((key.to_owned(), format!("{value:.digits$}")));
@@ -835,28 +998,36 @@ fn main() {
 
     println!();
     println!(
-        "{:<10} {:<16} {:>12} {:>10} {:>8}",
-        "path", "what", "ns/event", "vs", "ratio"
+        "{:<10} {:<16} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "path", "what", "ns/event", "/naive", "/dynamic", "/static", "/other"
     );
+    let floors = ["naive", "dynamic", "static", "floor_mpsc"];
     let mut rows = Vec::new();
     for c in &cases {
         let value = median(&c.samples);
-        let (base_name, base) = match (c.name, c.what) {
-            ("producer" | "boundary", "nexus") => ("floor_mpsc", mpsc),
-            ("peers1", _) => ("nexus 1", single),
-            ("peers8", _) => ("nexus 8", fanout),
-            (_, "floor" | "floor_mpsc") => ("", f64::NAN),
-            (name, _) => ("floor", ns(name, "floor")),
+        let ratio = |base: f64| {
+            let r = value / base;
+            if r.is_nan() || floors.contains(&c.what) {
+                String::new()
+            } else {
+                format!("{r:.2}x")
+            }
         };
-        let ratio = value / base;
-        if ratio.is_nan() {
-            println!("{:<10} {:<16} {:>12.1}", c.name, c.what, value);
-        } else {
-            println!(
-                "{:<10} {:<16} {:>12.1} {:>10} {:>7.2}x",
-                c.name, c.what, value, base_name, ratio
-            );
-        }
+        let other = match (c.name, c.what) {
+            ("producer" | "boundary", "nexus") => format!("{} mpsc", ratio(mpsc)),
+            ("peers1", _) => format!("{} inline, {} producer", ratio(single), ratio(producer)),
+            ("peers8", _) => format!("{} nexus 8", ratio(fanout)),
+            _ => String::new(),
+        };
+        println!(
+            "{:<10} {:<16} {:>10.1} {:>9} {:>9} {:>9} {other}",
+            c.name,
+            c.what,
+            value,
+            ratio(ns(c.name, "naive")),
+            ratio(ns(c.name, "dynamic")),
+            ratio(ns(c.name, "static")),
+        );
         rows.push((c.name, c.what, value));
     }
 
@@ -867,12 +1038,18 @@ fn main() {
         ("fanout8", "nexus"),
         ("fanout8", "nexus_multiple"),
     ] {
-        let key = if what == "nexus" {
-            format!("{name}_vs_floor")
+        let prefix = if what == "nexus" {
+            name.to_owned()
         } else {
-            format!("{name}_{what}_vs_floor")
+            format!("{name}_{what}")
         };
-        push(&key, ns(name, what) / ns(name, "floor"), 3);
+        for floor in ["naive", "dynamic", "static"] {
+            push(
+                &format!("{prefix}_vs_{floor}"),
+                ns(name, what) / ns(name, floor),
+                3,
+            );
+        }
     }
     push("producer_vs_mpsc", ns("producer", "nexus") / mpsc, 3);
     push("boundary_vs_mpsc", ns("boundary", "nexus") / mpsc, 3);
@@ -880,6 +1057,12 @@ fn main() {
         push(
             &format!("{peer}1_over_nexus"),
             ns("peers1", peer) / single,
+            1,
+        );
+        // Peers deliver across tasks: beside nexus's own cross-task path, a producer's.
+        push(
+            &format!("{peer}1_over_nexus_producer"),
+            ns("peers1", peer) / producer,
             1,
         );
         push(
@@ -896,12 +1079,6 @@ fn main() {
     for (name, what, value) in &rows {
         push(&format!("{name}_{what}_ns"), *value, 1);
     }
-
-    let allocations = allocations_per_event(n.min(100_000));
-    println!(
-        "\nheap allocations per event, ingest into one handler, integer payload: {allocations:.3}"
-    );
-    push("allocs_per_event", allocations, 3);
 
     let (timer, interval) = timer_schedule(1000);
     println!(
