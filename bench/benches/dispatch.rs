@@ -1080,6 +1080,26 @@ fn main() {
         push(&format!("{name}_{what}_ns"), *value, 1);
     }
 
+    let scale_rounds = rounds.min(5);
+    let one = median_of(scale_rounds, || parallel_nexuses(1, n));
+    let two = median_of(scale_rounds, || parallel_nexuses(2, n));
+    println!(
+        "\ntwo-worker runtime, producer-fed nexuses: one {:.0} events/s, two at once {:.0} events/s ({:.2}x)",
+        one,
+        two,
+        two / one
+    );
+    push("one_nexus_eps", one, 0);
+    push("two_nexuses_eps", two, 0);
+    push("two_nexuses_speedup", two / one, 2);
+    let mut line = String::from("one nexus fed through one ChannelProducer by plain threads:");
+    for threads in [1, 2, 4, 8] {
+        let eps = median_of(scale_rounds, || many_senders(threads, n));
+        let _ = write!(line, " {threads}: {eps:.0} events/s;");
+        push(&format!("senders{threads}_eps"), eps, 0);
+    }
+    println!("{}", line.trim_end_matches(';'));
+
     let (timer, interval) = timer_schedule(1000);
     println!(
         "Timer, 1000 ticks of 1 ms: {:.4} s (tokio interval: {:.4} s; schedule 1.0000 s)",
@@ -1129,6 +1149,120 @@ fn main() {
         let _ = write!(line, " {key}={value}");
     }
     println!("{line}");
+}
+
+// ----- more than one core ----------------------------------------------------------------------
+
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A nexus whose handler counts into `tally`, fed by a `ChannelProducer`; returns the nexus, its
+/// loop task and the sender.
+fn counted_nexus(
+    tally: &Arc<Tally>,
+) -> (
+    AsyncEventNexus,
+    tokio::task::JoinHandle<Result<(), nexus::NexusError>>,
+    nexus::sources::EventSender,
+) {
+    let nexus = AsyncEventNexus::new();
+    let seen = Arc::clone(tally);
+    nexus
+        .add_handler(TYPE, move |event: Event, _queue: EventQueue| {
+            body(&event);
+            seen.hit();
+        })
+        .expect("handler");
+    let (producer, sender) = ChannelProducer::new(CAPACITY);
+    nexus.add_producer(producer).expect("producer");
+    let running = running_nexus(&nexus);
+    (nexus, running, sender)
+}
+
+/// Events per second through `nexuses` nexuses at once on a two-worker runtime, each fed by a
+/// producer task of its own with `n` events.
+fn parallel_nexuses(nexuses: usize, n: u64) -> f64 {
+    two_workers().block_on(async {
+        let mut sides = Vec::new();
+        for _ in 0..nexuses {
+            let tally = Arc::new(Tally::default());
+            tally.expect(n);
+            let (nexus, running, sender) = counted_nexus(&tally);
+            sides.push((tally, nexus, running, sender));
+        }
+        settle().await;
+        let start = Instant::now();
+        let feeders: Vec<_> = sides
+            .iter()
+            .map(|(_, _, _, sender)| {
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    for i in 0..n {
+                        sender.send(event(i)).await.expect("send");
+                    }
+                })
+            })
+            .collect();
+        for (tally, ..) in &sides {
+            tally.wait().await;
+        }
+        let took = start.elapsed();
+        for feeder in feeders {
+            feeder.await.expect("feeder");
+        }
+        for (_, nexus, running, _) in sides {
+            nexus.stop();
+            let _ = running.await;
+        }
+        (nexuses as u64 * n) as f64 / took.as_secs_f64()
+    })
+}
+
+/// Events per second into one nexus from `threads` plain threads sending through one
+/// `ChannelProducer` (`blocking_send`), `n` events in all.
+fn many_senders(threads: u64, n: u64) -> f64 {
+    let rt = two_workers();
+    let tally = Arc::new(Tally::default());
+    tally.expect(n / threads * threads);
+    let (nexus, running, sender) = rt.block_on(async {
+        let sides = counted_nexus(&tally);
+        settle().await;
+        sides
+    });
+    let start = Instant::now();
+    let senders: Vec<_> = (0..threads)
+        .map(|t| {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for i in 0..n / threads {
+                    sender
+                        .blocking_send(event(t * n + i))
+                        .expect("blocking send");
+                }
+            })
+        })
+        .collect();
+    rt.block_on(tally.wait());
+    let took = start.elapsed();
+    for s in senders {
+        s.join().expect("sender thread");
+    }
+    rt.block_on(async {
+        nexus.stop();
+        let _ = running.await;
+    });
+    (n / threads * threads) as f64 / took.as_secs_f64()
+}
+
+/// The median over `rounds` of `run`.
+fn median_of(rounds: u64, run: impl Fn() -> f64) -> f64 {
+    let samples: Vec<f64> = (0..rounds).map(|_| run()).collect();
+    median(&samples)
 }
 
 /// A bar chart of ns per event (log scale), one group per path.
