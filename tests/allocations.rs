@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nexus_core::{AsyncEventNexus, Event, EventQueue};
+use nexus::{AsyncEventNexus, Event, EventQueue};
 
 struct Counting;
 
