@@ -121,6 +121,17 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, NexusError> {
 /// # Ok::<(), nexus_core::NexusError>(())
 /// ```
 pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusError> {
+    if bytes.len() <= limits.max_bytes
+        && let Some(event) = fast::decode(bytes)
+    {
+        return Ok(event);
+    }
+    decode_checked(bytes, limits)
+}
+
+/// [`decode`] through a [`serde_json::Value`]: accepts exactly what the fast path accepts, and
+/// more (payloads of any JSON form), and says what is wrong with what it refuses.
+fn decode_checked(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusError> {
     let malformed = |kind, detail: String| NexusError::Malformed { kind, detail };
     if bytes.len() > limits.max_bytes {
         return Err(malformed(
@@ -190,6 +201,193 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusError> {
         priority,
         payload,
     })
+}
+
+/// The common event, decoded without building a [`serde_json::Value`]: an object whose `id`,
+/// `type`, `priority` and `payload` (null, text or an integer) are what [`decode_checked`]
+/// accepts. Anything else (a malformed message, a duplicate key, a payload of another JSON form)
+/// gives `None`, and the checked path decodes it or says what is wrong.
+mod fast {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+
+    use crate::event::{Event, EventType, Payload};
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Event> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let event = (&mut de).deserialize_map(EventVisitor).ok()?;
+        de.end().ok()?;
+        event
+    }
+
+    enum Field {
+        Id,
+        Type,
+        Priority,
+        Payload,
+        Other,
+    }
+
+    impl<'de> de::Deserialize<'de> for Field {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct FieldVisitor;
+            impl Visitor<'_> for FieldVisitor {
+                type Value = Field;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
+                    Ok(match name {
+                        "id" => Field::Id,
+                        "type" => Field::Type,
+                        "priority" => Field::Priority,
+                        "payload" => Field::Payload,
+                        _ => Field::Other,
+                    })
+                }
+            }
+            deserializer.deserialize_identifier(FieldVisitor)
+        }
+    }
+
+    /// `type`: an integer or a name.
+    struct TypeField(EventType);
+
+    impl<'de> de::Deserialize<'de> for TypeField {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct TypeVisitor;
+            impl Visitor<'_> for TypeVisitor {
+                type Value = TypeField;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an integer or a string")
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<TypeField, E> {
+                    Ok(TypeField(EventType::Int(v)))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<TypeField, E> {
+                    i64::try_from(v)
+                        .map(|v| TypeField(EventType::Int(v)))
+                        .map_err(|_| E::custom("out of range"))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<TypeField, E> {
+                    Ok(TypeField(EventType::name(v.to_owned())))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<TypeField, E> {
+                    Ok(TypeField(EventType::name(v)))
+                }
+            }
+            deserializer.deserialize_any(TypeVisitor)
+        }
+    }
+
+    /// `payload`: null, text or an integer; `None` for any other form (left to the checked
+    /// path).
+    struct PayloadField(Option<Payload>);
+
+    impl<'de> de::Deserialize<'de> for PayloadField {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct PayloadVisitor;
+            impl<'de> Visitor<'de> for PayloadVisitor {
+                type Value = PayloadField;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<PayloadField, E> {
+                    Ok(PayloadField(Some(Payload::Empty)))
+                }
+                fn visit_none<E: de::Error>(self) -> Result<PayloadField, E> {
+                    Ok(PayloadField(Some(Payload::Empty)))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<PayloadField, E> {
+                    Ok(PayloadField(Some(Payload::Int(v))))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<PayloadField, E> {
+                    Ok(PayloadField(i64::try_from(v).ok().map(Payload::Int)))
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<PayloadField, E> {
+                    Ok(PayloadField(None))
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<PayloadField, E> {
+                    Ok(PayloadField(None))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<PayloadField, E> {
+                    Ok(PayloadField(Some(Payload::from(v.to_owned()))))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<PayloadField, E> {
+                    Ok(PayloadField(Some(Payload::from(v))))
+                }
+                fn visit_seq<A: de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<PayloadField, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(PayloadField(None))
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<PayloadField, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(PayloadField(None))
+                }
+            }
+            deserializer.deserialize_any(PayloadVisitor)
+        }
+    }
+
+    /// The event, or `None` when the checked path must decide.
+    struct EventVisitor;
+
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = Option<Event>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Event>, A::Error> {
+            let (mut id, mut event_type, mut priority, mut payload) = (None, None, None, None);
+            while let Some(field) = map.next_key::<Field>()? {
+                let fresh = match field {
+                    Field::Id => id.replace(map.next_value::<u64>()?).is_none(),
+                    Field::Type => event_type.replace(map.next_value::<TypeField>()?).is_none(),
+                    Field::Priority => priority.replace(map.next_value::<Option<i64>>()?).is_none(),
+                    Field::Payload => payload.replace(map.next_value::<PayloadField>()?).is_none(),
+                    Field::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                        true
+                    }
+                };
+                if !fresh {
+                    // A key given twice: the checked path keeps the last, as it always has.
+                    return Err(de::Error::custom("duplicate field"));
+                }
+            }
+            let priority = match priority.flatten() {
+                None => 0,
+                Some(p) => match i32::try_from(p) {
+                    Ok(p) => p,
+                    Err(_) => return Ok(None),
+                },
+            };
+            let payload = match payload {
+                None => Payload::Empty,
+                Some(PayloadField(Some(payload))) => payload,
+                Some(PayloadField(None)) => return Ok(None),
+            };
+            Ok(match (id, event_type) {
+                (Some(id), Some(TypeField(event_type))) => Some(Event {
+                    id,
+                    event_type,
+                    priority,
+                    payload,
+                }),
+                _ => None,
+            })
+        }
+    }
 }
 
 /// Counts of what a network receiver took in: events passed on, and malformed messages skipped,
@@ -322,6 +520,101 @@ mod tests {
 
     fn roundtrip(event: &Event) -> Event {
         decode(&encode(event).unwrap(), DecodeLimits::default()).unwrap()
+    }
+
+    /// Whatever the fast path decodes, the checked path decodes to the same event; what the fast
+    /// path leaves, the checked path decides.
+    fn agrees(text: &str) {
+        let fast = fast::decode(text.as_bytes());
+        let checked = decode_checked(text.as_bytes(), DecodeLimits::default());
+        if let Some(event) = &fast {
+            assert_eq!(Some(event), checked.as_ref().ok(), "{text}");
+        }
+        // Typed payloads compare by identity: compare what they print.
+        let shown = |result: Result<Event, NexusError>| format!("{result:?}");
+        assert_eq!(
+            shown(decode(text.as_bytes(), DecodeLimits::default())),
+            shown(checked),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_fast_path_decodes_as_the_checked_path_does() {
+        let common = r#"{"id":1,"type":99,"priority":0,"payload":"TEAPOT!"}"#;
+        assert!(fast::decode(common.as_bytes()).is_some());
+        for text in [
+            common,
+            r#"{"id": 7, "type": "log", "priority": 1, "payload": "caf\u00e9"}"#,
+            r#"{"id":1,"type":-3,"payload":-12}"#,
+            r#"{"id":1,"type":2,"priority":null,"payload":null,"extra":{"a":[1,2]}}"#,
+            r#"{"id":1,"type":2}"#,
+            // Left to the checked path: other payloads, keys twice, out of range, wrong forms.
+            r#"{"id":1,"type":2,"payload":1.5}"#,
+            r#"{"id":1,"type":2,"payload":[1,{"b":null}]}"#,
+            r#"{"id":1,"type":2,"payload":{"a":true}}"#,
+            r#"{"id":1,"type":2,"payload":18446744073709551615}"#,
+            r#"{"id":1,"type":2,"payload":true}"#,
+            r#"{"id":1,"id":2,"type":2}"#,
+            r#"{"id":1,"type":2,"type":"x"}"#,
+            r#"{"id":1,"type":2,"priority":4294967296}"#,
+            r#"{"id":1,"type":2,"priority":1.0}"#,
+            r#"{"id":-1,"type":2}"#,
+            r#"{"id":1.0,"type":2}"#,
+            r#"{"id":1,"type":9223372036854775808}"#,
+            r#"{"id":1,"type":true}"#,
+            r#"{"type":2}"#,
+            r#"{"id":1}"#,
+            r#"[1,2,0,"x"]"#,
+            r#""text""#,
+            r#"{"id":1,"type":2} trailing"#,
+            r#"{"id":1,"type":2"#,
+            "",
+        ] {
+            agrees(text);
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_agrees_on_arbitrary_objects(fields in proptest::collection::vec(
+            (proptest::prop_oneof![
+                proptest::strategy::Just("id".to_owned()),
+                proptest::strategy::Just("type".to_owned()),
+                proptest::strategy::Just("priority".to_owned()),
+                proptest::strategy::Just("payload".to_owned()),
+                "[a-z]{1,5}",
+            ], json_value()),
+            0..6,
+        )) {
+            // Written by hand, so that a key may come twice.
+            let body: Vec<String> = fields
+                .iter()
+                .map(|(key, value)| format!("{}:{value}", Value::from(key.as_str())))
+                .collect();
+            agrees(&format!("{{{}}}", body.join(",")));
+        }
     }
 
     mod deep {
