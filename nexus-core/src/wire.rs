@@ -222,34 +222,15 @@ mod fast {
         event
     }
 
+    #[derive(serde::Deserialize)]
+    #[serde(field_identifier, rename_all = "lowercase")]
     enum Field {
         Id,
         Type,
         Priority,
         Payload,
+        #[serde(other)]
         Other,
-    }
-
-    impl<'de> de::Deserialize<'de> for Field {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct FieldVisitor;
-            impl Visitor<'_> for FieldVisitor {
-                type Value = Field;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a field name")
-                }
-                fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
-                    Ok(match name {
-                        "id" => Field::Id,
-                        "type" => Field::Type,
-                        "priority" => Field::Priority,
-                        "payload" => Field::Payload,
-                        _ => Field::Other,
-                    })
-                }
-            }
-            deserializer.deserialize_identifier(FieldVisitor)
-        }
     }
 
     /// `type`: an integer or a name.
@@ -349,20 +330,16 @@ mod fast {
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Event>, A::Error> {
             let (mut id, mut event_type, mut priority, mut payload) = (None, None, None, None);
+            // A key given twice: the last one counts, as on the checked path.
             while let Some(field) = map.next_key::<Field>()? {
-                let fresh = match field {
-                    Field::Id => id.replace(map.next_value::<u64>()?).is_none(),
-                    Field::Type => event_type.replace(map.next_value::<TypeField>()?).is_none(),
-                    Field::Priority => priority.replace(map.next_value::<Option<i64>>()?).is_none(),
-                    Field::Payload => payload.replace(map.next_value::<PayloadField>()?).is_none(),
+                match field {
+                    Field::Id => id = Some(map.next_value::<u64>()?),
+                    Field::Type => event_type = Some(map.next_value::<TypeField>()?),
+                    Field::Priority => priority = Some(map.next_value::<Option<i64>>()?),
+                    Field::Payload => payload = Some(map.next_value::<PayloadField>()?),
                     Field::Other => {
                         map.next_value::<IgnoredAny>()?;
-                        true
                     }
-                };
-                if !fresh {
-                    // A key given twice: the checked path keeps the last, as it always has.
-                    return Err(de::Error::custom("duplicate field"));
                 }
             }
             let priority = match priority.flatten() {
