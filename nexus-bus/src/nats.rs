@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use nexus_core::wire::{self, DecodeLimits, WireStats};
 use nexus_core::{
     AbortOnDrop, BoxError, Event, EventConsumer, EventProducer, EventQueue, EventSource, EventType,
-    NexusError, ProducerLink, Selector, async_trait,
+    Handler, NexusError, ProducerLink, Selector, async_trait,
 };
 use tokio::task::JoinHandle;
 
@@ -405,6 +405,16 @@ impl EventConsumer for NatsPublisher {
     async fn handle(&self, event: Event, _queue: EventQueue) -> Result<(), BoxError> {
         self.publish(&event).await.map_err(Into::into)
     }
+
+    /// A function handler, so that a nexus makes each publish's future in memory it keeps
+    /// instead of boxing it.
+    fn as_handler(&self) -> Option<Handler> {
+        let publisher = Arc::new(self.clone());
+        Some(Handler::new(move |event: Event, _queue: EventQueue| {
+            let publisher = Arc::clone(&publisher);
+            async move { publisher.publish(&event).await }
+        }))
+    }
 }
 
 /// Ingests the events of chosen types from NATS into every nexus it is registered with.
@@ -559,10 +569,13 @@ impl NatsSubscriber {
 
     async fn run_core(self: Arc<Self>, mut messages: async_nats::Subscriber) {
         let mut stopping = self.stopping.subscribe();
+        // One wait for the stop, made once and polled between messages.
+        let stopped = stopping.wait_for(|stop| *stop);
+        tokio::pin!(stopped);
         loop {
             let message = tokio::select! {
                 biased;
-                _ = stopping.wait_for(|stop| *stop) => break,
+                _ = &mut stopped => break,
                 message = messages.next() => message,
             };
             let Some(message) = message else { break };
@@ -579,30 +592,43 @@ impl NatsSubscriber {
     }
 
     async fn run_durable(self: Arc<Self>, consumer: pull::Stream, durable: Durable) {
-        let mut messages = consumer;
+        let durable = &durable;
+        // Each delivery is looked up in the record as soon as it arrives, up to `LOOK_AHEAD`
+        // ahead of the one being dispatched, in order: only the dispatch and its record wait
+        // for each other. A record written after a lookup was sent is caught by `seen`, which
+        // is asked again when the delivery's turn comes.
+        let mut messages = consumer
+            .map(|next| async move {
+                let message = next?;
+                let (delivered, sequence) = message.info().map_or((1, 0), |info| {
+                    (info.delivered.max(1).unsigned_abs(), info.stream_sequence)
+                });
+                let key = record_key(&message, sequence);
+                let recorded = durable.was_dispatched(&key).await;
+                Ok::<_, pull::MessagesError>((message, delivered, key, recorded))
+            })
+            .buffered(LOOK_AHEAD);
         let mut seen = Seen::new(100_000);
         let counts = &self.deliveries;
         let mut stopping = self.stopping.subscribe();
+        let stopped = stopping.wait_for(|stop| *stop);
+        tokio::pin!(stopped);
         loop {
             // Stopped between two messages, never in the middle of one.
             let next = tokio::select! {
                 biased;
-                _ = stopping.wait_for(|stop| *stop) => break,
+                _ = &mut stopped => break,
                 next = messages.next() => next,
             };
             let Some(next) = next else { break };
-            let message = match next {
-                Ok(message) => message,
+            let (message, delivered, key, recorded) = match next {
+                Ok(looked_up) => looked_up,
                 Err(err) => {
                     tracing::warn!(error = %err, "JetStream delivery failed; continuing");
                     continue;
                 }
             };
-            let (delivered, sequence) = message.info().map_or((1, 0), |info| {
-                (info.delivered.max(1).unsigned_abs(), info.stream_sequence)
-            });
-            let key = record_key(&message, sequence);
-            if seen.contains(&key) || durable.was_dispatched(&key).await {
+            if recorded || seen.contains(&key) {
                 tracing::debug!(key, "event delivered again; already dispatched");
                 counts.duplicates.fetch_add(1, Relaxed);
                 acknowledge(&message).await;
@@ -765,13 +791,17 @@ impl Durable {
     }
 }
 
-/// Acknowledges and waits for the server to record it, so that a crash right after cannot
-/// bring the event back.
+/// Acknowledges without waiting for the server's confirmation: an acknowledgement that is lost
+/// brings the event back, and its record (written before) has it skipped then.
 async fn acknowledge(message: &jetstream::Message) {
-    if let Err(err) = message.double_ack().await {
-        tracing::warn!(error = %err, "acknowledgement not confirmed; the event may come again");
+    if let Err(err) = message.ack().await {
+        tracing::warn!(error = %err, "acknowledgement not sent; the event comes again, and is skipped as recorded");
     }
 }
+
+/// How many deliveries a durable subscriber looks up in its record ahead of the one it is
+/// dispatching.
+const LOOK_AHEAD: usize = 32;
 
 /// The ids of recently dispatched events, bounded.
 struct Seen {
