@@ -388,3 +388,53 @@ async fn counters_per_type_and_per_source_can_be_read_at_any_time() {
         [(std::any::type_name::<Numbers>().to_owned(), 0)]
     );
 }
+
+#[tokio::test]
+async fn a_queue_kept_past_its_call_works_from_another_thread_and_closes_with_its_nexus() {
+    let nexus = AsyncEventNexus::new();
+    let stash: Arc<Mutex<Option<EventQueue>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let keep = Arc::clone(&stash);
+    nexus
+        .add_handler(1, move |_e: Event, q: EventQueue| {
+            *keep.lock().unwrap() = Some(q);
+        })
+        .unwrap();
+    let log = Arc::clone(&seen);
+    nexus
+        .add_handler(2, move |e: Event, _q: EventQueue| {
+            log.lock().unwrap().push(e.id)
+        })
+        .unwrap();
+    let task = running(&nexus).await;
+    nexus.ingest(Event::new(1, 1, 0, ())).await.unwrap();
+    let kept = stash
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the handler kept its queue");
+
+    // Put from another thread after the call: dispatched with the next event.
+    let from_thread = kept.clone();
+    std::thread::spawn(move || from_thread.put(Event::new(20, 2, 0, ())))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    nexus.ingest(Event::new(21, 2, 0, ())).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [20, 21]);
+
+    // Once the nexus is gone, the kept handle refuses, handing the event back.
+    nexus.stop();
+    task.await.unwrap().unwrap();
+    drop(nexus);
+    stash.lock().unwrap().take();
+    let err = kept.put(Event::new(22, 2, 0, ())).unwrap_err();
+    assert!(matches!(err, NexusError::Closed { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "event 22 of type 2 refused: the event queue of a dropped nexus is closed"
+    );
+    assert_eq!(err.into_event().map(|e| e.id), Some(22));
+    assert!(kept.is_empty());
+}

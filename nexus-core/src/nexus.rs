@@ -147,7 +147,7 @@ pub(crate) struct Inner {
     converter_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     multiple: bool,
     factory: EventFactory,
-    queue: EventQueue,
+    queue: crate::queue::OwnedQueue,
     /// The table new dispatches will use; registration replaces it whole.
     table: Mutex<Arc<Table>>,
     /// Bumped on every table change so the dispatcher notices without locking.
@@ -169,7 +169,7 @@ impl std::fmt::Debug for AsyncEventNexus {
         f.debug_struct("AsyncEventNexus")
             .field("state", &self.state())
             .field("multiple", &self.inner.multiple)
-            .field("queue", &self.inner.queue)
+            .field("queue", &*self.inner.queue)
             .finish_non_exhaustive()
     }
 }
@@ -258,7 +258,7 @@ impl NexusBuilder {
                 converter_tasks: Mutex::new(Vec::new()),
                 multiple: self.multiple,
                 factory: self.factory.unwrap_or_default(),
-                queue: EventQueue::new(self.queue_capacity),
+                queue: crate::queue::OwnedQueue::new(self.queue_capacity),
                 table: Mutex::new(Arc::default()),
                 table_version: AtomicU64::new(0),
                 dispatcher: gate::Gate::new(Dispatcher::default()),

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use crate::error::NexusError;
 use crate::event::Event;
@@ -36,30 +36,98 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 50;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # A handle without a reference count
+///
+/// An `EventQueue` is a plain copy of where its nexus's queue lives: handing one to a handler,
+/// cloning or dropping it costs no atomic operation. A handler may keep it, clone it and `put`
+/// into it after its call, from any thread. Once its nexus is dropped, `put` fails with
+/// [`NexusError::Closed`], handing the event back, and the queue reads as empty.
 #[derive(Clone)]
 pub struct EventQueue {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    /// Mirrors `items.len()` so the dispatch path can see an empty queue without locking.
-    len: AtomicUsize,
-    /// Events ever put on the queue (written under the lock, read at any time).
-    accepted: AtomicU64,
-    items: Mutex<VecDeque<Event>>,
+    slot: &'static Slot,
+    /// Which lease of `slot` this handle belongs to.
+    lease: u64,
     capacity: usize,
 }
 
-impl EventQueue {
+/// Where a nexus's queue lives. Slots are never freed: a dropped nexus's slot is emptied, its
+/// lease count moved on (so that the handles of the old lease see it closed), and reused by the
+/// next nexus made.
+struct Slot {
+    /// The lease in force; changed only under `items`' lock, by the owner's drop.
+    lease: AtomicU64,
+    /// Mirrors `items.len()` so the dispatch path can see an empty queue without locking.
+    len: AtomicUsize,
+    /// Events ever put on the queue in this lease (written under the lock, read at any time).
+    accepted: AtomicU64,
+    items: Mutex<VecDeque<Event>>,
+}
+
+/// Slots whose nexus was dropped, ready for the next one.
+static FREE: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
+
+/// The queue of one nexus, owned by it: gives its slot back when dropped.
+pub(crate) struct OwnedQueue(EventQueue);
+
+impl OwnedQueue {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            shared: Arc::new(Shared {
+        let reused = FREE.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let slot = reused.unwrap_or_else(|| {
+            Box::leak(Box::new(Slot {
+                lease: AtomicU64::new(0),
                 len: AtomicUsize::new(0),
                 accepted: AtomicU64::new(0),
-                items: Mutex::new(VecDeque::with_capacity(capacity)),
-                capacity,
-            }),
-        }
+                items: Mutex::new(VecDeque::new()),
+            }))
+        });
+        let lease = {
+            let mut items = slot.items.lock().unwrap_or_else(PoisonError::into_inner);
+            items.reserve(capacity.min(1024));
+            slot.lease.load(Ordering::Relaxed)
+        };
+        Self(EventQueue {
+            slot,
+            lease,
+            capacity,
+        })
+    }
+}
+
+impl std::ops::Deref for OwnedQueue {
+    type Target = EventQueue;
+
+    fn deref(&self) -> &EventQueue {
+        &self.0
+    }
+}
+
+impl Drop for OwnedQueue {
+    fn drop(&mut self) {
+        let slot = self.0.slot;
+        let left = {
+            let mut items = self.0.lock();
+            // Under the lock, so that no `put` of the old lease lands after this.
+            slot.lease
+                .store(self.0.lease.wrapping_add(1), Ordering::Release);
+            slot.len.store(0, Ordering::Release);
+            slot.accepted.store(0, Ordering::Relaxed);
+            std::mem::take(&mut *items)
+        };
+        FREE.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(slot);
+        // Events left behind are dropped last, outside every lock: a panic in a payload's
+        // drop cannot keep the slot from being reused.
+        drop(left);
+    }
+}
+
+impl EventQueue {
+    /// Whether this handle's nexus still owns the slot.
+    #[inline]
+    fn live(&self) -> bool {
+        self.slot.lease.load(Ordering::Acquire) == self.lease
     }
 
     /// Puts a secondary event on the queue.
@@ -67,26 +135,35 @@ impl EventQueue {
     /// # Errors
     ///
     /// [`NexusError::QueueFull`] when the queue already holds [`capacity`](Self::capacity)
-    /// events; the error hands the event back.
+    /// events; [`NexusError::Closed`] when its nexus was dropped. Either error hands the event
+    /// back.
     pub fn put(&self, event: Event) -> Result<(), NexusError> {
         let mut items = self.lock();
-        if items.len() >= self.shared.capacity {
+        if !self.live() {
+            return Err(NexusError::Closed {
+                what: "the event queue of a dropped nexus".to_owned(),
+                event: Box::new(event),
+            });
+        }
+        if items.len() >= self.capacity {
             return Err(NexusError::QueueFull {
                 event: Box::new(event),
-                capacity: self.shared.capacity,
+                capacity: self.capacity,
             });
         }
         items.push_back(event);
-        self.shared.len.store(items.len(), Ordering::Release);
-        let accepted = &self.shared.accepted;
+        self.slot.len.store(items.len(), Ordering::Release);
+        let accepted = &self.slot.accepted;
         accepted.store(accepted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// How many events are waiting.
+    /// How many events are waiting (none once its nexus was dropped).
     #[inline]
     pub fn len(&self) -> usize {
-        self.shared.len.load(Ordering::Acquire)
+        let len = self.slot.len.load(Ordering::Acquire);
+        // Read after the length: a slot handed to another nexus in between reads as closed.
+        if self.live() { len } else { 0 }
     }
 
     /// Whether no event is waiting.
@@ -97,29 +174,29 @@ impl EventQueue {
 
     /// How many events the queue holds at most.
     pub fn capacity(&self) -> usize {
-        self.shared.capacity
+        self.capacity
     }
 
-    /// Takes the oldest waiting event. Only the dispatcher takes events.
     /// How many events were ever put on the queue.
     pub(crate) fn accepted(&self) -> u64 {
-        self.shared.accepted.load(Ordering::Relaxed)
+        self.slot.accepted.load(Ordering::Relaxed)
     }
 
+    /// Takes the oldest waiting event. Only the dispatcher, which owns the queue, takes events.
     #[inline]
     pub(crate) fn pop(&self) -> Option<Event> {
-        if self.is_empty() {
+        if self.slot.len.load(Ordering::Acquire) == 0 {
             return None;
         }
         let mut items = self.lock();
         let event = items.pop_front();
-        self.shared.len.store(items.len(), Ordering::Release);
+        self.slot.len.store(items.len(), Ordering::Release);
         event
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
         // A panic cannot leave the deque half-changed, so a poisoned lock is still sound.
-        self.shared
+        self.slot
             .items
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -141,7 +218,7 @@ mod tests {
 
     #[test]
     fn full_queue_hands_the_event_back_and_keeps_the_rest() {
-        let queue = EventQueue::new(2);
+        let queue = OwnedQueue::new(2);
         queue.put(Event::new(1, 1, 0, ())).unwrap();
         queue.put(Event::new(2, 1, 0, ())).unwrap();
         let err = queue.put(Event::new(3, 1, 0, ())).unwrap_err();
@@ -149,5 +226,56 @@ mod tests {
         assert_eq!(queue.pop().map(|e| e.id), Some(1));
         assert_eq!(queue.pop().map(|e| e.id), Some(2));
         assert!(queue.pop().is_none());
+    }
+
+    #[test]
+    fn a_handle_kept_past_its_nexus_is_closed_and_hands_the_event_back() {
+        let owner = OwnedQueue::new(4);
+        let kept = owner.clone();
+        kept.put(Event::new(1, 1, 0, ())).unwrap();
+        assert_eq!(kept.len(), 1);
+        drop(owner);
+        assert_eq!(kept.len(), 0, "the queue of a dropped nexus reads as empty");
+        let err = kept.put(Event::new(2, 1, 0, ())).unwrap_err();
+        assert!(matches!(err, NexusError::Closed { .. }), "{err}");
+        assert!(err.to_string().contains("dropped nexus"), "{err}");
+        assert_eq!(err.into_event().map(|e| e.id), Some(2));
+    }
+
+    #[test]
+    fn a_reused_slot_is_not_reachable_through_an_old_handle() {
+        // Many owners made and dropped in turn, each checked against every earlier handle: a
+        // slot handed on must not take or show events through a handle of an earlier lease.
+        let mut old: Vec<EventQueue> = Vec::new();
+        for round in 0..64u64 {
+            let owner = OwnedQueue::new(8);
+            owner.put(Event::new(round, 1, 0, ())).unwrap();
+            for stale in &old {
+                assert!(stale.put(Event::new(1000 + round, 1, 0, ())).is_err());
+                assert_eq!(stale.len(), 0);
+            }
+            assert_eq!(
+                owner.len(),
+                1,
+                "round {round}: nothing of an old lease got in"
+            );
+            assert_eq!(owner.accepted(), 1);
+            assert_eq!(owner.pop().map(|e| e.id), Some(round));
+            old.push(owner.clone());
+        }
+    }
+
+    #[test]
+    fn a_slot_given_back_with_events_in_it_starts_empty_for_the_next_owner() {
+        for _ in 0..16 {
+            let owner = OwnedQueue::new(3);
+            owner.put(Event::new(1, 1, 0, ())).unwrap();
+            owner.put(Event::new(2, 1, 0, ())).unwrap();
+            drop(owner);
+            let next = OwnedQueue::new(3);
+            assert!(next.is_empty());
+            assert_eq!(next.accepted(), 0);
+            assert!(next.pop().is_none());
+        }
     }
 }
