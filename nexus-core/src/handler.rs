@@ -1020,7 +1020,7 @@ pub(crate) struct BorrowingFilter(
 
 impl ErasedFilter for BorrowingFilter {
     /// The future borrows its arguments, so the call owns a copy of the event (a reference
-    /// count for a text or value payload) and of the queue handle.
+    /// count for a text or value payload) and a copy of the queue handle.
     fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>> {
         let (filter, event, queue) = (self.0, event.clone(), queue.clone());
         Call::Boxed(Box::pin(async move { filter(&event, &queue).await }))
