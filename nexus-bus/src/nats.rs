@@ -562,6 +562,18 @@ impl NatsSubscriber {
         self.stats.clone()
     }
 
+    /// Whether the connection to the server is up.
+    fn connected(&self) -> bool {
+        self.boundary.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Waits until the connection to the server is up again.
+    async fn reconnected(&self) {
+        while !self.connected() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Decodes a message into an event this subscriber takes, or counts why not.
     fn accept(&self, payload: &[u8]) -> Option<Event> {
         self.stats.admit(payload, self.limits, Some(&self.selector))
@@ -639,6 +651,19 @@ impl NatsSubscriber {
                 acknowledge(&message).await;
                 continue;
             };
+            // Looked up ahead, so the server may have gone since: an event is dispatched only
+            // while the server is there to take its record right after. Asked to stop while it
+            // is away, the event is left for a later delivery, not dispatched.
+            if !self.connected() {
+                let back = tokio::select! {
+                    biased;
+                    _ = &mut stopped => false,
+                    () = self.reconnected() => true,
+                };
+                if !back {
+                    break;
+                }
+            }
             if delivered > 1 {
                 counts.redelivered.fetch_add(1, Relaxed);
             } else {
@@ -646,9 +671,20 @@ impl NatsSubscriber {
             }
             match self.link.distribute_event(event).await {
                 Ok(()) => {
-                    durable.record(&key).await;
-                    seen.insert(key);
+                    seen.insert(key.clone());
                     counts.dispatched.fetch_add(1, Relaxed);
+                    // Acknowledged only once recorded, so that a redelivery is skipped. Asked to
+                    // stop while the server cannot store the record, the event is left
+                    // unacknowledged: delivered again later, and dispatched again (the one
+                    // event of the stated bound).
+                    let recorded = tokio::select! {
+                        biased;
+                        _ = &mut stopped => false,
+                        () = durable.record(&key) => true,
+                    };
+                    if !recorded {
+                        break;
+                    }
                     acknowledge(&message).await;
                 }
                 Err(err) if err.is_bad_call() => {
@@ -726,32 +762,48 @@ struct Durable {
 }
 
 impl Durable {
-    /// Whether the record holds `key`. A record that cannot be read counts as absent (the event
-    /// is dispatched: at least once).
+    /// Whether the record holds `key`. A record that cannot be read (the server restarting) is
+    /// asked again, with growing pauses, until it answers: dispatching on a guess could dispatch
+    /// an event twice.
     async fn was_dispatched(&self, key: &str) -> bool {
         let subject = format!("{}.{key}", self.record_subject);
-        match self.record.get_last_raw_message_by_subject(&subject).await {
-            Ok(_) => true,
-            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => false,
-            Err(err) => {
-                tracing::warn!(error = %err, key, "record of dispatched events not read");
-                false
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.record.get_last_raw_message_by_subject(&subject).await {
+                Ok(_) => return true,
+                Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    return false;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, key, "record of dispatched events not read; asking again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
             }
         }
     }
 
-    /// Records `key` as dispatched, waiting for the server to store it.
+    /// Records `key` as dispatched, waiting for the server to store it, and trying again, with
+    /// growing pauses, until it does.
     async fn record(&self, key: &str) {
         let subject = format!("{}.{key}", self.record_subject);
-        let stored = async {
-            self.context
-                .publish(subject, Bytes::new())
-                .await?
-                .await
-                .map_err(BoxError::from)
-        };
-        if let Err(err) = stored.await {
-            tracing::warn!(error = %err, key, "dispatch not recorded; a redelivery would dispatch the event again");
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let stored = async {
+                self.context
+                    .publish(subject.clone(), Bytes::new())
+                    .await?
+                    .await
+                    .map_err(BoxError::from)
+            };
+            match stored.await {
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, key, "dispatch not recorded; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
         }
     }
 
