@@ -5,6 +5,7 @@ mod support;
 
 mod api_properties;
 mod async_events;
+mod bit_mode;
 mod boundary;
 mod context_managers;
 mod docs;

@@ -220,6 +220,17 @@ pub enum NexusError {
         event: Box<Event>,
     },
 
+    /// A nexus in bit mode was handed an event whose type is not a power of two; the event is
+    /// handed back.
+    #[error(
+        "event {} of type {} refused: in bit mode an event type must be a power of two",
+        .event.id, .event.event_type
+    )]
+    NotABit {
+        /// The refused event.
+        event: Box<Event>,
+    },
+
     /// An event could not be encoded for the wire (its payload has no JSON form).
     #[error("event {id} of type {event_type} cannot be encoded: {reason}")]
     Encode {
@@ -432,6 +443,7 @@ impl NexusError {
                 | Self::Cycle { .. }
                 | Self::QueueFull { .. }
                 | Self::Closed { .. }
+                | Self::NotABit { .. }
                 | Self::MisconfiguredEventProducer { .. }
                 | Self::LoopEnded { .. }
         )
@@ -465,6 +477,7 @@ impl NexusError {
             | Self::Closed { event, .. }
             | Self::Cycle { event }
             | Self::QueueFull { event, .. }
+            | Self::NotABit { event }
             | Self::BlockingInRuntime { event, .. }
             | Self::UnhandledEvent { event } => Some(*event),
             _ => None,

@@ -308,6 +308,29 @@ impl EventType {
             Self::Named(n) => Some(n),
         }
     }
+
+    /// Whether this is a type a nexus in bit mode takes: an integer that is a power of two.
+    ///
+    /// ```
+    /// use nexus_core::EventType;
+    ///
+    /// assert!(EventType::Int(8).is_bit());
+    /// assert!(!EventType::Int(6).is_bit());
+    /// assert!(!EventType::Int(0).is_bit());
+    /// assert!(!EventType::from("tick").is_bit());
+    /// ```
+    pub fn is_bit(&self) -> bool {
+        bit_of(self).is_some()
+    }
+}
+
+/// The bit an event type is in bit mode: its value, when it is a power of two.
+#[inline]
+pub(crate) fn bit_of(event_type: &EventType) -> Option<u64> {
+    match event_type {
+        EventType::Int(i) if *i > 0 && i.count_ones() == 1 => Some(i.unsigned_abs()),
+        _ => None,
+    }
 }
 
 impl fmt::Display for EventType {

@@ -29,9 +29,11 @@ use crate::spare::{self, Spare};
 /// | `EventType::of::<Ping>()`, `"name"` | events of that named type |
 /// | `1000..=1999`, `1000..2000` | events whose integer type is in the range |
 /// | `[1, 2, 3]`, a `Vec` | each of the listed selectors |
+/// | `Selector::Mask(0b0110)` | in bit mode, events whose type is one of the mask's bits (2, 4) |
 ///
 /// A handler registered for an exact type wins over one for a range that holds it; a range
-/// handler wins over the default handler.
+/// handler wins over the default handler. In bit mode a mask handler comes between the exact
+/// type and the ranges (see [`NexusBuilder::bit_mode`](crate::NexusBuilder::bit_mode)).
 ///
 /// ```
 /// use nexus_core::{EventType, Selector};
@@ -56,6 +58,10 @@ pub enum Selector {
     /// what `Type` of the same name selects; registering it also claims the name for that Rust
     /// type, so that two types under one name are an error.
     Kind(Kind),
+    /// In bit mode ([`NexusBuilder::bit_mode`](crate::NexusBuilder::bit_mode)), events whose
+    /// type is a bit the mask holds: `Mask(0b101)` selects types 1 and 4. Bits 0 to 62, as
+    /// event types are `i64`; a nexus not in bit mode refuses a mask.
+    Mask(u64),
 }
 
 impl Selector {
@@ -83,6 +89,7 @@ impl Selector {
             Self::Default => true,
             Self::List(items) => items.iter().any(|s| s.matches(event_type)),
             Self::Kind(kind) => event_type.as_name() == Some(kind.name()),
+            Self::Mask(mask) => crate::event::bit_of(event_type).is_some_and(|bit| mask & bit != 0),
         }
     }
 }
@@ -94,6 +101,7 @@ impl fmt::Display for Selector {
             Self::Kind(kind) => f.write_str(kind.name()),
             Self::Range(a, b) => write!(f, "{a}..={b}"),
             Self::Default => f.write_str("default (-1)"),
+            Self::Mask(mask) => write!(f, "mask {mask:#b}"),
             Self::List(items) => {
                 f.write_str("[")?;
                 for (i, s) in items.iter().enumerate() {

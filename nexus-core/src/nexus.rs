@@ -146,6 +146,7 @@ pub(crate) struct Inner {
     /// The converter tasks of the running loop, to abort at a shutdown's deadline.
     converter_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     multiple: bool,
+    pub(crate) bit_mode: bool,
     factory: EventFactory,
     queue: crate::queue::OwnedQueue,
     /// The table new dispatches will use; registration replaces it whole.
@@ -169,6 +170,7 @@ impl std::fmt::Debug for AsyncEventNexus {
         f.debug_struct("AsyncEventNexus")
             .field("state", &self.state())
             .field("multiple", &self.inner.multiple)
+            .field("bit_mode", &self.inner.bit_mode)
             .field("queue", &*self.inner.queue)
             .finish_non_exhaustive()
     }
@@ -197,6 +199,7 @@ impl Default for AsyncEventNexus {
 #[derive(Clone, Debug)]
 pub struct NexusBuilder {
     multiple: bool,
+    bit_mode: bool,
     queue_capacity: usize,
     factory: Option<EventFactory>,
     policy: ErrorPolicy,
@@ -208,6 +211,50 @@ impl NexusBuilder {
     /// a second handler for a type is an error).
     pub fn multiple(mut self, multiple: bool) -> Self {
         self.multiple = multiple;
+        self
+    }
+
+    /// Bit mode, which the original's constructor names (`bitmode`) but never implemented:
+    /// every event type is a power of two (1, 2, 4, … up to 2^62), and a handler may be
+    /// registered for a mask of them ([`Selector::Mask`]). Default `false`.
+    ///
+    /// In bit mode an event goes to the handlers of the first of these that has any:
+    ///
+    /// 1. its exact type (`add_handler(4, …)`);
+    /// 2. the masks holding its bit: every one of them, in registration order, in `multiple`
+    ///    mode; otherwise the first registered (masks may overlap; one whose every bit an
+    ///    earlier mask holds is refused, as it could never be called);
+    /// 3. the first range holding its type;
+    /// 4. the default handler.
+    ///
+    /// An event whose type is not a power of two (0, 6, a negative number, a named type) is
+    /// refused with [`NexusError::NotABit`], at `ingest` and at [`EventQueue::put`], handing
+    /// it back; registering a handler for such a type is [`NexusError::InvalidArgument`], and
+    /// so is a mask on a nexus not in bit mode.
+    ///
+    /// ```
+    /// use nexus_core::{AsyncEventNexus, Event, EventQueue, NexusError, Selector};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), NexusError> {
+    /// const READ: i64 = 1;
+    /// const WRITE: i64 = 2;
+    /// const DELETE: i64 = 4;
+    ///
+    /// let nexus = AsyncEventNexus::builder().bit_mode(true).build();
+    /// nexus.add_handler(Selector::Mask(0b011), |e: Event, _q: EventQueue| println!("access {e}"))?;
+    /// nexus.add_handler(DELETE, |e: Event, _q: EventQueue| println!("delete {e}"))?;
+    /// # let _ = nexus.start()?;
+    /// # tokio::task::yield_now().await;
+    /// nexus.ingest(Event::new(1, WRITE, 0, ())).await?; // the mask's handler
+    /// let refused = nexus.ingest(Event::new(2, 3, 0, ())).await.unwrap_err();
+    /// assert!(matches!(refused, NexusError::NotABit { .. }));
+    /// # let _ = READ;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bit_mode(mut self, bit_mode: bool) -> Self {
+        self.bit_mode = bit_mode;
         self
     }
 
@@ -257,8 +304,9 @@ impl NexusBuilder {
                 per_source: Mutex::new(Vec::new()),
                 converter_tasks: Mutex::new(Vec::new()),
                 multiple: self.multiple,
+                bit_mode: self.bit_mode,
                 factory: self.factory.unwrap_or_default(),
-                queue: crate::queue::OwnedQueue::new(self.queue_capacity),
+                queue: crate::queue::OwnedQueue::new(self.queue_capacity, self.bit_mode),
                 table: Mutex::new(Arc::default()),
                 table_version: AtomicU64::new(0),
                 dispatcher: gate::Gate::new(Dispatcher::default()),
@@ -287,6 +335,7 @@ impl AsyncEventNexus {
     pub fn builder() -> NexusBuilder {
         NexusBuilder {
             multiple: false,
+            bit_mode: false,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             factory: None,
             policy: ErrorPolicy::Propagate,
@@ -309,6 +358,11 @@ impl AsyncEventNexus {
     /// Whether several handlers may be registered per type.
     pub fn is_multiple(&self) -> bool {
         self.inner.multiple
+    }
+
+    /// Whether the nexus is in bit mode ([`NexusBuilder::bit_mode`]).
+    pub fn is_bit_mode(&self) -> bool {
+        self.inner.bit_mode
     }
 
     /// The queue of secondary events (the one handlers are given).
@@ -435,7 +489,9 @@ impl AsyncEventNexus {
     }
 
     fn insert_handler(&self, selector: &Selector, entry: HandlerEntry) -> Result<(), NexusError> {
-        self.edit_table(|table| table.insert(selector, entry, self.inner.multiple))
+        self.edit_table(|table| {
+            table.insert(selector, entry, self.inner.multiple, self.inner.bit_mode)
+        })
     }
 
     /// Registers a filter: it sees every event before the handlers, in registration order, and

@@ -49,6 +49,8 @@ pub struct EventQueue {
     /// Which lease of `slot` this handle belongs to.
     lease: u64,
     capacity: usize,
+    /// Whether its nexus is in bit mode, where only powers of two are event types.
+    bit_mode: bool,
 }
 
 /// Where a nexus's queue lives. Slots are never freed: a dropped nexus's slot is emptied, its
@@ -71,7 +73,7 @@ static FREE: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
 pub(crate) struct OwnedQueue(EventQueue);
 
 impl OwnedQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, bit_mode: bool) -> Self {
         let reused = FREE.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let slot = reused.unwrap_or_else(|| {
             Box::leak(Box::new(Slot {
@@ -90,6 +92,7 @@ impl OwnedQueue {
             slot,
             lease,
             capacity,
+            bit_mode,
         })
     }
 }
@@ -135,9 +138,15 @@ impl EventQueue {
     /// # Errors
     ///
     /// [`NexusError::QueueFull`] when the queue already holds [`capacity`](Self::capacity)
-    /// events; [`NexusError::Closed`] when its nexus was dropped. Either error hands the event
-    /// back.
+    /// events; [`NexusError::Closed`] when its nexus was dropped; [`NexusError::NotABit`] when
+    /// its nexus is in bit mode and the event's type is not a power of two. Each error hands
+    /// the event back.
     pub fn put(&self, event: Event) -> Result<(), NexusError> {
+        if self.bit_mode && !event.event_type.is_bit() {
+            return Err(NexusError::NotABit {
+                event: Box::new(event),
+            });
+        }
         let mut items = self.lock();
         if !self.live() {
             return Err(NexusError::Closed {
@@ -218,7 +227,7 @@ mod tests {
 
     #[test]
     fn full_queue_hands_the_event_back_and_keeps_the_rest() {
-        let queue = OwnedQueue::new(2);
+        let queue = OwnedQueue::new(2, false);
         queue.put(Event::new(1, 1, 0, ())).unwrap();
         queue.put(Event::new(2, 1, 0, ())).unwrap();
         let err = queue.put(Event::new(3, 1, 0, ())).unwrap_err();
@@ -230,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_handle_kept_past_its_nexus_is_closed_and_hands_the_event_back() {
-        let owner = OwnedQueue::new(4);
+        let owner = OwnedQueue::new(4, false);
         let kept = owner.clone();
         kept.put(Event::new(1, 1, 0, ())).unwrap();
         assert_eq!(kept.len(), 1);
@@ -248,7 +257,7 @@ mod tests {
         // slot handed on must not take or show events through a handle of an earlier lease.
         let mut old: Vec<EventQueue> = Vec::new();
         for round in 0..64u64 {
-            let owner = OwnedQueue::new(8);
+            let owner = OwnedQueue::new(8, false);
             owner.put(Event::new(round, 1, 0, ())).unwrap();
             for stale in &old {
                 assert!(stale.put(Event::new(1000 + round, 1, 0, ())).is_err());
@@ -268,11 +277,11 @@ mod tests {
     #[test]
     fn a_slot_given_back_with_events_in_it_starts_empty_for_the_next_owner() {
         for _ in 0..16 {
-            let owner = OwnedQueue::new(3);
+            let owner = OwnedQueue::new(3, false);
             owner.put(Event::new(1, 1, 0, ())).unwrap();
             owner.put(Event::new(2, 1, 0, ())).unwrap();
             drop(owner);
-            let next = OwnedQueue::new(3);
+            let next = OwnedQueue::new(3, false);
             assert!(next.is_empty());
             assert_eq!(next.accepted(), 0);
             assert!(next.pop().is_none());

@@ -985,6 +985,12 @@ impl<'a> Live<'a> {
                 return self.not_running(check, raw, cx);
             }
         }
+        if inner.bit_mode
+            && let Some(event) = &self.cursor.event
+            && !event.event_type.is_bit()
+        {
+            return Poll::Ready(Some(self.refuse(|event| NexusError::NotABit { event })));
+        }
         match inner.dispatcher.try_lock() {
             Some(guard) => {
                 self.stage = Stage::Held(guard);

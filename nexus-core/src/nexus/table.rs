@@ -32,7 +32,15 @@ pub(crate) struct Table {
     default: Slot,
     /// Which Rust type claimed each name registered through [`Selector::Kind`].
     kinds: FxHashMap<&'static str, Kind>,
+    /// Mask handlers (bit mode), in registration order.
+    masks: Vec<(u64, HandlerEntry)>,
+    /// For each of the 63 bits, the mask handlers holding it: all of them in `multiple` mode,
+    /// else the first registered. Empty while no mask is registered.
+    by_bit: Vec<Slot>,
 }
+
+/// The bits an event type can be: event types are `i64`, so bit 63 is none.
+const BITS: usize = 63;
 
 impl Table {
     /// The handlers for an event of type `event_type`: its exact type's, else the first range
@@ -42,6 +50,14 @@ impl Table {
         let exact = match event_type {
             EventType::Int(i) => {
                 if let Some(slot) = self.ints.get(i) {
+                    return slot;
+                }
+                if !self.by_bit.is_empty()
+                    && let Some(slot) = self.by_bit.get(i.trailing_zeros() as usize)
+                    && *i > 0
+                    && i.count_ones() == 1
+                    && !slot.is_empty()
+                {
                     return slot;
                 }
                 self.ranges
@@ -60,6 +76,7 @@ impl Table {
             && self.named.is_empty()
             && self.ranges.is_empty()
             && self.default.is_empty()
+            && self.masks.is_empty()
     }
 
     /// Adds `entry` for every type `selector` names. Either all of them are added or, on error,
@@ -69,9 +86,13 @@ impl Table {
         selector: &Selector,
         entry: HandlerEntry,
         multiple: bool,
+        bit_mode: bool,
     ) -> Result<(), NexusError> {
         let mut flat = Vec::new();
         flatten(selector, &mut flat)?;
+        for s in &flat {
+            check_mode(s, bit_mode)?;
+        }
         let mut claimed: Vec<Kind> = Vec::new();
         for s in &flat {
             if let Selector::Kind(kind) = s {
@@ -100,13 +121,35 @@ impl Table {
                 }
             }
         }
+        let mut masked = false;
         for s in flat {
-            self.slot_mut(s).push(entry.clone());
+            if let Selector::Mask(mask) = s {
+                self.masks.push((*mask, entry.clone()));
+                masked = true;
+            } else {
+                self.slot_mut(s).push(entry.clone());
+            }
         }
         for kind in claimed {
             self.kinds.entry(kind.name()).or_insert(kind);
         }
+        if masked {
+            self.index_bits(multiple);
+        }
         Ok(())
+    }
+
+    /// Sorts the mask handlers by bit, for lookup.
+    fn index_bits(&mut self, multiple: bool) {
+        let mut by_bit = vec![Slot::new(); BITS];
+        for (mask, entry) in &self.masks {
+            for (bit, slot) in by_bit.iter_mut().enumerate() {
+                if mask & (1 << bit) != 0 && (multiple || slot.is_empty()) {
+                    slot.push(entry.clone());
+                }
+            }
+        }
+        self.by_bit = by_bit;
     }
 
     fn is_taken(&self, selector: &Selector) -> bool {
@@ -116,6 +159,11 @@ impl Table {
             Selector::Kind(kind) => self.named.contains_key(kind.name()),
             Selector::Range(a, b) => self.ranges.iter().any(|(s, e, _)| s <= b && a <= e),
             Selector::Default => !self.default.is_empty(),
+            // A mask whose every bit an earlier mask holds could never be called.
+            Selector::Mask(mask) => {
+                let held = self.masks.iter().fold(0, |held, (m, _)| held | m);
+                mask & !held == 0
+            }
             Selector::List(_) => false,
         }
     }
@@ -135,7 +183,7 @@ impl Table {
                 };
                 &mut self.ranges[at].2
             }
-            Selector::Default | Selector::List(_) => &mut self.default,
+            Selector::Default | Selector::List(_) | Selector::Mask(_) => &mut self.default,
         }
     }
 }
@@ -166,6 +214,31 @@ fn name_of(selector: &Selector) -> Option<&str> {
         Selector::Type(EventType::Named(n)) => Some(n.as_str()),
         Selector::Kind(kind) => Some(kind.name()),
         _ => None,
+    }
+}
+
+/// Whether a nexus in bit mode (or not) takes `selector`: in bit mode every type is a power of
+/// two, so a named type or any other integer is refused; a mask only in bit mode, and only one
+/// that holds a type.
+fn check_mode(selector: &Selector, bit_mode: bool) -> Result<(), NexusError> {
+    let refuse = |reason| {
+        Err(NexusError::InvalidArgument {
+            what: format!("selector {selector}"),
+            reason,
+        })
+    };
+    match selector {
+        Selector::Mask(_) if !bit_mode => {
+            refuse("a mask selects event types only in bit mode (NexusBuilder::bit_mode)")
+        }
+        Selector::Mask(mask) if *mask == 0 || mask >> BITS != 0 => {
+            refuse("a mask must hold at least one of the bits 0 to 62 and no other")
+        }
+        Selector::Type(t) if bit_mode && !t.is_bit() => {
+            refuse("in bit mode an event type must be a power of two")
+        }
+        Selector::Kind(_) if bit_mode => refuse("in bit mode an event type must be a power of two"),
+        _ => Ok(()),
     }
 }
 
