@@ -5,26 +5,25 @@
 use std::sync::{Arc, Mutex};
 
 use crate::support::running;
+use nexus::testing::Probe;
 use nexus::{AsyncEventNexus, Event, EventQueue, EventType, NexusError, Selector};
 
-type Log = Arc<Mutex<Vec<(u64, &'static str)>>>;
-
-fn record(nexus: &AsyncEventNexus, log: &Log, selector: impl Into<Selector>, name: &'static str) {
-    let log = Arc::clone(log);
-    nexus
-        .add_handler(selector, move |e: Event, _q: EventQueue| {
-            log.lock().unwrap().push((e.id, name));
-        })
-        .unwrap();
+fn record(
+    nexus: &AsyncEventNexus,
+    probe: &Probe,
+    selector: impl Into<Selector>,
+    name: &'static str,
+) {
+    nexus.add_handler(selector, probe.handler(name)).unwrap();
 }
 
 /// A nexus in bit mode with an exact type, three masks, a range and the default.
-fn registered(multiple: bool) -> (AsyncEventNexus, Log) {
+fn registered(multiple: bool) -> (AsyncEventNexus, Probe) {
     let nexus = AsyncEventNexus::builder()
         .bit_mode(true)
         .multiple(multiple)
         .build();
-    let log = Log::default();
+    let log = Probe::new();
     record(&nexus, &log, 4, "exact 4");
     record(&nexus, &log, Selector::Mask(0b0110), "mask 2|4");
     record(&nexus, &log, Selector::Mask(0b1100), "mask 4|8");
@@ -36,12 +35,12 @@ fn registered(multiple: bool) -> (AsyncEventNexus, Log) {
 }
 
 /// Ingests one event of each type, its id being its type, and returns who took each.
-async fn dispatch(nexus: &AsyncEventNexus, log: &Log) -> Vec<(u64, &'static str)> {
+async fn dispatch(nexus: &AsyncEventNexus, log: &Probe) -> Vec<(&'static str, u64)> {
     let _task = running(nexus).await;
     for t in [1, 2, 4, 8, 16, 32, 128, 256] {
         nexus.ingest(Event::new(t, t as i64, 0, ())).await.unwrap();
     }
-    std::mem::take(&mut *log.lock().unwrap())
+    log.handled()
 }
 
 #[tokio::test]
@@ -50,15 +49,15 @@ async fn exact_type_then_masks_then_ranges_then_the_default_outside_multiple_mod
     assert_eq!(
         dispatch(&nexus, &log).await,
         [
-            (1, "default"),
-            (2, "mask 2|4"),
-            (4, "exact 4"),
+            ("default", 1),
+            ("mask 2|4", 2),
+            ("exact 4", 4),
             // Two masks hold 8: the first registered takes it.
-            (8, "mask 4|8"),
-            (16, "range 16..=64"),
-            (32, "mask 32"),
-            (128, "default"),
-            (256, "mask 8|256"),
+            ("mask 4|8", 8),
+            ("range 16..=64", 16),
+            ("mask 32", 32),
+            ("default", 128),
+            ("mask 8|256", 256),
         ]
     );
 }
@@ -73,18 +72,18 @@ async fn in_multiple_mode_every_mask_holding_the_bit_takes_the_event_in_registra
     assert_eq!(
         dispatch(&nexus, &log).await,
         [
-            (1, "default"),
-            (2, "mask 2|4"),
-            (2, "mask 2"),
+            ("default", 1),
+            ("mask 2|4", 2),
+            ("mask 2", 2),
             // The exact type's handlers, not the masks that also hold 4.
-            (4, "exact 4"),
-            (4, "exact 4 again"),
-            (8, "mask 4|8"),
-            (8, "mask 8|256"),
-            (16, "range 16..=64"),
-            (32, "mask 32"),
-            (128, "default"),
-            (256, "mask 8|256"),
+            ("exact 4", 4),
+            ("exact 4 again", 4),
+            ("mask 4|8", 8),
+            ("mask 8|256", 8),
+            ("range 16..=64", 16),
+            ("mask 32", 32),
+            ("default", 128),
+            ("mask 8|256", 256),
         ]
     );
 }
@@ -113,10 +112,7 @@ async fn an_event_whose_type_is_not_a_power_of_two_is_refused_and_handed_back() 
         assert!(matches!(err, NexusError::NotABit { .. }));
         assert_eq!(err.into_event().map(|e| e.id), Some(id));
     }
-    assert!(
-        log.lock().unwrap().is_empty(),
-        "not even the default saw them"
-    );
+    assert!(log.records().is_empty(), "not even the default saw them");
     assert_eq!(nexus.stats().dispatched, 0);
 }
 
@@ -201,11 +197,11 @@ fn registrations_that_bit_mode_cannot_take_are_refused_with_the_reason() {
 #[tokio::test]
 async fn outside_bit_mode_any_type_is_taken_as_before() {
     let nexus = AsyncEventNexus::new();
-    let log = Log::default();
+    let log = Probe::new();
     record(&nexus, &log, 6, "six");
     let _task = running(&nexus).await;
     nexus.ingest(Event::new(1, 6, 0, ())).await.unwrap();
     nexus.queue().put(Event::new(2, 6, 0, ())).unwrap();
     nexus.ingest(Event::new(3, 6, 0, ())).await.unwrap();
-    assert_eq!(*log.lock().unwrap(), [(1, "six"), (2, "six"), (3, "six")]);
+    assert_eq!(log.ids("six"), [1, 2, 3]);
 }

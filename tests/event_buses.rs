@@ -1,32 +1,33 @@
 //! The guide's "Event buses" section: a fanout, a discarder, boundaries between event domains,
 //! and one producer registered with several nexuses (in `event_sources.rs`).
 
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::{Log, running};
+use crate::support::running;
 use nexus::bus::{AsyncEventBoundary, EventDiscarder, EventFanout};
+use nexus::testing::Probe;
 use nexus::{AsyncEventNexus, Event, EventQueue, Handler, NexusError};
 
 #[tokio::test]
 async fn a_fanout_copies_each_event_to_every_handler_in_order() {
     let nexus = AsyncEventNexus::new();
-    let log = Log::default();
+    let probe = Probe::new();
     let fanout = EventFanout::new();
-    let a = fanout.register(Handler::new(log.handler("a")));
-    fanout.register(Handler::new(log.handler("b")));
-    fanout.register(Handler::new(log.handler("c")));
+    let a = fanout.register(Handler::new(probe.handler("a")));
+    fanout.register(Handler::new(probe.handler("b")));
+    fanout.register(Handler::new(probe.handler("c")));
     nexus.add_consumer(100, fanout.clone()).unwrap();
     let _task = running(&nexus).await;
 
     nexus.ingest(Event::new(1, 100, 0, "ping")).await.unwrap();
-    assert_eq!(log.lines(), ["a:1", "b:1", "c:1"]);
+    assert_eq!(probe.handled(), [("a", 1), ("b", 1), ("c", 1)]);
 
     assert!(fanout.deregister(a));
     assert!(!fanout.deregister(a), "already gone");
     nexus.ingest(Event::new(2, 100, 0, "ping")).await.unwrap();
-    assert_eq!(log.lines()[3..], ["b:2", "c:2"]);
+    assert_eq!(probe.handled()[3..], [("b", 2), ("c", 2)]);
     assert_eq!(fanout.len(), 2);
 }
 
@@ -50,17 +51,17 @@ async fn an_empty_fanout_is_a_misconfigured_consumer() {
 #[tokio::test]
 async fn a_failing_fanout_handler_does_not_deprive_the_others() {
     let nexus = AsyncEventNexus::new();
-    let log = Log::default();
+    let probe = Probe::new();
     let fanout = EventFanout::new();
     fanout.register(Handler::new(|_e: Event, _q: EventQueue| {
         Err::<(), _>("broken")
     }));
-    fanout.register(Handler::new(log.handler("after")));
+    fanout.register(Handler::new(probe.handler("after")));
     nexus.add_consumer(100, fanout).unwrap();
     let _task = running(&nexus).await;
     let err = nexus.ingest(Event::new(5, 100, 0, ())).await.unwrap_err();
     assert!(matches!(err, NexusError::Handler { id: 5, .. }), "{err}");
-    assert_eq!(log.lines(), ["after:5"]);
+    assert_eq!(probe.handled(), [("after", 5)]);
 }
 
 #[tokio::test]
@@ -83,28 +84,17 @@ const LOG: i64 = 500;
 const OTHER: i64 = 501;
 const ACK: i64 = 502;
 
-fn counter(nexus: &AsyncEventNexus, event_type: i64) -> Arc<AtomicUsize> {
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    nexus
-        .add_handler(event_type, move |_e: Event, _q: EventQueue| {
-            c.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap();
-    count
-}
-
 #[tokio::test]
 async fn a_boundary_forwards_only_the_types_it_is_registered_for() {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
     let boundary = AsyncEventBoundary::new(8);
+    let probe = Probe::new();
     app.add_consumer(LOG, boundary.handler()).unwrap();
-    let app_other = counter(&app, OTHER);
+    app.add_handler(OTHER, probe.handler("app")).unwrap();
     logging.add_producer(boundary.producer()).unwrap();
-    let logged = counter(&logging, LOG);
-    let elsewhere = Log::default();
+    logging.add_handler(LOG, probe.handler("logged")).unwrap();
     logging
-        .add_handler(-1, elsewhere.handler("unexpected"))
+        .add_handler(-1, probe.handler("unexpected"))
         .unwrap();
     let _l = running(&logging).await;
     let _a = running(&app).await;
@@ -114,13 +104,13 @@ async fn a_boundary_forwards_only_the_types_it_is_registered_for() {
         app.ingest(Event::new(id, event_type, 0, ())).await.unwrap();
     }
     boundary.close().await.unwrap();
-    assert_eq!(logged.load(Ordering::SeqCst), 5);
+    assert_eq!(probe.ids("logged"), [0, 2, 4, 6, 8]);
     assert_eq!(
-        app_other.load(Ordering::SeqCst),
-        5,
+        probe.ids("app"),
+        [1, 3, 5, 7, 9],
         "other types stay in their domain"
     );
-    assert!(elsewhere.lines().is_empty());
+    assert_eq!(probe.count("unexpected"), 0);
 }
 
 #[tokio::test]
@@ -129,7 +119,9 @@ async fn a_closed_boundary_refuses_events_and_hands_them_back() {
     let boundary = AsyncEventBoundary::new(8);
     app.add_consumer(LOG, boundary.handler()).unwrap();
     logging.add_producer(boundary.producer()).unwrap();
-    let _logged = counter(&logging, LOG);
+    logging
+        .add_handler(LOG, Probe::new().handler("logged"))
+        .unwrap();
     let _l = running(&logging).await;
     let _a = running(&app).await;
     boundary.close().await.unwrap();
@@ -149,16 +141,13 @@ async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events() {
     let boundary = AsyncEventBoundary::new(16);
     app.add_consumer(LOG, boundary.handler()).unwrap();
     logging.add_producer(boundary.producer()).unwrap();
-    let seen: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
-    let s = seen.clone();
+    let probe = Probe::new();
+    let slower = |_e: Event, _q: EventQueue| async {
+        tokio::task::yield_now().await; // the receiving side is the slower one
+        Ok::<(), Infallible>(())
+    };
     logging
-        .add_handler(LOG, move |e: Event, _q: EventQueue| {
-            let s = s.clone();
-            async move {
-                tokio::task::yield_now().await; // the receiving side is the slower one
-                s.lock().unwrap().push(e.id);
-            }
-        })
+        .add_handler(LOG, probe.wrap("logged", slower))
         .unwrap();
     let _l = running(&logging).await;
     let _a = running(&app).await;
@@ -166,12 +155,8 @@ async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events() {
         app.ingest(Event::new(id, LOG, 0, ())).await.unwrap();
     }
     boundary.close().await.unwrap();
-    let seen = seen.lock().unwrap();
-    assert_eq!(
-        *seen,
-        (0..10_000).collect::<Vec<_>>(),
-        "every event, in order"
-    );
+    let every: Vec<(&str, u64)> = (0..10_000).map(|id| ("logged", id)).collect();
+    assert_eq!(probe.handled(), every, "every event, in order");
 }
 
 #[tokio::test(start_paused = true)]
@@ -182,16 +167,13 @@ async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_clo
     logging.add_producer(boundary.producer()).unwrap();
     // The logging domain's handler holds each event until it is let go.
     let go = Arc::new(tokio::sync::Semaphore::new(0));
-    let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (g, l) = (go.clone(), logged.clone());
+    let (probe, g) = (Probe::new(), go.clone());
+    let held = move |_e: Event, _q: EventQueue| {
+        let go = g.clone();
+        async move { go.acquire().await.map(drop) }
+    };
     logging
-        .add_handler(LOG, move |event: Event, _queue: EventQueue| {
-            let (go, logged) = (g.clone(), l.clone());
-            async move {
-                let _let_go = go.acquire().await;
-                logged.lock().unwrap().push(event.id);
-            }
-        })
+        .add_handler(LOG, probe.wrap("logged", held))
         .unwrap();
     let _l = running(&logging).await;
     let _a = running(&app).await;
@@ -213,7 +195,7 @@ async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_clo
         .await
         .expect("close must not wait for a crossing that was given up")
         .unwrap();
-    assert_eq!(*logged.lock().unwrap(), [1, 2]);
+    assert_eq!(probe.handled(), [("logged", 1), ("logged", 2)]);
 }
 
 #[tokio::test]
@@ -255,12 +237,8 @@ async fn replies_from_the_far_domain_reach_the_sending_domain() {
         .unwrap();
     logging.add_consumer(ACK, boundary.reply_handler()).unwrap();
     app.add_producer(boundary.reply_producer()).unwrap();
-    let acks = Log::default();
-    let a = acks.clone();
-    app.add_handler(ACK, move |e: Event, _q: EventQueue| {
-        a.push(e.payload.to_string())
-    })
-    .unwrap();
+    let probe = Probe::new();
+    app.add_handler(ACK, probe.handler("acks")).unwrap();
     let _l = running(&logging).await;
     let _a = running(&app).await;
 
@@ -268,7 +246,12 @@ async fn replies_from_the_far_domain_reach_the_sending_domain() {
         app.ingest(Event::new(id, LOG, 0, ())).await.unwrap();
     }
     boundary.close().await.unwrap();
-    assert_eq!(acks.lines(), ["logged 1", "logged 2", "logged 3"]);
+    let acks: Vec<String> = probe
+        .events("acks")
+        .iter()
+        .map(|e| e.payload.to_string())
+        .collect();
+    assert_eq!(acks, ["logged 1", "logged 2", "logged 3"]);
 }
 
 /// Through a nexus, each of a fanout's handlers is called as one of the nexus's own: one that
@@ -277,17 +260,14 @@ async fn replies_from_the_far_domain_reach_the_sending_domain() {
 #[tokio::test]
 async fn a_fanout_in_a_nexus_resumes_waiting_handlers_and_survives_a_panicking_one() {
     let nexus = AsyncEventNexus::builder().multiple(true).build();
-    let log = Log::default();
+    let probe = Probe::new();
     let fanout = EventFanout::new();
-    fanout.register(Handler::new(log.handler("a")));
-    let l = log.clone();
-    fanout.register(Handler::new(move |e: Event, _q: EventQueue| {
-        let l = l.clone();
-        async move {
-            tokio::task::yield_now().await;
-            l.push(format!("waited:{}", e.id));
-        }
-    }));
+    fanout.register(Handler::new(probe.handler("a")));
+    let waits = |_e: Event, _q: EventQueue| async {
+        tokio::task::yield_now().await;
+        Ok::<(), Infallible>(())
+    };
+    fanout.register(Handler::new(probe.wrap("waited", waits)));
     fanout.register(
         Handler::new(|e: Event, _q: EventQueue| {
             if e.id == 2 {
@@ -296,9 +276,9 @@ async fn a_fanout_in_a_nexus_resumes_waiting_handlers_and_survives_a_panicking_o
         })
         .named("panicky"),
     );
-    fanout.register(Handler::new(log.handler("c")));
+    fanout.register(Handler::new(probe.handler("c")));
     nexus.add_consumer(100, fanout).unwrap();
-    nexus.add_handler(100, log.handler("after")).unwrap();
+    nexus.add_handler(100, probe.handler("after")).unwrap();
     let _task = running(&nexus).await;
 
     nexus.ingest(Event::new(1, 100, 0, ())).await.unwrap();
@@ -315,9 +295,15 @@ async fn a_fanout_in_a_nexus_resumes_waiting_handlers_and_survives_a_panicking_o
         "{err}"
     );
     assert_eq!(
-        log.lines(),
+        probe.handled(),
         [
-            "a:1", "waited:1", "c:1", "after:1", "a:2", "waited:2", "c:2"
+            ("a", 1),
+            ("waited", 1),
+            ("c", 1),
+            ("after", 1),
+            ("a", 2),
+            ("waited", 2),
+            ("c", 2)
         ],
         "a failed fanout fails the event: later handlers of its type are not called"
     );

@@ -1,12 +1,14 @@
 //! No event lost, no handler able to take the nexus down, every failure visible: error
 //! policies, caught panics, time limits, cycles, shutdown with a deadline, overflow choices.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::running;
 use nexus::channel::Overflow;
 use nexus::sources::ChannelProducer;
+use nexus::testing::Probe;
 use nexus::{
     AsyncEventNexus, ErrorPolicy, Event, EventQueue, EventSource, Handler, NexusError,
     SimpleEventConverter, async_trait,
@@ -231,14 +233,8 @@ async fn shutdown_that_finishes_in_time_reports_nothing_left() {
 }
 
 async fn overflow_run(overflow: Overflow) -> (Vec<u64>, u64) {
-    let nexus = AsyncEventNexus::new();
-    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let s = seen.clone();
-    nexus
-        .add_handler(1, move |e: Event, _q: EventQueue| {
-            s.lock().unwrap().push(e.id)
-        })
-        .unwrap();
+    let (nexus, probe) = (AsyncEventNexus::new(), Probe::new());
+    nexus.add_handler(1, probe.handler("seen")).unwrap();
     let (producer, sender) = ChannelProducer::with_overflow(3, overflow);
     nexus.add_producer(producer).unwrap();
     // Sent before the nexus runs: the channel holds 3.
@@ -251,8 +247,7 @@ async fn overflow_run(overflow: Overflow) -> (Vec<u64>, u64) {
     }
     drop(sender);
     nexus.loop_until_exhausted().await.unwrap();
-    let seen = seen.lock().unwrap().clone();
-    (seen, nexus.stats().dropped)
+    (probe.ids("seen"), nexus.stats().dropped)
 }
 
 #[tokio::test]
@@ -265,20 +260,15 @@ async fn each_overflow_choice_drops_what_it_says_and_counts_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_channel_producer_closed_mid_run_counts_the_events_it_took_and_did_not_deliver() {
-    let nexus = AsyncEventNexus::new();
-    let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let h = handled.clone();
-    nexus
-        .add_handler(1, move |e: Event, _q: EventQueue| {
-            h.lock().unwrap().push(e.id);
-            async move {
-                if e.id == 1 {
-                    // Never ends: the shutdown's deadline cuts it short.
-                    std::future::pending::<()>().await;
-                }
-            }
-        })
-        .unwrap();
+    let (nexus, probe) = (AsyncEventNexus::new(), Probe::new());
+    let stuck = |e: Event, _q: EventQueue| async move {
+        if e.id == 1 {
+            // Never ends: the shutdown's deadline cuts it short.
+            std::future::pending::<()>().await;
+        }
+        Ok::<(), Infallible>(())
+    };
+    nexus.add_handler(1, probe.wrap("stuck", stuck)).unwrap();
     let (producer, sender) = ChannelProducer::new(8);
     nexus.add_producer(producer).unwrap();
     for id in 1..=4 {
@@ -287,7 +277,7 @@ async fn a_channel_producer_closed_mid_run_counts_the_events_it_took_and_did_not
     let _task = running(&nexus).await;
     // The producer took all four at once and is stuck delivering the first.
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(*handled.lock().unwrap(), [1]);
+    assert_eq!(probe.ids("stuck"), [1]);
     nexus.shutdown(Duration::from_millis(50)).await.unwrap();
     assert_eq!(
         nexus.stats().dropped,
@@ -391,21 +381,15 @@ async fn counters_per_type_and_per_source_can_be_read_at_any_time() {
 
 #[tokio::test]
 async fn a_queue_kept_past_its_call_works_from_another_thread_and_closes_with_its_nexus() {
-    let nexus = AsyncEventNexus::new();
+    let (nexus, probe) = (AsyncEventNexus::new(), Probe::new());
     let stash: Arc<Mutex<Option<EventQueue>>> = Arc::default();
-    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let keep = Arc::clone(&stash);
     nexus
         .add_handler(1, move |_e: Event, q: EventQueue| {
             *keep.lock().unwrap() = Some(q);
         })
         .unwrap();
-    let log = Arc::clone(&seen);
-    nexus
-        .add_handler(2, move |e: Event, _q: EventQueue| {
-            log.lock().unwrap().push(e.id)
-        })
-        .unwrap();
+    nexus.add_handler(2, probe.handler("twos")).unwrap();
     let task = running(&nexus).await;
     nexus.ingest(Event::new(1, 1, 0, ())).await.unwrap();
     let kept = stash
@@ -422,7 +406,7 @@ async fn a_queue_kept_past_its_call_works_from_another_thread_and_closes_with_it
         .unwrap();
     assert_eq!(kept.len(), 1);
     nexus.ingest(Event::new(21, 2, 0, ())).await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), [20, 21]);
+    assert_eq!(probe.ids("twos"), [20, 21]);
 
     // Once the nexus is gone, the kept handle refuses, handing the event back.
     nexus.stop();

@@ -17,4 +17,5 @@ mod faults;
 mod life_cycle;
 mod reliability;
 mod send_sync;
+mod testing_kit;
 mod usage;

@@ -60,6 +60,8 @@ mod queue;
 mod registry;
 mod source;
 mod spare;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "json")]
 pub mod wire;
 
