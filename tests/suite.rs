@@ -15,6 +15,7 @@ mod event_names;
 mod event_sources;
 mod faults;
 mod life_cycle;
+mod priority;
 mod reliability;
 mod send_sync;
 mod testing_kit;

@@ -1,11 +1,13 @@
 //! A bounded channel that says what happens when it is full: [`Overflow`]. The channel
 //! producers and boundaries of nexus are built on it, so no buffer of theirs is unbounded.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// What a full bounded channel does with one more item.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,8 +62,85 @@ struct Shared<T> {
 
 #[derive(Debug)]
 struct State<T> {
-    queue: VecDeque<T>,
+    queue: Waiting<T>,
     closed: bool,
+}
+
+/// The items waiting in a channel: first in, first out; or by rank, with aging.
+#[derive(Debug)]
+enum Waiting<T> {
+    Fifo(VecDeque<T>),
+    Ranked(Ranked<T>),
+}
+
+/// Items ordered by rank (lowest first), then by arrival; an item that has waited `max_wait`
+/// goes first, before any younger one, whatever its rank.
+#[derive(Debug)]
+struct Ranked<T> {
+    by_rank: BTreeMap<(i64, u64), T>,
+    /// Arrival number to (rank, when it is overdue), oldest first.
+    by_arrival: BTreeMap<u64, (i64, Instant)>,
+    arrivals: u64,
+    max_wait: Duration,
+    rank: fn(&T) -> i64,
+}
+
+impl<T> Waiting<T> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Fifo(queue) => queue.len(),
+            Self::Ranked(ranked) => ranked.by_rank.len(),
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        match self {
+            Self::Fifo(queue) => queue.push_back(item),
+            Self::Ranked(ranked) => {
+                let (arrival, rank) = (ranked.arrivals, (ranked.rank)(&item));
+                ranked.arrivals += 1;
+                let overdue = Instant::now()
+                    .checked_add(ranked.max_wait)
+                    .unwrap_or_else(far_future);
+                ranked.by_rank.insert((rank, arrival), item);
+                ranked.by_arrival.insert(arrival, (rank, overdue));
+            }
+        }
+    }
+
+    /// The item to take next.
+    fn pop(&mut self) -> Option<T> {
+        match self {
+            Self::Fifo(queue) => queue.pop_front(),
+            Self::Ranked(ranked) => {
+                if let Some((&arrival, &(rank, overdue))) = ranked.by_arrival.first_key_value()
+                    && overdue <= Instant::now()
+                {
+                    ranked.by_arrival.pop_first();
+                    return ranked.by_rank.remove(&(rank, arrival));
+                }
+                let ((_, arrival), item) = ranked.by_rank.pop_first()?;
+                ranked.by_arrival.remove(&arrival);
+                Some(item)
+            }
+        }
+    }
+
+    /// The item that arrived first.
+    fn pop_oldest(&mut self) -> Option<T> {
+        match self {
+            Self::Fifo(queue) => queue.pop_front(),
+            Self::Ranked(ranked) => {
+                let (arrival, (rank, _)) = ranked.by_arrival.pop_first()?;
+                ranked.by_rank.remove(&(rank, arrival))
+            }
+        }
+    }
+}
+
+/// A time no wait reaches: for a `max_wait` too long to add to now.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// What [`Bounded::send`] did with a full channel under a dropping [`Overflow`].
@@ -78,10 +157,61 @@ pub enum Sent<T> {
 impl<T> Bounded<T> {
     /// A channel holding `capacity` items (at least 1).
     pub fn new(capacity: usize, overflow: Overflow) -> Self {
+        Self::with_waiting(capacity, overflow, Waiting::Fifo(VecDeque::new()))
+    }
+
+    /// A channel holding `capacity` items (at least 1) that hands out first the item of the
+    /// lowest `rank`, and among equal ranks the oldest, with aging: an item that has waited
+    /// `max_wait` (on tokio's clock) goes before every item younger than it, whatever their
+    /// ranks. So an item waits at most `max_wait`, then for the overdue items older than it
+    /// (at most `capacity`), however many items of lower rank arrive.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nexus_core::channel::{Bounded, Overflow};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let channel = Bounded::ranked(8, Overflow::Wait, Duration::from_secs(1), |n: &i64| *n);
+    /// for n in [5, 3, 9, 3] {
+    ///     channel.send(n).await.unwrap();
+    /// }
+    /// assert_eq!(channel.recv().await, Some(3));
+    /// tokio::time::sleep(Duration::from_secs(1)).await; // 5 and 9 are overdue now
+    /// assert_eq!(channel.recv().await, Some(5), "oldest overdue first");
+    /// assert_eq!(channel.recv().await, Some(9));
+    /// assert_eq!(channel.recv().await, Some(3));
+    /// # }
+    /// ```
+    pub fn ranked(
+        capacity: usize,
+        overflow: Overflow,
+        max_wait: Duration,
+        rank: fn(&T) -> i64,
+    ) -> Self {
+        Self::with_waiting(
+            capacity,
+            overflow,
+            Waiting::Ranked(Ranked {
+                by_rank: BTreeMap::new(),
+                by_arrival: BTreeMap::new(),
+                arrivals: 0,
+                max_wait,
+                rank,
+            }),
+        )
+    }
+
+    /// Whether items go out by rank ([`ranked`](Self::ranked)) rather than in arrival order.
+    pub fn is_ranked(&self) -> bool {
+        matches!(self.lock().queue, Waiting::Ranked(_))
+    }
+
+    fn with_waiting(capacity: usize, overflow: Overflow, queue: Waiting<T>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    queue: VecDeque::new(),
+                    queue,
                     closed: false,
                 }),
                 capacity: capacity.max(1),
@@ -108,7 +238,7 @@ impl<T> Bounded<T> {
             return Err(Err(item));
         }
         let sent = if state.queue.len() < self.shared.capacity {
-            state.queue.push_back(item);
+            state.queue.push(item);
             Sent::Queued
         } else {
             match self.shared.overflow {
@@ -118,8 +248,8 @@ impl<T> Bounded<T> {
                     return Ok(Sent::DroppedNewest(item));
                 }
                 Overflow::DropOldest => {
-                    let oldest = state.queue.pop_front();
-                    state.queue.push_back(item);
+                    let oldest = state.queue.pop_oldest();
+                    state.queue.push(item);
                     self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                     oldest.map_or(Sent::Queued, Sent::DroppedOldest)
                 }
@@ -202,7 +332,7 @@ impl<T> Bounded<T> {
             items.as_mut().enable();
             {
                 let mut state = self.lock();
-                if let Some(item) = state.queue.pop_front() {
+                if let Some(item) = state.queue.pop() {
                     drop(state);
                     self.shared.room.notify_one();
                     return Some(item);
@@ -261,7 +391,7 @@ impl<T> Bounded<T> {
         if moved == 0 {
             return state.closed.then_some(0);
         }
-        buffer.extend(state.queue.drain(..moved));
+        buffer.extend(std::iter::from_fn(|| state.queue.pop()).take(moved));
         drop(state);
         // A sender waiting for room registered before it last found the channel full, so
         // waking those registered reaches every one of them.
@@ -271,7 +401,7 @@ impl<T> Bounded<T> {
 
     /// The next item if there is one now.
     pub fn try_recv(&self) -> Option<T> {
-        let item = self.lock().queue.pop_front();
+        let item = self.lock().queue.pop();
         if item.is_some() {
             self.shared.room.notify_one();
         }

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_core::Stream;
 use nexus_core::channel::{Bounded, Overflow, Sent};
@@ -325,7 +326,39 @@ impl ChannelProducer {
 
     /// As [`new`](Self::new), with the given choice for a full channel.
     pub fn with_overflow(capacity: usize, overflow: Overflow) -> (Self, EventSender) {
-        let channel = Bounded::new(capacity, overflow);
+        Self::from_channel(Bounded::new(capacity, overflow))
+    }
+
+    /// As [`with_overflow`](Self::with_overflow), delivering the most urgent event first (the
+    /// lowest [`priority`](Event::priority) number; events of equal priority in the order they
+    /// were sent), with aging: an event that has waited `max_wait` in the channel goes before
+    /// every event sent after it, whatever their priorities. So however many urgent events
+    /// keep coming, an event waits at most `max_wait`, then for the overdue events sent before
+    /// it (at most `capacity`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nexus_core::channel::Overflow;
+    /// use nexus_sources::ChannelProducer;
+    ///
+    /// let (producer, sender) =
+    ///     ChannelProducer::with_priority(64, Overflow::Wait, Duration::from_millis(100));
+    /// # drop((producer, sender));
+    /// ```
+    pub fn with_priority(
+        capacity: usize,
+        overflow: Overflow,
+        max_wait: Duration,
+    ) -> (Self, EventSender) {
+        Self::from_channel(Bounded::ranked(
+            capacity,
+            overflow,
+            max_wait,
+            |event: &Event| i64::from(event.priority),
+        ))
+    }
+
+    fn from_channel(channel: Bounded<Event>) -> (Self, EventSender) {
         let link = ProducerLink::new();
         let producer = Self {
             link: link.clone(),
@@ -364,6 +397,9 @@ impl Drop for Taken {
 /// told to stop (between two events, never during a delivery).
 async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Receiver<u8>) {
     let mut mode = mode;
+    // By priority, one event at a time, so that each delivery goes to the most urgent event
+    // waiting then; in order, in runs.
+    let batch = if channel.is_ranked() { 1 } else { BATCH };
     let mut taken = Taken {
         events: VecDeque::with_capacity(BATCH),
         link: link.clone(),
@@ -374,7 +410,7 @@ async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Recei
         let moved = tokio::select! {
             biased;
             _ = mode.wait_for(|m| *m == STOP) => return,
-            moved = channel.recv_many(&mut taken.events, BATCH) => moved,
+            moved = channel.recv_many(&mut taken.events, batch) => moved,
         };
         if moved == 0 {
             // Closed and empty: every sender is gone, or the producer drained.

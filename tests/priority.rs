@@ -1,0 +1,131 @@
+//! Priority honoured where events wait: a `ChannelProducer` made `with_priority` delivers the
+//! most urgent event first (lowest number), equal priorities in the order sent, and ages what
+//! waits so that no flood of urgent events holds an event back longer than its bound.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nexus::channel::Overflow;
+use nexus::sources::{ChannelProducer, EventSender};
+use nexus::testing::Probe;
+use nexus::{AsyncEventNexus, Event, EventQueue};
+use tokio::time::Instant;
+
+const URGENT: i32 = 0;
+const LOW: i32 = 9;
+const CAPACITY: usize = 64;
+/// Each dispatch takes this long (on the paused clock).
+const WORK: Duration = Duration::from_millis(1);
+
+/// A nexus fed by a priority channel whose handler works `WORK` per event and notes when the
+/// event with id `watched` was dispatched.
+fn nexus_with(
+    max_wait: Duration,
+    watched: u64,
+) -> (
+    AsyncEventNexus,
+    EventSender,
+    Probe,
+    Arc<Mutex<Option<Instant>>>,
+) {
+    let nexus = AsyncEventNexus::new();
+    let (producer, sender) = ChannelProducer::with_priority(CAPACITY, Overflow::Wait, max_wait);
+    nexus.add_producer(producer).unwrap();
+    let (probe, at) = (Probe::new(), Arc::new(Mutex::new(None)));
+    let seen = Arc::clone(&at);
+    let work = move |e: Event, _q: EventQueue| {
+        if e.id == watched {
+            *seen.lock().unwrap() = Some(Instant::now());
+        }
+        async {
+            tokio::time::sleep(WORK).await;
+            Ok::<(), Infallible>(())
+        }
+    };
+    nexus.add_handler(1, probe.wrap("work", work)).unwrap();
+    (nexus, sender, probe, at)
+}
+
+/// Ten urgent events, then a low one, then 9,990 urgent ones (the sender waiting for room):
+/// when the low one was dispatched, after how long, and at which place.
+async fn flood(max_wait: Duration) -> (Duration, usize) {
+    const LOW_ID: u64 = 10;
+    let (nexus, sender, probe, at) = nexus_with(max_wait, LOW_ID);
+    for id in 0..10 {
+        sender.send(Event::new(id, 1, URGENT, ())).await.unwrap();
+    }
+    sender.send(Event::new(LOW_ID, 1, LOW, ())).await.unwrap();
+    let sent = Instant::now();
+    let rest = tokio::spawn(async move {
+        for id in 11..10_001 {
+            sender.send(Event::new(id, 1, URGENT, ())).await.unwrap();
+        }
+    });
+    let task = nexus.start().unwrap();
+    rest.await.unwrap();
+    probe
+        .until_count("work", 10_001, Duration::from_secs(60))
+        .await;
+    nexus.stop();
+    task.await.unwrap().unwrap();
+    let waited = at.lock().unwrap().expect("the low event was dispatched") - sent;
+    let place = probe.ids("work").iter().position(|&id| id == LOW_ID);
+    (waited, place.expect("dispatched"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_low_priority_event_is_dispatched_within_its_bound_however_many_urgent_ones_come() {
+    let max_wait = Duration::from_millis(100);
+    let (waited, place) = flood(max_wait).await;
+    // Its bound: `max_wait`, then the overdue events sent before it (at most the capacity).
+    let bound = max_wait + WORK * (CAPACITY as u32 + 1);
+    assert!(waited <= bound, "waited {waited:?}, bound {bound:?}");
+    assert!(
+        waited >= max_wait,
+        "it went first only once overdue: {waited:?}"
+    );
+    assert!(place < 200, "dispatched {place}th of 10,001");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_aging_the_urgent_flood_goes_first() {
+    // The same flood with a bound longer than the run: the low event is dispatched last, which
+    // is what the bound above prevents.
+    let (waited, place) = flood(Duration::from_secs(3600)).await;
+    assert_eq!(place, 10_000);
+    assert!(waited >= WORK * 10_000, "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn urgent_first_and_equal_priorities_in_the_order_sent() {
+    let (nexus, sender, probe, _) = nexus_with(Duration::from_secs(3600), u64::MAX);
+    let priorities = [2, 0, 1, 0, 2, 1, 0];
+    for (id, priority) in priorities.into_iter().enumerate() {
+        sender
+            .send(Event::new(id as u64, 1, priority, ()))
+            .await
+            .unwrap();
+    }
+    let _task = nexus.start().unwrap();
+    probe.until_count("work", 7, Duration::from_secs(10)).await;
+    assert_eq!(probe.ids("work"), [1, 3, 6, 2, 5, 0, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_equal_priorities_the_order_is_unchanged() {
+    let (nexus, sender, probe, _) = nexus_with(Duration::from_millis(5), u64::MAX);
+    let _task = nexus.start().unwrap();
+    let mut rng = fastrand::Rng::with_seed(5);
+    for id in 0..2_000 {
+        sender.send(Event::new(id, 1, 3, ())).await.unwrap();
+        if rng.u8(..) < 16 {
+            // Now and then the sender pauses, so that some events wait past their bound.
+            tokio::time::sleep(Duration::from_millis(rng.u64(1..20))).await;
+        }
+    }
+    probe
+        .until_count("work", 2_000, Duration::from_secs(60))
+        .await;
+    assert_eq!(probe.ids("work"), (0..2_000).collect::<Vec<_>>());
+}
