@@ -129,3 +129,49 @@ async fn with_equal_priorities_the_order_is_unchanged() {
         .await;
     assert_eq!(probe.ids("work"), (0..2_000).collect::<Vec<_>>());
 }
+
+/// A nexus whose handler of type 1 queues, as secondary events of type 2, one event per
+/// priority given (ids from 100); type 2 takes `WORK * 10` each.
+fn queueing(nexus: &AsyncEventNexus, priorities: &'static [i32]) -> Probe {
+    nexus
+        .add_handler(1, move |_e: Event, q: EventQueue| {
+            for (i, &priority) in priorities.iter().enumerate() {
+                q.put(Event::new(100 + i as u64, 2, priority, ())).unwrap();
+            }
+        })
+        .unwrap();
+    let probe = Probe::new();
+    let slow = |_e: Event, _q: EventQueue| async {
+        tokio::time::sleep(WORK * 10).await;
+        Ok::<(), Infallible>(())
+    };
+    nexus.add_handler(2, probe.wrap("secondary", slow)).unwrap();
+    probe
+}
+
+#[tokio::test(start_paused = true)]
+async fn secondary_events_by_priority_with_aging_when_the_nexus_asks_for_it() {
+    const PRIORITIES: &[i32] = &[9, 0, 0, 0, 2, 0, 0, 0, 0, 0];
+    // In the order queued, by default, as the original.
+    let plain = AsyncEventNexus::new();
+    let in_order = queueing(&plain, PRIORITIES);
+    let _p = plain.start().unwrap();
+    tokio::task::yield_now().await;
+    plain.ingest(Event::new(1, 1, 0, ())).await.unwrap();
+    assert_eq!(in_order.ids("secondary"), (100..110).collect::<Vec<_>>());
+
+    // By priority: the low one (100) waits 25 ms at most, then goes before the rest.
+    let ranked = AsyncEventNexus::builder()
+        .priority(Duration::from_millis(25))
+        .build();
+    let by_priority = queueing(&ranked, PRIORITIES);
+    let _r = ranked.start().unwrap();
+    tokio::task::yield_now().await;
+    ranked.ingest(Event::new(1, 1, 0, ())).await.unwrap();
+    assert_eq!(
+        by_priority.ids("secondary"),
+        [101, 102, 103, 100, 104, 105, 106, 107, 108, 109],
+        "urgent first; 100 once overdue (at 30 ms); then every event is overdue, so they go in \
+         the order queued"
+    );
+}

@@ -1,13 +1,14 @@
 //! A bounded channel that says what happens when it is full: [`Overflow`]. The channel
 //! producers and boundaries of nexus are built on it, so no buffer of theirs is unbounded.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
+
+use crate::waiting::Waiting;
 
 /// What a full bounded channel does with one more item.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,83 +67,6 @@ struct State<T> {
     closed: bool,
 }
 
-/// The items waiting in a channel: first in, first out; or by rank, with aging.
-#[derive(Debug)]
-enum Waiting<T> {
-    Fifo(VecDeque<T>),
-    Ranked(Ranked<T>),
-}
-
-/// Items ordered by rank (lowest first), then by arrival; an item that has waited `max_wait`
-/// goes first, before any younger one, whatever its rank.
-#[derive(Debug)]
-struct Ranked<T> {
-    by_rank: BTreeMap<(i64, u64), T>,
-    /// Arrival number to (rank, when it is overdue), oldest first.
-    by_arrival: BTreeMap<u64, (i64, Instant)>,
-    arrivals: u64,
-    max_wait: Duration,
-    rank: fn(&T) -> i64,
-}
-
-impl<T> Waiting<T> {
-    fn len(&self) -> usize {
-        match self {
-            Self::Fifo(queue) => queue.len(),
-            Self::Ranked(ranked) => ranked.by_rank.len(),
-        }
-    }
-
-    fn push(&mut self, item: T) {
-        match self {
-            Self::Fifo(queue) => queue.push_back(item),
-            Self::Ranked(ranked) => {
-                let (arrival, rank) = (ranked.arrivals, (ranked.rank)(&item));
-                ranked.arrivals += 1;
-                let overdue = Instant::now()
-                    .checked_add(ranked.max_wait)
-                    .unwrap_or_else(far_future);
-                ranked.by_rank.insert((rank, arrival), item);
-                ranked.by_arrival.insert(arrival, (rank, overdue));
-            }
-        }
-    }
-
-    /// The item to take next.
-    fn pop(&mut self) -> Option<T> {
-        match self {
-            Self::Fifo(queue) => queue.pop_front(),
-            Self::Ranked(ranked) => {
-                if let Some((&arrival, &(rank, overdue))) = ranked.by_arrival.first_key_value()
-                    && overdue <= Instant::now()
-                {
-                    ranked.by_arrival.pop_first();
-                    return ranked.by_rank.remove(&(rank, arrival));
-                }
-                let ((_, arrival), item) = ranked.by_rank.pop_first()?;
-                ranked.by_arrival.remove(&arrival);
-                Some(item)
-            }
-        }
-    }
-
-    /// The item that arrived first.
-    fn pop_oldest(&mut self) -> Option<T> {
-        match self {
-            Self::Fifo(queue) => queue.pop_front(),
-            Self::Ranked(ranked) => {
-                let (arrival, (rank, _)) = ranked.by_arrival.pop_first()?;
-                ranked.by_rank.remove(&(rank, arrival))
-            }
-        }
-    }
-}
-
-/// A time no wait reaches: for a `max_wait` too long to add to now.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
-}
-
 /// What [`Bounded::send`] did with a full channel under a dropping [`Overflow`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Sent<T> {
@@ -189,17 +113,7 @@ impl<T> Bounded<T> {
         max_wait: Duration,
         rank: fn(&T) -> i64,
     ) -> Self {
-        Self::with_waiting(
-            capacity,
-            overflow,
-            Waiting::Ranked(Ranked {
-                by_rank: BTreeMap::new(),
-                by_arrival: BTreeMap::new(),
-                arrivals: 0,
-                max_wait,
-                rank,
-            }),
-        )
+        Self::with_waiting(capacity, overflow, Waiting::ranked(max_wait, rank))
     }
 
     /// Whether items go out by rank ([`ranked`](Self::ranked)) rather than in arrival order.

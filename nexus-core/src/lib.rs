@@ -62,6 +62,7 @@ mod source;
 mod spare;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod waiting;
 #[cfg(feature = "json")]
 pub mod wire;
 

@@ -200,6 +200,7 @@ impl Default for AsyncEventNexus {
 pub struct NexusBuilder {
     multiple: bool,
     bit_mode: bool,
+    priority: Option<std::time::Duration>,
     queue_capacity: usize,
     factory: Option<EventFactory>,
     policy: ErrorPolicy,
@@ -258,6 +259,23 @@ impl NexusBuilder {
         self
     }
 
+    /// Dispatches the secondary events that handlers queue by priority: the lowest
+    /// [`priority`](Event::priority) number first, equal priorities in the order queued, and an
+    /// event that has waited `max_wait` before every event queued after it. Off by default: in
+    /// the order queued, as the original.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nexus_core::AsyncEventNexus;
+    ///
+    /// let nexus = AsyncEventNexus::builder().priority(Duration::from_millis(100)).build();
+    /// # drop(nexus);
+    /// ```
+    pub fn priority(mut self, max_wait: std::time::Duration) -> Self {
+        self.priority = Some(max_wait);
+        self
+    }
+
     /// How many secondary events the queue holds (default 50, as the original). With 0,
     /// handlers cannot queue secondary events at all.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
@@ -306,7 +324,11 @@ impl NexusBuilder {
                 multiple: self.multiple,
                 bit_mode: self.bit_mode,
                 factory: self.factory.unwrap_or_default(),
-                queue: crate::queue::OwnedQueue::new(self.queue_capacity, self.bit_mode),
+                queue: crate::queue::OwnedQueue::new(
+                    self.queue_capacity,
+                    self.bit_mode,
+                    self.priority,
+                ),
                 table: Mutex::new(Arc::default()),
                 table_version: AtomicU64::new(0),
                 dispatcher: gate::Gate::new(Dispatcher::default()),
@@ -336,6 +358,7 @@ impl AsyncEventNexus {
         NexusBuilder {
             multiple: false,
             bit_mode: false,
+            priority: None,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             factory: None,
             policy: ErrorPolicy::Propagate,

@@ -3,9 +3,11 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::error::NexusError;
 use crate::event::Event;
+use crate::waiting::Waiting;
 
 /// The default capacity of a nexus's secondary event queue, as in the original.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 50;
@@ -63,7 +65,7 @@ struct Slot {
     len: AtomicUsize,
     /// Events ever put on the queue in this lease (written under the lock, read at any time).
     accepted: AtomicU64,
-    items: Mutex<VecDeque<Event>>,
+    items: Mutex<Waiting<Event>>,
 }
 
 /// Slots whose nexus was dropped, ready for the next one.
@@ -73,19 +75,26 @@ static FREE: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
 pub(crate) struct OwnedQueue(EventQueue);
 
 impl OwnedQueue {
-    pub(crate) fn new(capacity: usize, bit_mode: bool) -> Self {
+    /// The queue of a new nexus: `capacity` events at most; only powers of two as types in bit
+    /// mode; by priority, with aging after `priority` when it is given.
+    pub(crate) fn new(capacity: usize, bit_mode: bool, priority: Option<Duration>) -> Self {
         let reused = FREE.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let slot = reused.unwrap_or_else(|| {
             Box::leak(Box::new(Slot {
                 lease: AtomicU64::new(0),
                 len: AtomicUsize::new(0),
                 accepted: AtomicU64::new(0),
-                items: Mutex::new(VecDeque::new()),
+                items: Mutex::new(Waiting::default()),
             }))
         });
         let lease = {
             let mut items = slot.items.lock().unwrap_or_else(PoisonError::into_inner);
-            items.reserve(capacity.min(1024));
+            *items = match priority {
+                None => Waiting::Fifo(VecDeque::with_capacity(capacity.min(1024))),
+                Some(max_wait) => {
+                    Waiting::ranked(max_wait, |event: &Event| i64::from(event.priority))
+                }
+            };
             slot.lease.load(Ordering::Relaxed)
         };
         Self(EventQueue {
@@ -160,7 +169,7 @@ impl EventQueue {
                 capacity: self.capacity,
             });
         }
-        items.push_back(event);
+        items.push(event);
         self.slot.len.store(items.len(), Ordering::Release);
         let accepted = &self.slot.accepted;
         accepted.store(accepted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -198,12 +207,12 @@ impl EventQueue {
             return None;
         }
         let mut items = self.lock();
-        let event = items.pop_front();
+        let event = items.pop();
         self.slot.len.store(items.len(), Ordering::Release);
         event
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<Event>> {
         // A panic cannot leave the deque half-changed, so a poisoned lock is still sound.
         self.slot
             .items
@@ -227,7 +236,7 @@ mod tests {
 
     #[test]
     fn full_queue_hands_the_event_back_and_keeps_the_rest() {
-        let queue = OwnedQueue::new(2, false);
+        let queue = OwnedQueue::new(2, false, None);
         queue.put(Event::new(1, 1, 0, ())).unwrap();
         queue.put(Event::new(2, 1, 0, ())).unwrap();
         let err = queue.put(Event::new(3, 1, 0, ())).unwrap_err();
@@ -239,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_handle_kept_past_its_nexus_is_closed_and_hands_the_event_back() {
-        let owner = OwnedQueue::new(4, false);
+        let owner = OwnedQueue::new(4, false, None);
         let kept = owner.clone();
         kept.put(Event::new(1, 1, 0, ())).unwrap();
         assert_eq!(kept.len(), 1);
@@ -257,7 +266,7 @@ mod tests {
         // slot handed on must not take or show events through a handle of an earlier lease.
         let mut old: Vec<EventQueue> = Vec::new();
         for round in 0..64u64 {
-            let owner = OwnedQueue::new(8, false);
+            let owner = OwnedQueue::new(8, false, None);
             owner.put(Event::new(round, 1, 0, ())).unwrap();
             for stale in &old {
                 assert!(stale.put(Event::new(1000 + round, 1, 0, ())).is_err());
@@ -277,11 +286,11 @@ mod tests {
     #[test]
     fn a_slot_given_back_with_events_in_it_starts_empty_for_the_next_owner() {
         for _ in 0..16 {
-            let owner = OwnedQueue::new(3, false);
+            let owner = OwnedQueue::new(3, false, None);
             owner.put(Event::new(1, 1, 0, ())).unwrap();
             owner.put(Event::new(2, 1, 0, ())).unwrap();
             drop(owner);
-            let next = OwnedQueue::new(3, false);
+            let next = OwnedQueue::new(3, false, None);
             assert!(next.is_empty());
             assert_eq!(next.accepted(), 0);
             assert!(next.pop().is_none());
