@@ -95,6 +95,72 @@ async fn events_cross_between_nexuses_filtered_by_subject() {
     );
 }
 
+/// Orders (type 1) ingested into a shop whose handler queues an invoice (type 2) for each,
+/// published through `out`; the billing side receives invoices through `into` (plain or
+/// durable) and answers each with a receipt (type 3), whose cause it records.
+async fn causes_cross(out: &NatsBoundary, subscriber: nexus::bus::nats::NatsSubscriber) {
+    let shop = AsyncEventNexus::new();
+    shop.add_handler(1, |e: Event, q: EventQueue| {
+        q.put(Event::new(e.id + 100, 2, 0, "invoice"))
+    })
+    .unwrap();
+    shop.add_consumer(2, out.publisher()).unwrap();
+    let billing = AsyncEventNexus::new();
+    let probe = nexus::testing::Probe::new();
+    billing.add_producer(subscriber).unwrap();
+    let answer = probe.wrap("invoice", |e: Event, q: EventQueue| async move {
+        q.put(Event::new(e.id + 100, 3, 0, "receipt"))
+    });
+    billing.add_handler(2, answer).unwrap();
+    billing.add_handler(3, probe.handler("receipt")).unwrap();
+    let _b = running(&billing).await;
+    let _s = running(&shop).await;
+    for id in 1..=5 {
+        shop.ingest(Event::new(id, 1, 0, "order")).await.unwrap();
+    }
+    probe
+        .until_count("receipt", 5, Duration::from_secs(20))
+        .await;
+    let cause = |id, root| Some(nexus::Cause { id, root });
+    let seen = |name| -> Vec<(u64, Option<nexus::Cause>)> {
+        probe
+            .events(name)
+            .into_iter()
+            .map(|e| (e.id, e.cause))
+            .collect()
+    };
+    assert_eq!(
+        seen("invoice"),
+        (1..=5)
+            .map(|id| (id + 100, cause(id, id)))
+            .collect::<Vec<_>>(),
+        "each invoice arrived saying which order led to it"
+    );
+    assert_eq!(
+        seen("receipt"),
+        (1..=5)
+            .map(|id| (id + 200, cause(id + 100, id)))
+            .collect::<Vec<_>>(),
+        "each receipt, made on the far side, names its invoice and the order at the root"
+    );
+}
+
+async fn causes_cross_plain_nats_in_headers() {
+    let server = NatsServer::start();
+    let connect = || async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        NatsBoundary::with_client(client, PREFIX)
+    };
+    let (out, into) = (connect().await, connect().await);
+    causes_cross(&out, into.subscriber(2)).await;
+}
+
+async fn causes_cross_jetstream_in_headers() {
+    let server = NatsServer::start();
+    let (out, into) = (jetstream(&server).await, jetstream(&server).await);
+    causes_cross(&out, into.durable_subscriber(2, "billing")).await;
+}
+
 async fn a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_once() {
     let server = NatsServer::start();
     let out = jetstream(&server).await;
@@ -549,6 +615,12 @@ fn main() -> std::process::ExitCode {
         ),
         Trial::needing("events_cross_between_nexuses_filtered_by_subject", || {
             block_on(events_cross_between_nexuses_filtered_by_subject())
+        }),
+        Trial::needing("causes_cross_plain_nats_in_headers", || {
+            block_on(causes_cross_plain_nats_in_headers())
+        }),
+        Trial::needing("causes_cross_jetstream_in_headers", || {
+            block_on(causes_cross_jetstream_in_headers())
         }),
         Trial::needing(
             "a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_once",

@@ -7,6 +7,7 @@ mod api_properties;
 mod async_events;
 mod bit_mode;
 mod boundary;
+mod causes;
 mod context_managers;
 mod docs;
 mod event_buses;

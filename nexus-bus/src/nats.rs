@@ -19,8 +19,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use nexus_core::wire::{self, DecodeLimits, WireStats};
 use nexus_core::{
-    AbortOnDrop, BoxError, Event, EventConsumer, EventProducer, EventQueue, EventSource, EventType,
-    Handler, NexusError, ProducerLink, Selector, async_trait,
+    AbortOnDrop, BoxError, Cause, Event, EventConsumer, EventProducer, EventQueue, EventSource,
+    EventType, Handler, NexusError, ProducerLink, Selector, async_trait,
 };
 use tokio::task::JoinHandle;
 
@@ -340,16 +340,22 @@ impl NatsPublisher {
         let payload = Bytes::from(wire::encode(event)?);
         let subject = self.boundary.subject(&event.event_type);
         let Some((context, _)) = &self.boundary.jetstream else {
-            return self
-                .boundary
-                .client
-                .publish(subject, payload)
-                .await
+            let client = &self.boundary.client;
+            let published = match event.cause {
+                None => client.publish(subject, payload).await,
+                Some(_) => {
+                    let mut headers = async_nats::HeaderMap::new();
+                    write_cause(&mut headers, event);
+                    client.publish_with_headers(subject, headers, payload).await
+                }
+            };
+            return published
                 .map_err(|err| transport(format!("event {} not published: {err}", event.id)));
         };
         let message_id = self.message_id(event);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", message_id.as_str());
+        write_cause(&mut headers, event);
         let deadline = tokio::time::Instant::now() + self.publish_timeout;
         let mut pause = Duration::from_millis(50);
         let mut first = true;
@@ -591,9 +597,10 @@ impl NatsSubscriber {
                 message = messages.next() => message,
             };
             let Some(message) = message else { break };
-            let Some(event) = self.accept(&message.payload) else {
+            let Some(mut event) = self.accept(&message.payload) else {
                 continue;
             };
+            event.cause = read_cause(message.headers.as_ref());
             if let Err(err) = self.link.distribute_event(event).await {
                 tracing::error!(error = %err, "NATS event could not be dispatched");
                 if err.is_bad_call() {
@@ -646,11 +653,12 @@ impl NatsSubscriber {
                 acknowledge(&message).await;
                 continue;
             }
-            let Some(event) = self.accept(&message.payload) else {
+            let Some(mut event) = self.accept(&message.payload) else {
                 // Bad input is not redelivered: it would be as bad next time.
                 acknowledge(&message).await;
                 continue;
             };
+            event.cause = read_cause(message.headers.as_ref());
             // Looked up ahead, so the server may have gone since: an event is dispatched only
             // while the server is there to take its record right after. Asked to stop while it
             // is away, the event is left for a later delivery, not dispatched.
@@ -707,6 +715,28 @@ impl NatsSubscriber {
             }
         }
     }
+}
+
+/// The headers an event's cause travels in: the id of the event that led to it, and the first
+/// event of the chain.
+const CAUSE: &str = "Nexus-Cause";
+const ROOT: &str = "Nexus-Root";
+
+fn write_cause(headers: &mut async_nats::HeaderMap, event: &Event) {
+    if let Some(cause) = event.cause {
+        headers.insert(CAUSE, cause.id.to_string().as_str());
+        headers.insert(ROOT, cause.root.to_string().as_str());
+    }
+}
+
+/// The cause a message's headers state; none when either header is missing or not a number.
+fn read_cause(headers: Option<&async_nats::HeaderMap>) -> Option<Cause> {
+    let headers = headers?;
+    let number = |name| headers.get(name)?.as_str().parse().ok();
+    Some(Cause {
+        id: number(CAUSE)?,
+        root: number(ROOT)?,
+    })
 }
 
 /// The stream `config` names, made if missing. Two processes starting at once may both find it

@@ -28,10 +28,69 @@ pub struct Event {
     pub id: u64,
     /// What kind of event this is; handlers are chosen by it.
     pub event_type: EventType,
-    /// Lower numbers mean more urgent. Carried, not yet used for ordering.
+    /// Lower numbers mean more urgent. Where events wait by priority
+    /// (`ChannelProducer::with_priority`,
+    /// [`NexusBuilder::priority`](crate::NexusBuilder::priority)) the most urgent goes first;
+    /// elsewhere it is carried.
     pub priority: i32,
     /// What the event carries.
     pub payload: Payload,
+    /// The event that led to this one, and the first of the chain; `None` for an event no
+    /// other led to. Set by nexus for an event queued ([`EventQueue::put`](crate::EventQueue::put))
+    /// or ingested while a handler handles another; kept across boundaries, and across NATS in
+    /// message headers. It is not part of the original's JSON form.
+    pub cause: Option<Cause>,
+}
+
+thread_local! {
+    /// The cause of events made on this thread now: that of the event whose handler is being
+    /// polled here, if any.
+    static CURRENT: std::cell::Cell<Option<Cause>> = const { std::cell::Cell::new(None) };
+}
+
+/// The cause of an event made now on this thread, by a handler of another event.
+#[inline]
+pub(crate) fn current_cause() -> Option<Cause> {
+    CURRENT.with(std::cell::Cell::get)
+}
+
+/// Makes `cause` the cause of events made on this thread from now; returns the one before.
+#[inline]
+pub(crate) fn swap_current_cause(cause: Option<Cause>) -> Option<Cause> {
+    CURRENT.with(|current| current.replace(cause))
+}
+
+impl Event {
+    /// Gives this event the cause of what is being handled on this thread, unless it has one,
+    /// or is that very event.
+    #[inline]
+    pub(crate) fn inherit_cause(&mut self) {
+        if self.cause.is_none()
+            && let Some(cause) = current_cause()
+            && cause.id != self.id
+        {
+            self.cause = Some(cause);
+        }
+    }
+}
+
+/// What led to an event: the event whose handler made it, and the first event of the chain.
+///
+/// ```
+/// use nexus_core::{Cause, Event};
+///
+/// let order = Event::new(1, 10, 0, "order");
+/// let invoice = Event::new(2, 11, 0, "invoice").caused_by(&order);
+/// let mail = Event::new(3, 12, 0, "mail").caused_by(&invoice);
+/// assert_eq!(mail.cause, Some(Cause { id: 2, root: 1 }));
+/// assert_eq!((order.root(), invoice.root(), mail.root()), (1, 1, 1));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cause {
+    /// The id of the event that led to this one.
+    pub id: u64,
+    /// The id of the first event of the chain.
+    pub root: u64,
 }
 
 impl Event {
@@ -50,6 +109,27 @@ impl Event {
             event_type: event_type.into(),
             priority,
             payload: payload.into(),
+            cause: None,
+        }
+    }
+
+    /// This event, as led to by `cause`: its cause is `cause`'s id, its root `cause`'s root.
+    #[must_use]
+    pub fn caused_by(mut self, cause: &Event) -> Self {
+        self.cause = Some(cause.as_cause());
+        self
+    }
+
+    /// The first event of this event's chain: its cause's root, or its own id.
+    pub fn root(&self) -> u64 {
+        self.cause.map_or(self.id, |cause| cause.root)
+    }
+
+    /// What this event is to the events it leads to.
+    pub(crate) fn as_cause(&self) -> Cause {
+        Cause {
+            id: self.id,
+            root: self.root(),
         }
     }
 

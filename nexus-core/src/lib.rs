@@ -70,7 +70,7 @@ pub use async_trait::async_trait;
 pub use futures_core::stream::{BoxStream, Stream};
 
 pub use error::{BoxError, LoopState, Malformed, NexusError};
-pub use event::{AnyValue, Event, EventKind, EventType, Kind, Payload, Text};
+pub use event::{AnyValue, Cause, Event, EventKind, EventType, Kind, Payload, Text};
 pub use factory::{EventFactory, EventId};
 pub use handler::{
     Call, ConsumerFuture, EventConsumer, FilterFuture, FilterOutput, FilterReturn, Handler,

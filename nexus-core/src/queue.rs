@@ -142,7 +142,8 @@ impl EventQueue {
         self.slot.lease.load(Ordering::Acquire) == self.lease
     }
 
-    /// Puts a secondary event on the queue.
+    /// Puts a secondary event on the queue. Put by a handler during its call, an event with no
+    /// [`cause`](Event::cause) is given the handled event as its cause.
     ///
     /// # Errors
     ///
@@ -150,7 +151,8 @@ impl EventQueue {
     /// events; [`NexusError::Closed`] when its nexus was dropped; [`NexusError::NotABit`] when
     /// its nexus is in bit mode and the event's type is not a power of two. Each error hands
     /// the event back.
-    pub fn put(&self, event: Event) -> Result<(), NexusError> {
+    pub fn put(&self, mut event: Event) -> Result<(), NexusError> {
+        event.inherit_cause();
         if self.bit_mode && !event.event_type.is_bit() {
             return Err(NexusError::NotABit {
                 event: Box::new(event),

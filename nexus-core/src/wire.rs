@@ -200,6 +200,7 @@ fn decode_checked(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusErro
         event_type,
         priority,
         payload,
+        cause: None,
     })
 }
 
@@ -360,6 +361,7 @@ mod fast {
                     event_type,
                     priority,
                     payload,
+                    cause: None,
                 }),
                 _ => None,
             })

@@ -24,7 +24,7 @@ use super::table::{HandlerEntry, Table};
 use super::{Inner, LOOPING, STARTING, state_of};
 use crate::early::Early;
 use crate::error::{BoxError, NexusError};
-use crate::event::{Event, EventType};
+use crate::event::{Cause, Event, EventType, swap_current_cause};
 use crate::fan::FanCopies;
 use crate::handler::{Call, Outcome, Started, handler_error};
 use crate::policy::ErrorPolicy;
@@ -99,12 +99,16 @@ thread_local! {
 }
 
 /// This thread's mark for one nexus in its chain of handler calls: taken off again when
-/// dropped, also when what runs under it unwinds.
-struct Mark;
+/// dropped, also when what runs under it unwinds. It also holds the cause that events made on
+/// this thread had before, given back when it is dropped.
+struct Mark {
+    cause_before: Option<Cause>,
+}
 
 impl Mark {
     #[inline(always)]
-    fn push(address: usize) -> Self {
+    fn push(address: usize, cause: Option<Cause>) -> Self {
+        let cause_before = swap_current_cause(cause);
         DISPATCHING.with(|chain| {
             let depth = chain.depth.get();
             match chain.nexuses.get(depth) {
@@ -113,13 +117,14 @@ impl Mark {
             }
             chain.depth.set(depth + 1);
         });
-        Self
+        Self { cause_before }
     }
 }
 
 impl Drop for Mark {
     #[inline(always)]
     fn drop(&mut self) {
+        swap_current_cause(self.cause_before);
         DISPATCHING.with(|chain| {
             let depth = chain.depth.get().wrapping_sub(1);
             if depth >= INLINE {
@@ -473,6 +478,8 @@ fn note_fan_error(first: &mut Option<NexusError>, err: NexusError) {
 struct Cursor {
     /// The event while it is still the dispatcher's; the last handler takes it.
     event: Option<Event>,
+    /// What the event is to the events its handlers make.
+    cause: Option<Cause>,
     at: At,
     /// The call that has to wait, if any.
     waiting: Option<Box<Waiting>>,
@@ -483,6 +490,7 @@ impl Cursor {
     #[inline]
     fn begin(&mut self, inner: &Inner, event: Event) {
         inner.outcomes.current.store(event.id, Ordering::Relaxed);
+        self.cause = Some(event.as_cause());
         self.event = Some(event);
         self.at = At::Filter(0);
     }
@@ -934,12 +942,14 @@ impl<'a> Dispatch<'a> {
     /// event is dispatched even if one fails; what happens to failures is the error policy's
     /// choice. `check` says when the event is refused.
     #[inline]
-    pub(crate) fn new(inner: &'a Inner, event: Event, check: Check) -> Self {
+    pub(crate) fn new(inner: &'a Inner, mut event: Event, check: Check) -> Self {
+        event.inherit_cause();
         Self {
             check,
             live: Early::new(Live {
                 inner,
                 cursor: Cursor {
+                    cause: Some(event.as_cause()),
                     event: Some(event),
                     at: At::Filter(0),
                     waiting: None,
@@ -1091,7 +1101,7 @@ impl<'a> Live<'a> {
         };
         // Handlers run only under this mark, which tells a call back into this nexus (queued) or
         // into one waiting further up (a cycle) from any other.
-        let _mark = Mark::push(address(inner));
+        let _mark = Mark::push(address(inner), self.cursor.cause);
         loop {
             if self.own.is_none() {
                 ready!(
@@ -1114,6 +1124,7 @@ impl<'a> Live<'a> {
                     None => return Poll::Ready(self.first_error.take()),
                 },
             }
+            swap_current_cause(self.cursor.cause);
         }
     }
 
