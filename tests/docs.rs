@@ -93,3 +93,40 @@ fn public_docs_speak_of_the_original_library_not_of_a_seed() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// Every line of the README's table of what nexus offers beside the original names tests that
+/// exist: each file, and each test function named in it, is there.
+#[test]
+fn the_feature_table_names_tests_that_exist() {
+    let readme = read(&root().join("README.md"));
+    let table = readme
+        .split("## Beside the original and the peers")
+        .nth(1)
+        .expect("the section")
+        .split("\n## ")
+        .next()
+        .expect("its end");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| feature"))
+        .collect();
+    assert!(rows.len() >= 5, "{rows:?}");
+    for row in rows {
+        let tests = row.split(" | ").nth(2).expect("a tests column");
+        let names: Vec<&str> = tests.split('`').skip(1).step_by(2).collect();
+        let files: Vec<&str> = names.iter().copied().filter(|n| n.ends_with(".rs")).collect();
+        assert!(!files.is_empty(), "no test file named in: {row}");
+        let sources: Vec<String> = files
+            .iter()
+            .map(|file| read(&root().join(file)))
+            .collect();
+        for name in names.iter().filter(|n| !n.ends_with(".rs")) {
+            assert!(
+                sources
+                    .iter()
+                    .any(|source| source.contains(&format!("fn {name}("))),
+                "test {name} of the row {row:?} not found in {files:?}"
+            );
+        }
+    }
+}
