@@ -114,12 +114,13 @@ fn the_feature_table_names_tests_that_exist() {
     for row in rows {
         let tests = row.split(" | ").nth(2).expect("a tests column");
         let names: Vec<&str> = tests.split('`').skip(1).step_by(2).collect();
-        let files: Vec<&str> = names.iter().copied().filter(|n| n.ends_with(".rs")).collect();
-        assert!(!files.is_empty(), "no test file named in: {row}");
-        let sources: Vec<String> = files
+        let files: Vec<&str> = names
             .iter()
-            .map(|file| read(&root().join(file)))
+            .copied()
+            .filter(|n| n.ends_with(".rs"))
             .collect();
+        assert!(!files.is_empty(), "no test file named in: {row}");
+        let sources: Vec<String> = files.iter().map(|file| read(&root().join(file))).collect();
         for name in names.iter().filter(|n| !n.ends_with(".rs")) {
             assert!(
                 sources

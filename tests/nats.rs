@@ -145,6 +145,33 @@ async fn causes_cross(out: &NatsBoundary, subscriber: nexus::bus::nats::NatsSubs
     );
 }
 
+/// A burst of events published faster than the receiving nexus dispatches them: every one
+/// arrives, in order, however many are waiting at once on the subscriber's side.
+async fn a_burst_on_plain_nats_arrives_whole_and_in_order() {
+    const BURST: u64 = 5_000;
+    let server = NatsServer::start();
+    let out = NatsBoundary::with_client(async_nats::connect(server.url()).await.unwrap(), PREFIX);
+    // Room for the whole burst on the receiving side: plain NATS drops what does not fit.
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(2 * BURST as usize)
+        .connect(server.url())
+        .await
+        .unwrap();
+    let into = NatsBoundary::with_client(client, PREFIX);
+    let (receiver, seen) = recorder_of(4);
+    receiver.add_producer(into.subscriber(4)).unwrap();
+    let _r = running(&receiver).await;
+    let app = sender(&out).await;
+    for id in 0..BURST {
+        app.ingest(Event::new(id, 4, 0, "burst")).await.unwrap();
+    }
+    until("the whole burst", || {
+        seen.lock().unwrap().len() as u64 >= BURST
+    })
+    .await;
+    assert_eq!(*seen.lock().unwrap(), (0..BURST).collect::<Vec<_>>());
+}
+
 async fn causes_cross_plain_nats_in_headers() {
     let server = NatsServer::start();
     let connect = || async {
@@ -615,6 +642,9 @@ fn main() -> std::process::ExitCode {
         ),
         Trial::needing("events_cross_between_nexuses_filtered_by_subject", || {
             block_on(events_cross_between_nexuses_filtered_by_subject())
+        }),
+        Trial::needing("a_burst_on_plain_nats_arrives_whole_and_in_order", || {
+            block_on(a_burst_on_plain_nats_arrives_whole_and_in_order())
         }),
         Trial::needing("causes_cross_plain_nats_in_headers", || {
             block_on(causes_cross_plain_nats_in_headers())

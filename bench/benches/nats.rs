@@ -8,6 +8,8 @@
 //! ```text
 //! cargo bench --manifest-path bench/Cargo.toml --bench nats
 //! ```
+//!
+//! `NEXUS_NATS_ONLY=nexus` (or `raw`) runs the plain case of that side alone, to profile it.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -244,6 +246,18 @@ fn main() {
         .unwrap();
     let (mut nexus_rates, mut raw_rates) = (Vec::new(), Vec::new());
     let (mut js_rates, mut raw_js_rates) = (Vec::new(), Vec::new());
+    // `NEXUS_NATS_ONLY=nexus` or `=raw`: the plain case of one side only, to profile it.
+    if let Ok(only) = std::env::var("NEXUS_NATS_ONLY") {
+        for round in 0..ROUNDS {
+            let took = match only.as_str() {
+                "raw" => rt.block_on(raw(&url, round)),
+                _ => rt.block_on(through_nexus(&url, round)),
+            };
+            println!("{only}: {:.0} events/s", N as f64 / took.as_secs_f64());
+        }
+        let _ = server.kill();
+        return;
+    }
     for round in 0..ROUNDS {
         let n = rt.block_on(through_nexus(&url, round));
         let r = rt.block_on(raw(&url, round));

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use nexus_core::wire::{self, DecodeLimits, WireStats};
 use nexus_core::{
-    AbortOnDrop, BoxError, Cause, Event, EventConsumer, EventProducer, EventQueue, EventSource,
-    EventType, Handler, NexusError, ProducerLink, Selector, async_trait,
+    AbortOnDrop, BoxError, Cause, Delivery, Event, EventConsumer, EventProducer, EventQueue,
+    EventSource, EventType, Handler, NexusError, ProducerLink, Selector, async_trait,
 };
 use tokio::task::JoinHandle;
 
@@ -193,6 +193,7 @@ impl NatsBoundary {
             publish_timeout: Duration::from_secs(30),
             on_duplicate: OnDuplicate::Error,
             counts: Arc::default(),
+            last_subject: Arc::default(),
         }
     }
 
@@ -260,6 +261,8 @@ pub struct NatsPublisher {
     publish_timeout: Duration,
     on_duplicate: OnDuplicate,
     counts: Arc<PublishCounts>,
+    /// The subject of the last type published, made once for a run of events of one type.
+    last_subject: Arc<std::sync::Mutex<Option<(EventType, async_nats::Subject)>>>,
 }
 
 /// What a [`NatsPublisher`] does when the server says it already holds an event's message.
@@ -322,6 +325,22 @@ impl NatsPublisher {
         format!("{}-{}-{}", self.origin, self.instance, event.id)
     }
 
+    /// The subject of events of `event_type`: the last one's again when the type is the same.
+    fn subject_of(&self, event_type: &EventType) -> async_nats::Subject {
+        let mut last = self
+            .last_subject
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*last {
+            Some((known, subject)) if known == event_type => subject.clone(),
+            _ => {
+                let subject = async_nats::Subject::from(self.boundary.subject(event_type));
+                *last = Some((event_type.clone(), subject.clone()));
+                subject
+            }
+        }
+    }
+
     /// What this publisher (and its clones) counted.
     pub fn stats(&self) -> PublishStats {
         PublishStats {
@@ -338,7 +357,7 @@ impl NatsPublisher {
     /// it could not be published (or, with JetStream, stored) in time.
     pub async fn publish(&self, event: &Event) -> Result<(), NexusError> {
         let payload = Bytes::from(wire::encode(event)?);
-        let subject = self.boundary.subject(&event.event_type);
+        let subject = self.subject_of(&event.event_type);
         let Some((context, _)) = &self.boundary.jetstream else {
             let client = &self.boundary.client;
             let published = match event.cause {
@@ -587,7 +606,9 @@ impl NatsSubscriber {
 
     async fn run_core(self: Arc<Self>, mut messages: async_nats::Subscriber) {
         let mut stopping = self.stopping.subscribe();
-        // One wait for the stop, made once and polled between messages.
+        // Checked between two messages that were already there: one atomic load.
+        let mut asked = self.stopping.subscribe();
+        // One wait for the stop, made once and polled while waiting for a message.
         let stopped = stopping.wait_for(|stop| *stop);
         tokio::pin!(stopped);
         loop {
@@ -596,16 +617,40 @@ impl NatsSubscriber {
                 _ = &mut stopped => break,
                 message = messages.next() => message,
             };
-            let Some(message) = message else { break };
-            let Some(mut event) = self.accept(&message.payload) else {
-                continue;
-            };
-            event.cause = read_cause(message.headers.as_ref());
-            if let Err(err) = self.link.distribute_event(event).await {
-                tracing::error!(error = %err, "NATS event could not be dispatched");
-                if err.is_bad_call() {
+            let Some(mut message) = message else { break };
+            // This message and those already there after it, up to `RUN`, go through one
+            // lookup of the nexuses (held only for the run, so that an idle subscriber does not
+            // keep a dropped nexus alive).
+            let delivery = self.link.delivery();
+            for delivered in 1.. {
+                if !self.deliver(&delivery, &message).await
+                    || (asked.has_changed().unwrap_or(true) && *asked.borrow_and_update())
+                {
+                    return;
+                }
+                if delivered == RUN {
                     break;
                 }
+                match messages.next().now_or_never() {
+                    Some(Some(next)) => message = next,
+                    Some(None) => return,
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Decodes and dispatches one message; `false` when the nexus takes no more events.
+    async fn deliver(&self, delivery: &Delivery<'_>, message: &async_nats::Message) -> bool {
+        let Some(mut event) = self.accept(&message.payload) else {
+            return true;
+        };
+        event.cause = read_cause(message.headers.as_ref());
+        match delivery.distribute_event(event).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(error = %err, "NATS event could not be dispatched");
+                !err.is_bad_call()
             }
         }
     }
@@ -880,6 +925,9 @@ async fn acknowledge(message: &jetstream::Message) {
         tracing::warn!(error = %err, "acknowledgement not sent; the event comes again, and is skipped as recorded");
     }
 }
+
+/// How many messages already there a plain subscriber delivers in one run.
+const RUN: usize = 64;
 
 /// How many deliveries a durable subscriber looks up in its record ahead of the one it is
 /// dispatching.
