@@ -295,7 +295,9 @@ mod fast {
                     Ok(PayloadField(None))
                 }
                 fn visit_str<E: de::Error>(self, v: &str) -> Result<PayloadField, E> {
-                    Ok(PayloadField(Some(Payload::from(v.to_owned()))))
+                    // Straight into the shared text: one allocation, not a `String` first.
+                    let text: std::sync::Arc<str> = std::sync::Arc::from(v);
+                    Ok(PayloadField(Some(Payload::Text(text.into()))))
                 }
                 fn visit_string<E: de::Error>(self, v: String) -> Result<PayloadField, E> {
                     Ok(PayloadField(Some(Payload::from(v))))
