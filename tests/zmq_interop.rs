@@ -169,6 +169,35 @@ async fn a_payload_without_a_json_form_is_an_error_at_the_sender() {
     );
 }
 
+/// What a sender writes for an event with a cause: the original's JSON exactly, unless it is
+/// told its peers are nexus too; then the cause and root travel, and a nexus reads them back.
+async fn causes_cross_zeromq_only_when_the_sender_is_told_to_send_them() {
+    let order = Event::new(1, 5, 0, "order");
+    let invoice = Event::new(2, 5, 0, "invoice").caused_by(&order);
+    let mut sent = Vec::new();
+    for with_causes in [false, true] {
+        let mut pull = zmq::PullSocket::new();
+        let endpoint = pull.bind("tcp://127.0.0.1:0").await.unwrap();
+        let mut push = zmq::PushSocket::new();
+        push.connect(&endpoint.to_string()).await.unwrap();
+        let sender = ZmqEventSender::new(push).with_causes(with_causes);
+        sender.send(&invoice).await.unwrap();
+        let message = zmq::SocketRecv::recv(&mut pull).await.unwrap();
+        sent.push(message.get(0).expect("one frame").to_vec());
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&sent[0]),
+        r#"{"id":2,"type":5,"priority":0,"payload":"invoice"}"#,
+        "the original's form, which its receiver takes"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&sent[1]),
+        r#"{"id":2,"type":5,"priority":0,"payload":"invoice","cause":1,"root":1}"#
+    );
+    let back = nexus::wire::decode(&sent[1], nexus::wire::DecodeLimits::default()).unwrap();
+    assert_eq!(back.cause, invoice.cause);
+}
+
 async fn malformed_messages_are_skipped_and_counted_while_good_ones_arrive() {
     let mut pull = zmq::PullSocket::new();
     let endpoint = pull.bind("tcp://127.0.0.1:0").await.unwrap();
@@ -299,6 +328,10 @@ fn main() -> std::process::ExitCode {
         Trial::anywhere(
             "a_payload_without_a_json_form_is_an_error_at_the_sender",
             || block_on(a_payload_without_a_json_form_is_an_error_at_the_sender()),
+        ),
+        Trial::anywhere(
+            "causes_cross_zeromq_only_when_the_sender_is_told_to_send_them",
+            || block_on(causes_cross_zeromq_only_when_the_sender_is_told_to_send_them()),
         ),
         Trial::anywhere(
             "malformed_messages_are_skipped_and_counted_while_good_ones_arrive",

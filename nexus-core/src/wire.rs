@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Malformed, NexusError};
-use crate::event::{Event, EventType, Payload};
+use crate::event::{Cause, Event, EventType, Payload};
 use crate::handler::Selector;
 
 /// What [`decode`] accepts.
@@ -35,6 +35,10 @@ struct Outgoing<'a> {
     event_type: OutgoingType<'a>,
     priority: i32,
     payload: OutgoingPayload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -68,6 +72,33 @@ enum OutgoingPayload<'a> {
 /// # Ok::<(), nexus_core::NexusError>(())
 /// ```
 pub fn encode(event: &Event) -> Result<Vec<u8>, NexusError> {
+    encode_as(event, false)
+}
+
+/// [`encode`], with the event's [`cause`](Event::cause), when it has one, in two more keys:
+/// `cause` (the id of the event that led to it) and `root`. For peers that are nexus too: the
+/// original's receiver refuses an object with keys it does not know. [`decode`] reads them.
+///
+/// # Errors
+///
+/// As [`encode`].
+///
+/// ```
+/// use nexus_core::{Event, wire};
+///
+/// let order = Event::new(1, 10, 0, ());
+/// let invoice = Event::new(2, 11, 0, ()).caused_by(&order);
+/// let bytes = wire::encode_with_cause(&invoice)?;
+/// assert_eq!(bytes, br#"{"id":2,"type":11,"priority":0,"payload":null,"cause":1,"root":1}"#);
+/// assert_eq!(wire::decode(&bytes, Default::default())?, invoice);
+/// assert_eq!(wire::encode(&invoice)?, br#"{"id":2,"type":11,"priority":0,"payload":null}"#);
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+pub fn encode_with_cause(event: &Event) -> Result<Vec<u8>, NexusError> {
+    encode_as(event, true)
+}
+
+fn encode_as(event: &Event, with_cause: bool) -> Result<Vec<u8>, NexusError> {
     let event_type = match &event.event_type {
         EventType::Int(i) => OutgoingType::Int(*i),
         EventType::Named(name) => OutgoingType::Name(name),
@@ -90,11 +121,14 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, NexusError> {
             }
         },
     };
+    let cause = event.cause.filter(|_| with_cause);
     let outgoing = Outgoing {
         id: event.id,
         event_type,
         priority: event.priority,
         payload,
+        cause: cause.map(|c| c.id),
+        root: cause.map(|c| c.root),
     };
     serde_json::to_vec(&outgoing).map_err(|err| NexusError::Encode {
         id: event.id,
@@ -195,12 +229,29 @@ fn decode_checked(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusErro
         Some(Value::Number(n)) if n.is_i64() => Payload::Int(n.as_i64().unwrap_or_default()),
         Some(other) => Payload::value(other),
     };
+    let link = |field| match fields.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(found) => found
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| wrong(field, "a non-negative integer", found)),
+    };
+    let cause = match (link("cause")?, link("root")?) {
+        (Some(id), Some(root)) => Some(Cause { id, root }),
+        (None, None) => None,
+        _ => {
+            return Err(malformed(
+                Malformed::WrongField,
+                "`cause` and `root` go together".to_owned(),
+            ));
+        }
+    };
     Ok(Event {
         id,
         event_type,
         priority,
         payload,
-        cause: None,
+        cause,
     })
 }
 
@@ -214,7 +265,7 @@ mod fast {
     use serde::Deserializer;
     use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
-    use crate::event::{Event, EventType, Payload};
+    use crate::event::{Cause, Event, EventType, Payload};
 
     pub(super) fn decode(bytes: &[u8]) -> Option<Event> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -230,6 +281,8 @@ mod fast {
         Type,
         Priority,
         Payload,
+        Cause,
+        Root,
         #[serde(other)]
         Other,
     }
@@ -333,6 +386,7 @@ mod fast {
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Event>, A::Error> {
             let (mut id, mut event_type, mut priority, mut payload) = (None, None, None, None);
+            let (mut cause, mut root) = (None, None);
             // A key given twice: the last one counts, as on the checked path.
             while let Some(field) = map.next_key::<Field>()? {
                 match field {
@@ -340,6 +394,8 @@ mod fast {
                     Field::Type => event_type = Some(map.next_value::<TypeField>()?),
                     Field::Priority => priority = Some(map.next_value::<Option<i64>>()?),
                     Field::Payload => payload = Some(map.next_value::<PayloadField>()?),
+                    Field::Cause => cause = map.next_value::<Option<u64>>()?,
+                    Field::Root => root = map.next_value::<Option<u64>>()?,
                     Field::Other => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -357,13 +413,18 @@ mod fast {
                 Some(PayloadField(Some(payload))) => payload,
                 Some(PayloadField(None)) => return Ok(None),
             };
+            let cause = match (cause, root) {
+                (Some(id), Some(root)) => Some(Cause { id, root }),
+                (None, None) => None,
+                _ => return Ok(None),
+            };
             Ok(match (id, event_type) {
                 (Some(id), Some(TypeField(event_type))) => Some(Event {
                     id,
                     event_type,
                     priority,
                     payload,
-                    cause: None,
+                    cause,
                 }),
                 _ => None,
             })
@@ -548,6 +609,12 @@ mod tests {
             r#"{"id":1}"#,
             r#"[1,2,0,"x"]"#,
             r#""text""#,
+            r#"{"id":1,"type":2,"cause":3,"root":1}"#,
+            r#"{"id":1,"type":2,"cause":3}"#,
+            r#"{"id":1,"type":2,"root":3}"#,
+            r#"{"id":1,"type":2,"cause":-3,"root":1}"#,
+            r#"{"id":1,"type":2,"cause":null,"root":null}"#,
+            r#"{"id":1,"type":2,"cause":"3","root":1}"#,
             r#"{"id":1,"type":2} trailing"#,
             r#"{"id":1,"type":2"#,
             "",
@@ -585,6 +652,8 @@ mod tests {
                 proptest::strategy::Just("type".to_owned()),
                 proptest::strategy::Just("priority".to_owned()),
                 proptest::strategy::Just("payload".to_owned()),
+                proptest::strategy::Just("cause".to_owned()),
+                proptest::strategy::Just("root".to_owned()),
                 "[a-z]{1,5}",
             ], json_value()),
             0..6,

@@ -249,6 +249,7 @@ impl<S: SocketRecv + Send + 'static> SimpleEventConverter for ZmqEventReceiver<S
 pub struct ZmqEventSender<S> {
     socket: tokio::sync::Mutex<S>,
     send_timeout: Duration,
+    with_causes: bool,
 }
 
 impl<S: SocketSend + Send + 'static> ZmqEventSender<S> {
@@ -257,7 +258,16 @@ impl<S: SocketSend + Send + 'static> ZmqEventSender<S> {
         Self {
             socket: tokio::sync::Mutex::new(socket),
             send_timeout: Duration::from_secs(5),
+            with_causes: false,
         }
+    }
+
+    /// Also sends each event's [`cause`](Event::cause), in the keys `cause` and `root`, for
+    /// receivers that are nexus too (default `false`). The original's receiver refuses objects
+    /// with keys it does not know: leave it off for it.
+    pub fn with_causes(mut self, with_causes: bool) -> Self {
+        self.with_causes = with_causes;
+        self
     }
 
     /// How long to keep trying while no peer can take a message.
@@ -274,7 +284,12 @@ impl<S: SocketSend + Send + 'static> ZmqEventSender<S> {
     /// [`NexusError::Transport`] when no peer took it within the send timeout, or the socket
     /// failed.
     pub async fn send(&self, event: &Event) -> Result<(), NexusError> {
-        let mut message = ZmqMessage::from(wire::encode(event)?);
+        let bytes = if self.with_causes {
+            wire::encode_with_cause(event)?
+        } else {
+            wire::encode(event)?
+        };
+        let mut message = ZmqMessage::from(bytes);
         let deadline = tokio::time::Instant::now() + self.send_timeout;
         let mut pause = Duration::from_millis(5);
         let mut socket = self.socket.lock().await;
