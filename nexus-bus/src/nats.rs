@@ -456,8 +456,9 @@ impl EventConsumer for NatsPublisher {
 /// event delivered again (the subscriber or the server restarted, an acknowledgement lost) is
 /// acknowledged without being dispatched twice, whichever process dispatched it before. Where
 /// this stops: an event whose dispatch finished but whose record was not yet written when the
-/// receiving process died is dispatched again: at most one event per crash, as events are
-/// dispatched one at a time. Records are kept for [`dedupe_window`](Self::dedupe_window).
+/// receiving process died, or when it was stopped while the server was away (after trying for
+/// two more seconds), is dispatched again: at most one event per crash or such stop, as events
+/// are dispatched one at a time. Records are kept for [`dedupe_window`](Self::dedupe_window).
 ///
 /// An event that fails (nothing handles it, its handler fails or panics) is delivered again, up
 /// to [`max_deliveries`](Self::max_deliveries) times in all; then it is set aside: published
@@ -727,18 +728,29 @@ impl NatsSubscriber {
                     seen.insert(key.clone());
                     counts.dispatched.fetch_add(1, Relaxed);
                     // Acknowledged only once recorded, so that a redelivery is skipped. Asked to
-                    // stop while the server cannot store the record, the event is left
-                    // unacknowledged: delivered again later, and dispatched again (the one
-                    // event of the stated bound).
-                    let recorded = tokio::select! {
+                    // stop while the server cannot store the record, it goes on trying for
+                    // `STOP_GRACE`; then the event is left unacknowledged, delivered again
+                    // later, and dispatched again (the one event of the stated bound).
+                    let record = durable.record(&key);
+                    tokio::pin!(record);
+                    let (recorded, stop) = tokio::select! {
                         biased;
-                        _ = &mut stopped => false,
-                        () = durable.record(&key) => true,
+                        () = &mut record => (true, false),
+                        _ = &mut stopped => (false, true),
                     };
-                    if !recorded {
+                    let recorded =
+                        recorded || tokio::time::timeout(STOP_GRACE, &mut record).await.is_ok();
+                    if recorded {
+                        acknowledge(&message).await;
+                    } else {
+                        tracing::warn!(
+                            key,
+                            "stopped before the server stored the record of a dispatched event; it will be dispatched again"
+                        );
+                    }
+                    if stop {
                         break;
                     }
-                    acknowledge(&message).await;
                 }
                 Err(err) if err.is_bad_call() => {
                     // The nexus is not taking events: left for the next subscriber.
@@ -925,6 +937,9 @@ async fn acknowledge(message: &jetstream::Message) {
         tracing::warn!(error = %err, "acknowledgement not sent; the event comes again, and is skipped as recorded");
     }
 }
+
+/// How long a durable subscriber asked to stop goes on trying to record an event it dispatched.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How many messages already there a plain subscriber delivers in one run.
 const RUN: usize = 64;
