@@ -45,6 +45,12 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
+/// A boundary over plain NATS on `server`, on a connection of its own.
+async fn plain(server: &NatsServer) -> NatsBoundary {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    NatsBoundary::with_client(client, PREFIX)
+}
+
 /// A boundary with JetStream on `server`.
 async fn jetstream(server: &NatsServer) -> NatsBoundary {
     NatsBoundary::connect(&server.url(), PREFIX)
@@ -67,11 +73,7 @@ async fn sender(nats: &NatsBoundary) -> AsyncEventNexus {
 async fn events_cross_between_nexuses_filtered_by_subject() {
     let server = NatsServer::start();
     // Plain NATS delivers at most once: both sides are connected before anything is sent.
-    let connect = || async {
-        let client = async_nats::connect(server.url()).await.unwrap();
-        NatsBoundary::with_client(client, PREFIX)
-    };
-    let (out, into) = (connect().await, connect().await);
+    let (out, into) = (plain(&server).await, plain(&server).await);
     let (receiver, seen) = recorder();
     receiver.add_producer(into.subscriber(2)).unwrap();
     let _r = running(&receiver).await;
@@ -150,7 +152,7 @@ async fn causes_cross(out: &NatsBoundary, subscriber: nexus::bus::nats::NatsSubs
 async fn a_burst_on_plain_nats_arrives_whole_and_in_order() {
     const BURST: u64 = 5_000;
     let server = NatsServer::start();
-    let out = NatsBoundary::with_client(async_nats::connect(server.url()).await.unwrap(), PREFIX);
+    let out = plain(&server).await;
     // Room for the whole burst on the receiving side: plain NATS drops what does not fit.
     let client = async_nats::ConnectOptions::new()
         .subscription_capacity(2 * BURST as usize)
@@ -174,11 +176,7 @@ async fn a_burst_on_plain_nats_arrives_whole_and_in_order() {
 
 async fn causes_cross_plain_nats_in_headers() {
     let server = NatsServer::start();
-    let connect = || async {
-        let client = async_nats::connect(server.url()).await.unwrap();
-        NatsBoundary::with_client(client, PREFIX)
-    };
-    let (out, into) = (connect().await, connect().await);
+    let (out, into) = (plain(&server).await, plain(&server).await);
     causes_cross(&out, into.subscriber(2)).await;
 }
 
@@ -600,14 +598,10 @@ async fn the_distributed_example_ships_every_order_of_two_ordering_runs() {
 /// another connection right after it started is received. Repeated, as the race is narrow.
 async fn a_started_subscriber_receives_what_is_published_right_after() {
     let server = NatsServer::start();
-    let connect = || async {
-        let client = async_nats::connect(server.url()).await.unwrap();
-        NatsBoundary::with_client(client, PREFIX)
-    };
-    let out = connect().await;
+    let out = plain(&server).await;
     let publisher = out.publisher();
     for round in 0..200u64 {
-        let into = connect().await;
+        let into = plain(&server).await;
         let (receiver, seen) = recorder();
         receiver.add_producer(into.subscriber(7)).unwrap();
         let task = running(&receiver).await;

@@ -237,7 +237,7 @@ fn main() {
         println!("nats: skipped, nats-server is not on the PATH (Debian package nats-server)");
         return;
     }
-    let (mut server, port) = start_server();
+    let (server, port) = start_server();
     let url = format!("nats://127.0.0.1:{port}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -255,7 +255,7 @@ fn main() {
             };
             println!("{only}: {:.0} events/s", N as f64 / took.as_secs_f64());
         }
-        let _ = server.kill();
+        stop_server(server);
         return;
     }
     for round in 0..ROUNDS {
@@ -293,6 +293,11 @@ fn main() {
         nexus / raw,
         js / raw_js
     );
+    stop_server(server);
+}
+
+/// Stops the server of `start_server` and removes its store.
+fn stop_server(mut server: Child) {
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(

@@ -456,9 +456,8 @@ impl EventConsumer for NatsPublisher {
 /// event delivered again (the subscriber or the server restarted, an acknowledgement lost) is
 /// acknowledged without being dispatched twice, whichever process dispatched it before. Where
 /// this stops: an event whose dispatch finished but whose record was not yet written when the
-/// receiving process died, or when it was stopped while the server was away (after trying for
-/// two more seconds), is dispatched again: at most one event per crash or such stop, as events
-/// are dispatched one at a time. Records are kept for [`dedupe_window`](Self::dedupe_window).
+/// receiving process died, or when it was stopped while the server was away, is dispatched
+/// again: at most one event per crash or such stop, as events are dispatched one at a time. Records are kept for [`dedupe_window`](Self::dedupe_window).
 ///
 /// An event that fails (nothing handles it, its handler fails or panics) is delivered again, up
 /// to [`max_deliveries`](Self::max_deliveries) times in all; then it is set aside: published
@@ -726,7 +725,6 @@ impl NatsSubscriber {
             match self.link.distribute_event(event).await {
                 Ok(()) => {
                     seen.insert(key.clone());
-                    counts.dispatched.fetch_add(1, Relaxed);
                     // Acknowledged only once recorded, so that a redelivery is skipped. Asked to
                     // stop while the server cannot store the record, it goes on trying for
                     // `STOP_GRACE`; then the event is left unacknowledged, delivered again
@@ -741,6 +739,7 @@ impl NatsSubscriber {
                     let recorded =
                         recorded || tokio::time::timeout(STOP_GRACE, &mut record).await.is_ok();
                     if recorded {
+                        counts.dispatched.fetch_add(1, Relaxed);
                         acknowledge(&message).await;
                     } else {
                         tracing::warn!(

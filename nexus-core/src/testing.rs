@@ -267,23 +267,28 @@ impl Probe {
         self.lock().clear();
     }
 
-    /// Waits until `check` holds for the records, for at most `limit` (of tokio's clock, so a
-    /// paused clock moves on by itself while everything waits). An assertion: panics when the
-    /// limit passes, listing what was recorded.
-    async fn until(&self, what: &str, limit: Duration, check: impl Fn(&[Record]) -> bool) {
+    /// Waits until `found` finds something in the records, for at most `limit` (of tokio's
+    /// clock, so a paused clock moves on by itself while everything waits), and returns it. An
+    /// assertion: panics when the limit passes, listing what was recorded.
+    async fn until<R>(
+        &self,
+        what: &str,
+        limit: Duration,
+        found: impl Fn(&[Record]) -> Option<R>,
+    ) -> R {
         let waited = tokio::time::timeout(limit, async {
             loop {
                 let changed = self.shared.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                if check(&self.lock()) {
-                    return;
+                if let Some(result) = found(&self.lock()) {
+                    return result;
                 }
                 changed.await;
             }
         })
         .await;
-        if waited.is_err() {
+        waited.unwrap_or_else(|_| {
             let seen: Vec<String> = self
                 .lock()
                 .iter()
@@ -292,8 +297,8 @@ impl Probe {
             panic!(
                 "waited {limit:?} for {what}; recorded: [{}]",
                 seen.join(", ")
-            );
-        }
+            )
+        })
     }
 
     /// Waits until `name` was called `count` times, for at most `limit`. An assertion: panics
@@ -301,7 +306,7 @@ impl Probe {
     pub async fn until_count(&self, name: &str, count: usize, limit: Duration) {
         let what = format!("{count} calls of {name}");
         self.until(&what, limit, |records| {
-            records.iter().filter(|r| r.name == name).count() >= count
+            (records.iter().filter(|r| r.name == name).count() >= count).then_some(())
         })
         .await;
     }
@@ -311,15 +316,13 @@ impl Probe {
     /// recorded.
     pub async fn until_event(&self, name: &str, id: u64, limit: Duration) -> Record {
         let what = format!("{name} to finish with event {id}");
-        let ended =
-            |r: &Record| r.name == name && r.event.id == id && r.outcome != Outcome::Unfinished;
-        self.until(&what, limit, |records| records.iter().any(ended))
-            .await;
-        self.lock()
-            .iter()
-            .find(|r| ended(r))
-            .cloned()
-            .expect("found just above")
+        self.until(&what, limit, |records| {
+            records
+                .iter()
+                .find(|r| r.name == name && r.event.id == id && r.outcome != Outcome::Unfinished)
+                .cloned()
+        })
+        .await
     }
 }
 
