@@ -8,6 +8,10 @@ mod support;
 #[path = "../examples/distributed.rs"]
 mod distributed;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/traced.rs"]
+mod traced;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,6 +176,80 @@ async fn a_burst_on_plain_nats_arrives_whole_and_in_order() {
     })
     .await;
     assert_eq!(*seen.lock().unwrap(), (0..BURST).collect::<Vec<_>>());
+}
+
+/// How many events the `burst` peer publishes on plain NATS before it ends.
+const LAST_BURST: u64 = 2_000;
+
+/// The `burst` peer: connects, says so, and at the word `go` on its input, publishes
+/// `LAST_BURST` events on plain NATS, says so, flushes, and ends the process at once.
+async fn burst_then_exit(url: String) -> ! {
+    use std::io::Write;
+    let out = NatsBoundary::connect(&url, PREFIX).await.unwrap();
+    let app = sender(&out).await;
+    let say = |line: &str| {
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .unwrap();
+    };
+    say("connected");
+    tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
+        .await
+        .unwrap()
+        .unwrap();
+    let payload = "x".repeat(16 * 1024);
+    for id in 0..LAST_BURST {
+        app.ingest(Event::new(id, 4, 0, payload.clone()))
+            .await
+            .unwrap();
+    }
+    say("published");
+    out.flush().await.unwrap();
+    std::process::exit(0)
+}
+
+/// What a process published on plain NATS right before it ended arrives whole, once it
+/// flushed. The server is frozen while the process publishes, so that every message is still
+/// in the client when the last publish returns: without the flush, all of them are lost.
+fn what_a_process_published_and_flushed_before_it_ended_arrives() {
+    use std::io::{BufRead, Write};
+    let server = NatsServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (receiver, seen) = recorder_of(4);
+    // The loop runs on in the runtime; its handle is not needed.
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .subscription_capacity(2 * LAST_BURST as usize)
+            .connect(server.url())
+            .await
+            .unwrap();
+        let into = NatsBoundary::with_client(client, PREFIX);
+        receiver.add_producer(into.subscriber(4)).unwrap();
+        drop(running(&receiver).await);
+    });
+    let mut peer = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("NEXUS_NATS_BURST_TO", server.url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut next_line = || said.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(next_line(), "connected");
+    server.pause();
+    writeln!(peer.stdin.take().unwrap(), "go").unwrap();
+    let published = next_line();
+    server.resume();
+    assert_eq!(published, "published");
+    assert!(
+        peer.wait().unwrap().success(),
+        "the publishing process failed"
+    );
+    runtime.block_on(until("the whole burst", || {
+        seen.lock().unwrap().len() as u64 >= LAST_BURST
+    }));
+    assert_eq!(*seen.lock().unwrap(), (0..LAST_BURST).collect::<Vec<_>>());
 }
 
 async fn causes_cross_plain_nats_in_headers() {
@@ -628,8 +706,162 @@ async fn a_started_subscriber_receives_what_is_published_right_after() {
     }
 }
 
+/// The traced example's `role`, run by this binary started again with `NEXUS_TRACED_ROLE`.
+fn traced_peer(role: &str) -> std::process::ExitCode {
+    let role = match role {
+        "near" => traced::Role::Near,
+        "far" => traced::Role::Far,
+        other => panic!("unknown traced role {other}"),
+    };
+    let url = std::env::var("NATS_URL").expect("NATS_URL");
+    let plain = std::env::var_os("NEXUS_TRACED_PLAIN").is_some();
+    let provider = traced::install_tracing();
+    let out: traced::Out = Arc::new(|line| println!("{line}"));
+    let ran = block_on_result(traced::run(role, &url, plain, out));
+    let _ = provider.shutdown();
+    match ran {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on_result<T>(run: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(run)
+}
+
+/// One side of the traced example, in a process of its own, its lines read as they come.
+struct TracedSide {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    said: Vec<String>,
+}
+
+impl TracedSide {
+    fn start(role: &str, server: &NatsServer, plain: bool) -> Self {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .env("NEXUS_TRACED_ROLE", role)
+            .env("NATS_URL", server.url())
+            .stdout(std::process::Stdio::piped());
+        if plain {
+            command.env("NEXUS_TRACED_PLAIN", "1");
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            said: Vec::new(),
+        }
+    }
+
+    /// Reads lines until `last` (or the end of its output, or 60 s), and returns all read so
+    /// far.
+    fn until(&mut self, last: &str) -> &[String] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.said.last().is_none_or(|line| line != last) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.said.push(line),
+                Err(_) => break,
+            }
+        }
+        &self.said
+    }
+
+    /// Waits for the process to end well, and returns everything it said.
+    fn finish(mut self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                self.said.extend(self.lines.try_iter());
+                panic!("the traced side did not finish: {:#?}", self.said);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.said.extend(self.lines.try_iter());
+        assert!(status.success(), "{status}: {:#?}", self.said);
+        self.said
+    }
+}
+
+/// The trace id that lines starting with `prefix` and naming `order` give.
+fn trace_in(lines: &[String], prefix: &str, order: u64) -> String {
+    let wanted = format!("{prefix} {order} ");
+    let line = lines
+        .iter()
+        .find(|line| line.starts_with(&wanted))
+        .unwrap_or_else(|| panic!("no line {wanted:?} in {lines:#?}"));
+    line.rsplit(' ').next().unwrap().to_owned()
+}
+
+/// The near side ingests each order in a span of its own; the far side, another process,
+/// handles it, and the near side handles its receipt. Each order's trace id is read in all
+/// three places.
+fn one_trace_spans_both_processes(plain: bool) {
+    let server = NatsServer::start();
+    let mut far = TracedSide::start("far", &server, plain);
+    // Plain NATS keeps nothing for a subscriber not there yet.
+    let ready = far.until("far: ready");
+    assert_eq!(
+        ready.last().map(String::as_str),
+        Some("far: ready"),
+        "{ready:#?}"
+    );
+    let near = TracedSide::start("near", &server, plain).finish();
+    let far = far.finish();
+    let mut traces = std::collections::HashSet::new();
+    for order in 1..=traced::ORDERS {
+        let sent = trace_in(&near, "near: order", order);
+        assert_eq!(sent.len(), 32, "a trace id: {sent}");
+        assert_eq!(trace_in(&far, "far: order", order), sent, "far: {far:#?}");
+        assert_eq!(
+            trace_in(&near, "near: receipt for order", order),
+            sent,
+            "near: {near:#?}"
+        );
+        traces.insert(sent);
+    }
+    assert_eq!(traces.len() as u64, traced::ORDERS, "a trace per order");
+}
+
 fn main() -> std::process::ExitCode {
+    if let Ok(role) = std::env::var("NEXUS_TRACED_ROLE") {
+        return traced_peer(&role);
+    }
+    if let Ok(url) = std::env::var("NEXUS_NATS_BURST_TO") {
+        block_on_result(burst_then_exit(url));
+    }
     let trials = vec![
+        Trial::needing(
+            "what_a_process_published_and_flushed_before_it_ended_arrives",
+            what_a_process_published_and_flushed_before_it_ended_arrives,
+        ),
+        Trial::needing("one_trace_spans_both_processes_over_jetstream", || {
+            one_trace_spans_both_processes(false)
+        }),
+        Trial::needing("one_trace_spans_both_processes_over_plain_nats", || {
+            one_trace_spans_both_processes(true)
+        }),
         Trial::needing(
             "a_started_subscriber_receives_what_is_published_right_after",
             || block_on(a_started_subscriber_receives_what_is_published_right_after()),

@@ -23,6 +23,9 @@ use nexus_core::{
     EventSource, EventType, Handler, NexusError, ProducerLink, Selector, async_trait,
 };
 use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+mod trace;
 
 /// Returns once the server has processed everything `client` sent before this call (such as a
 /// subscription): a message to a fresh inbox, sent on the same connection, comes back only after
@@ -182,6 +185,22 @@ impl NatsBoundary {
             Selector::Kind(kind) => self.subject(&EventType::name(kind.name())),
             _ => format!("{}.>", self.prefix),
         }
+    }
+
+    /// Returns once the server has taken every message this boundary's connection sent before
+    /// the call.
+    ///
+    /// Over plain NATS a publish returns once the client has queued its message, which is
+    /// written to the server soon after; a process that ends right after its last publish
+    /// loses what is still queued. Call this before it ends. (With JetStream, a publish returns
+    /// only once the server stored the event.)
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::Transport`] when the connection closed or the server did not answer
+    /// within 30 s.
+    pub async fn flush(&self) -> Result<(), NexusError> {
+        in_place(&self.client).await
     }
 
     /// The sending side: a consumer that publishes each event it handles.
@@ -349,7 +368,8 @@ impl NatsPublisher {
         }
     }
 
-    /// Publishes `event` now.
+    /// Publishes `event` now: over plain NATS, returns once the client has queued it (see
+    /// [`NatsBoundary::flush`]); with JetStream, once the server stored it.
     ///
     /// # Errors
     ///
@@ -360,13 +380,14 @@ impl NatsPublisher {
         let subject = self.subject_of(&event.event_type);
         let Some((context, _)) = &self.boundary.jetstream else {
             let client = &self.boundary.client;
-            let published = match event.cause {
-                None => client.publish(subject, payload).await,
-                Some(_) => {
-                    let mut headers = async_nats::HeaderMap::new();
-                    write_cause(&mut headers, event);
-                    client.publish_with_headers(subject, headers, payload).await
-                }
+            // An empty map holds no allocation: a message with nothing to say has no headers.
+            let mut headers = async_nats::HeaderMap::new();
+            write_cause(&mut headers, event);
+            trace::write(&mut headers);
+            let published = if headers.is_empty() {
+                client.publish(subject, payload).await
+            } else {
+                client.publish_with_headers(subject, headers, payload).await
             };
             return published
                 .map_err(|err| transport(format!("event {} not published: {err}", event.id)));
@@ -375,6 +396,7 @@ impl NatsPublisher {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", message_id.as_str());
         write_cause(&mut headers, event);
+        trace::write(&mut headers);
         let deadline = tokio::time::Instant::now() + self.publish_timeout;
         let mut pause = Duration::from_millis(50);
         let mut first = true;
@@ -646,7 +668,13 @@ impl NatsSubscriber {
             return true;
         };
         event.cause = read_cause(message.headers.as_ref());
-        match delivery.distribute_event(event).await {
+        let span = trace::receive_span(message.headers.as_ref(), &message.subject, &event);
+        let dispatched = delivery.distribute_event(event);
+        let dispatched = match span {
+            None => dispatched.await,
+            Some(span) => dispatched.instrument(span).await,
+        };
+        match dispatched {
             Ok(()) => true,
             Err(err) => {
                 tracing::error!(error = %err, "NATS event could not be dispatched");
@@ -722,7 +750,13 @@ impl NatsSubscriber {
             } else {
                 counts.received.fetch_add(1, Relaxed);
             }
-            match self.link.distribute_event(event).await {
+            let span = trace::receive_span(message.headers.as_ref(), &message.subject, &event);
+            let dispatched = self.link.distribute_event(event);
+            let dispatched = match span {
+                None => dispatched.await,
+                Some(span) => dispatched.instrument(span).await,
+            };
+            match dispatched {
                 Ok(()) => {
                     seen.insert(key.clone());
                     // Acknowledged only once recorded, so that a redelivery is skipped. Asked to

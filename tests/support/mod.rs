@@ -244,6 +244,24 @@ impl NatsServer {
         terminate(&mut self.child);
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, and nothing sent is read.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} nats-server: {sent}");
+    }
+
     /// Starts it again on the same port, with the same store (after `stop` or `terminate`).
     pub fn start_again(&mut self) {
         self.child = Self::spawn(self.port, &self.dir)
