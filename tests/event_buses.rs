@@ -5,8 +5,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::running;
-use nexus::bus::{AsyncEventBoundary, EventDiscarder, EventFanout};
+use crate::support::{Make, running, with_both_lanes};
+use nexus::bus::{EventDiscarder, EventFanout};
 use nexus::testing::Probe;
 use nexus::{AsyncEventNexus, Event, EventQueue, Handler, NexusError};
 
@@ -80,14 +80,38 @@ async fn a_discarder_consumes_what_it_gets() {
     assert!(matches!(err, NexusError::UnhandledEvent { .. }));
 }
 
+with_both_lanes!(
+    #[tokio::test]
+    a_boundary_forwards_only_the_types_it_is_registered_for
+);
+with_both_lanes!(
+    #[tokio::test]
+    a_closed_boundary_refuses_events_and_hands_them_back
+);
+with_both_lanes!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    closing_a_boundary_loses_none_of_ten_thousand_queued_events
+);
+with_both_lanes!(
+    #[tokio::test(start_paused = true)]
+    a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close
+);
+with_both_lanes!(
+    #[tokio::test]
+    closing_hands_back_what_no_producer_can_deliver
+);
+with_both_lanes!(
+    #[tokio::test]
+    replies_from_the_far_domain_reach_the_sending_domain
+);
+
 const LOG: i64 = 500;
 const OTHER: i64 = 501;
 const ACK: i64 = 502;
 
-#[tokio::test]
-async fn a_boundary_forwards_only_the_types_it_is_registered_for() {
+async fn a_boundary_forwards_only_the_types_it_is_registered_for(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = AsyncEventBoundary::new(8);
+    let boundary = make(8);
     let probe = Probe::new();
     app.add_consumer(LOG, boundary.handler()).unwrap();
     app.add_handler(OTHER, probe.handler("app")).unwrap();
@@ -113,10 +137,9 @@ async fn a_boundary_forwards_only_the_types_it_is_registered_for() {
     assert_eq!(probe.count("unexpected"), 0);
 }
 
-#[tokio::test]
-async fn a_closed_boundary_refuses_events_and_hands_them_back() {
+async fn a_closed_boundary_refuses_events_and_hands_them_back(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = AsyncEventBoundary::new(8);
+    let boundary = make(8);
     app.add_consumer(LOG, boundary.handler()).unwrap();
     logging.add_producer(boundary.producer()).unwrap();
     logging
@@ -135,10 +158,9 @@ async fn a_closed_boundary_refuses_events_and_hands_them_back() {
     assert_eq!(err.into_event().map(|e| e.id), Some(9));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events() {
+async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = AsyncEventBoundary::new(16);
+    let boundary = make(16);
     app.add_consumer(LOG, boundary.handler()).unwrap();
     logging.add_producer(boundary.producer()).unwrap();
     let probe = Probe::new();
@@ -159,10 +181,9 @@ async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events() {
     assert_eq!(probe.handled(), every, "every event, in order");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close() {
+async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = AsyncEventBoundary::new(1);
+    let boundary = make(1);
     app.add_consumer(LOG, boundary.handler()).unwrap();
     logging.add_producer(boundary.producer()).unwrap();
     // The logging domain's handler holds each event until it is let go.
@@ -198,10 +219,9 @@ async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_clo
     assert_eq!(probe.handled(), [("logged", 1), ("logged", 2)]);
 }
 
-#[tokio::test]
-async fn closing_hands_back_what_no_producer_can_deliver() {
+async fn closing_hands_back_what_no_producer_can_deliver(make: Make) {
     let app = AsyncEventNexus::new();
-    let boundary = AsyncEventBoundary::new(8);
+    let boundary = make(8);
     app.add_consumer(LOG, boundary.handler()).unwrap();
     let _a = running(&app).await;
     for id in 0..3 {
@@ -222,10 +242,9 @@ async fn closing_hands_back_what_no_producer_can_deliver() {
     assert_eq!(ids, [0, 1, 2]);
 }
 
-#[tokio::test]
-async fn replies_from_the_far_domain_reach_the_sending_domain() {
+async fn replies_from_the_far_domain_reach_the_sending_domain(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = AsyncEventBoundary::new(8);
+    let boundary = make(8);
     // Requests cross from app to logging...
     app.add_consumer(LOG, boundary.handler()).unwrap();
     logging.add_producer(boundary.producer()).unwrap();

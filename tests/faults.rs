@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::support::{Log, running};
+use crate::support::{Log, Make, running, with_both_lanes};
 use nexus::bus::AsyncEventBoundary;
 use nexus::sources::{ChannelProducer, Timer, TimerKind};
 use nexus::{
@@ -182,8 +182,8 @@ async fn closing_a_channel_producer_finishes_the_delivery_under_way_and_counts_t
 }
 
 /// Domain A sends type 1 across a boundary to domain B, whose handler takes 50 ms.
-async fn across_a_boundary(log: &Log) -> (AsyncEventNexus, AsyncEventNexus) {
-    let boundary = AsyncEventBoundary::new(32);
+async fn across_a_boundary(log: &Log, make: Make) -> (AsyncEventNexus, AsyncEventNexus) {
+    let boundary = make(32);
     let a = AsyncEventNexus::new();
     a.add_consumer(1, boundary.handler()).unwrap();
     let b = slow_nexus(log);
@@ -196,10 +196,13 @@ async fn across_a_boundary(log: &Log) -> (AsyncEventNexus, AsyncEventNexus) {
     (a, b)
 }
 
-#[tokio::test(start_paused = true)]
-async fn shutdown_delivers_what_a_boundary_holds() {
+with_both_lanes!(
+    #[tokio::test(start_paused = true)]
+    shutdown_delivers_what_a_boundary_holds
+);
+async fn shutdown_delivers_what_a_boundary_holds(make: Make) {
     let log = Log::default();
-    let (a, b) = across_a_boundary(&log).await;
+    let (a, b) = across_a_boundary(&log, make).await;
     let report = b.shutdown(Duration::from_secs(5)).await.unwrap();
     assert!(report.completed, "{report:?}");
     assert_eq!(log.len(), 10);
@@ -209,10 +212,13 @@ async fn shutdown_delivers_what_a_boundary_holds() {
     assert!(matches!(err, NexusError::Closed { .. }), "{err}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_short_shutdown_hands_back_what_a_boundary_did_not_deliver() {
+with_both_lanes!(
+    #[tokio::test(start_paused = true)]
+    a_short_shutdown_hands_back_what_a_boundary_did_not_deliver
+);
+async fn a_short_shutdown_hands_back_what_a_boundary_did_not_deliver(make: Make) {
     let log = Log::default();
-    let (_a, b) = across_a_boundary(&log).await;
+    let (_a, b) = across_a_boundary(&log, make).await;
     let report = b.shutdown(Duration::from_millis(120)).await.unwrap();
     assert!(!report.completed);
     assert_eq!(log.lines(), ["done:1", "done:2"]);

@@ -1,11 +1,14 @@
-//! Priority honoured where events wait: a `ChannelProducer` made `with_priority` delivers the
-//! most urgent event first (lowest number), equal priorities in the order sent, and ages what
-//! waits so that no flood of urgent events holds an event back longer than its bound.
+//! Priority honoured where events wait: a `ChannelProducer` and an `AsyncEventBoundary` made
+//! `with_priority` deliver the most urgent event first (lowest number), equal priorities in the
+//! order sent, and age what waits so that no flood of urgent events holds an event back longer
+//! than its bound. So does a nexus's secondary queue, when the nexus asks for it.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::running;
+use nexus::bus::AsyncEventBoundary;
 use nexus::channel::Overflow;
 use nexus::sources::{ChannelProducer, EventSender};
 use nexus::testing::Probe;
@@ -18,20 +21,76 @@ const CAPACITY: usize = 64;
 /// Each dispatch takes this long (on the paused clock).
 const WORK: Duration = Duration::from_millis(1);
 
-/// A nexus fed by a priority channel whose handler works `WORK` per event and notes when the
-/// event with id `watched` was dispatched.
-fn nexus_with(
+/// Where the events wait.
+#[derive(Clone, Copy)]
+enum Via {
+    /// A `ChannelProducer`'s channel.
+    Channel,
+    /// The lane of an `AsyncEventBoundary` from another nexus.
+    Boundary,
+}
+
+/// What puts events where they wait: a channel's sender, or the nexus on the far side of a
+/// boundary, which sends type 1 across it.
+#[derive(Clone)]
+enum Feed {
+    Channel(EventSender),
+    Boundary(AsyncEventNexus),
+}
+
+impl Feed {
+    /// Sends `event`, waiting for room.
+    async fn send(&self, event: Event) {
+        match self {
+            Feed::Channel(sender) => sender.send(event).await.unwrap(),
+            Feed::Boundary(upstream) => upstream.ingest(event).await.unwrap(),
+        }
+    }
+}
+
+/// Runs `$name`, an `async fn(Via)`, with the events waiting in a producer's channel and in a
+/// boundary's lane, as `$name::channel` and `$name::boundary`.
+macro_rules! where_events_wait {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(start_paused = true)]
+            async fn channel() {
+                super::$name(super::Via::Channel).await
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn boundary() {
+                super::$name(super::Via::Boundary).await
+            }
+        }
+    };
+}
+
+/// A nexus fed through `via`, ranked by priority, whose handler works `WORK` per event and
+/// notes when the event with id `watched` was dispatched.
+async fn nexus_with(
+    via: Via,
     max_wait: Duration,
     watched: u64,
-) -> (
-    AsyncEventNexus,
-    EventSender,
-    Probe,
-    Arc<Mutex<Option<Instant>>>,
-) {
+) -> (AsyncEventNexus, Feed, Probe, Arc<Mutex<Option<Instant>>>) {
     let nexus = AsyncEventNexus::new();
-    let (producer, sender) = ChannelProducer::with_priority(CAPACITY, Overflow::Wait, max_wait);
-    nexus.add_producer(producer).unwrap();
+    let feed = match via {
+        Via::Channel => {
+            let (producer, sender) =
+                ChannelProducer::with_priority(CAPACITY, Overflow::Wait, max_wait);
+            nexus.add_producer(producer).unwrap();
+            Feed::Channel(sender)
+        }
+        Via::Boundary => {
+            let boundary = AsyncEventBoundary::with_priority(CAPACITY, max_wait);
+            nexus.add_producer(boundary.producer()).unwrap();
+            let upstream = AsyncEventNexus::new();
+            upstream.add_consumer(1, boundary.handler()).unwrap();
+            // Its loop runs on by itself; its handle is not needed.
+            drop(running(&upstream).await);
+            Feed::Boundary(upstream)
+        }
+    };
     let (probe, at) = (Probe::new(), Arc::new(Mutex::new(None)));
     let seen = Arc::clone(&at);
     let work = move |e: Event, _q: EventQueue| {
@@ -44,22 +103,22 @@ fn nexus_with(
         }
     };
     nexus.add_handler(1, probe.wrap("work", work)).unwrap();
-    (nexus, sender, probe, at)
+    (nexus, feed, probe, at)
 }
 
 /// Ten urgent events, then a low one, then 9,990 urgent ones (the sender waiting for room):
 /// when the low one was dispatched, after how long, and at which place.
-async fn flood(max_wait: Duration) -> (Duration, usize) {
+async fn flood(via: Via, max_wait: Duration) -> (Duration, usize) {
     const LOW_ID: u64 = 10;
-    let (nexus, sender, probe, at) = nexus_with(max_wait, LOW_ID);
+    let (nexus, feed, probe, at) = nexus_with(via, max_wait, LOW_ID).await;
     for id in 0..10 {
-        sender.send(Event::new(id, 1, URGENT, ())).await.unwrap();
+        feed.send(Event::new(id, 1, URGENT, ())).await;
     }
-    sender.send(Event::new(LOW_ID, 1, LOW, ())).await.unwrap();
+    feed.send(Event::new(LOW_ID, 1, LOW, ())).await;
     let sent = Instant::now();
     let rest = tokio::spawn(async move {
         for id in 11..10_001 {
-            sender.send(Event::new(id, 1, URGENT, ())).await.unwrap();
+            feed.send(Event::new(id, 1, URGENT, ())).await;
         }
     });
     let task = nexus.start().unwrap();
@@ -74,10 +133,14 @@ async fn flood(max_wait: Duration) -> (Duration, usize) {
     (waited, place.expect("dispatched"))
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_low_priority_event_is_dispatched_within_its_bound_however_many_urgent_ones_come() {
+where_events_wait!(
+    a_low_priority_event_is_dispatched_within_its_bound_however_many_urgent_ones_come
+);
+async fn a_low_priority_event_is_dispatched_within_its_bound_however_many_urgent_ones_come(
+    via: Via,
+) {
     let max_wait = Duration::from_millis(100);
-    let (waited, place) = flood(max_wait).await;
+    let (waited, place) = flood(via, max_wait).await;
     // Its bound: `max_wait`, then the overdue events sent before it (at most the capacity).
     let bound = max_wait + WORK * (CAPACITY as u32 + 1);
     assert!(waited <= bound, "waited {waited:?}, bound {bound:?}");
@@ -88,37 +151,34 @@ async fn a_low_priority_event_is_dispatched_within_its_bound_however_many_urgent
     assert!(place < 200, "dispatched {place}th of 10,001");
 }
 
-#[tokio::test(start_paused = true)]
-async fn without_aging_the_urgent_flood_goes_first() {
+where_events_wait!(without_aging_the_urgent_flood_goes_first);
+async fn without_aging_the_urgent_flood_goes_first(via: Via) {
     // The same flood with a bound longer than the run: the low event is dispatched last, which
     // is what the bound above prevents.
-    let (waited, place) = flood(Duration::from_secs(3600)).await;
+    let (waited, place) = flood(via, Duration::from_secs(3600)).await;
     assert_eq!(place, 10_000);
     assert!(waited >= WORK * 10_000, "{waited:?}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn urgent_first_and_equal_priorities_in_the_order_sent() {
-    let (nexus, sender, probe, _) = nexus_with(Duration::from_secs(3600), u64::MAX);
+where_events_wait!(urgent_first_and_equal_priorities_in_the_order_sent);
+async fn urgent_first_and_equal_priorities_in_the_order_sent(via: Via) {
+    let (nexus, feed, probe, _) = nexus_with(via, Duration::from_secs(3600), u64::MAX).await;
     let priorities = [2, 0, 1, 0, 2, 1, 0];
     for (id, priority) in priorities.into_iter().enumerate() {
-        sender
-            .send(Event::new(id as u64, 1, priority, ()))
-            .await
-            .unwrap();
+        feed.send(Event::new(id as u64, 1, priority, ())).await;
     }
     let _task = nexus.start().unwrap();
     probe.until_count("work", 7, Duration::from_secs(10)).await;
     assert_eq!(probe.ids("work"), [1, 3, 6, 2, 5, 0, 4]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn with_equal_priorities_the_order_is_unchanged() {
-    let (nexus, sender, probe, _) = nexus_with(Duration::from_millis(5), u64::MAX);
+where_events_wait!(with_equal_priorities_the_order_is_unchanged);
+async fn with_equal_priorities_the_order_is_unchanged(via: Via) {
+    let (nexus, feed, probe, _) = nexus_with(via, Duration::from_millis(5), u64::MAX).await;
     let _task = nexus.start().unwrap();
     let mut rng = fastrand::Rng::with_seed(5);
     for id in 0..2_000 {
-        sender.send(Event::new(id, 1, 3, ())).await.unwrap();
+        feed.send(Event::new(id, 1, 3, ())).await;
         if rng.u8(..) < 16 {
             // Now and then the sender pauses, so that some events wait past their bound.
             tokio::time::sleep(Duration::from_millis(rng.u64(1..20))).await;

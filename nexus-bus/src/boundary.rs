@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use nexus_core::channel::{Bounded, Overflow};
 use nexus_core::{
     AbortOnDrop, BoxError, ConsumerFuture, Delivery, Event, EventConsumer, EventProducer,
     EventQueue, EventSource, Handler, NexusError, ProducerLink, async_trait,
@@ -67,13 +69,84 @@ struct Shared {
     replies: Lane,
 }
 
+/// The sending end of a lane's queue: tokio's channel, in arrival order, or a channel ranked by
+/// priority.
+#[derive(Debug)]
+enum LaneTx {
+    Fifo(mpsc::Sender<Event>),
+    Ranked(Bounded<Event>),
+}
+
+/// The receiving end of a lane's queue.
+#[derive(Debug)]
+enum LaneRx {
+    Fifo(mpsc::Receiver<Event>),
+    Ranked(Bounded<Event>),
+}
+
+/// Why an event is not on the queue.
+enum Refused {
+    Full(Event),
+    Closed(Event),
+}
+
+impl LaneTx {
+    fn try_send(&self, event: Event) -> Result<(), Refused> {
+        match self {
+            LaneTx::Fifo(tx) => tx.try_send(event).map_err(|err| match err {
+                mpsc::error::TrySendError::Full(event) => Refused::Full(event),
+                mpsc::error::TrySendError::Closed(event) => Refused::Closed(event),
+            }),
+            // A ranked channel waits when full: it never drops, so a refusal is full or closed.
+            LaneTx::Ranked(channel) => match channel.try_send(event) {
+                Ok(_) => Ok(()),
+                Err(event) if channel.is_closed() => Err(Refused::Closed(event)),
+                Err(event) => Err(Refused::Full(event)),
+            },
+        }
+    }
+
+    /// Sends, waiting for room; hands the event back once the queue is closed.
+    async fn send(&self, event: Event) -> Result<(), Event> {
+        match self {
+            LaneTx::Fifo(tx) => tx.send(event).await.map_err(|err| err.0),
+            LaneTx::Ranked(channel) => channel.send(event).await.map(drop),
+        }
+    }
+}
+
+impl LaneRx {
+    /// The next event; `None` once the queue is closed and empty.
+    async fn recv(&mut self) -> Option<Event> {
+        match self {
+            LaneRx::Fifo(rx) => rx.recv().await,
+            LaneRx::Ranked(channel) => channel.recv().await,
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Event> {
+        match self {
+            LaneRx::Fifo(rx) => rx.try_recv().ok(),
+            LaneRx::Ranked(channel) => channel.try_recv(),
+        }
+    }
+
+    /// Refuses further events; those on the queue can still be received.
+    fn close(&mut self) {
+        match self {
+            LaneRx::Fifo(rx) => rx.close(),
+            LaneRx::Ranked(channel) => channel.close(),
+        }
+    }
+}
+
 /// One direction of the boundary.
 #[derive(Debug)]
 struct Lane {
     closed: AtomicBool,
-    tx: mpsc::Sender<Event>,
+    tx: LaneTx,
     /// Taken by the producer that starts; still here if none ever did.
-    rx: Mutex<Option<mpsc::Receiver<Event>>>,
+    rx: Mutex<Option<LaneRx>>,
     /// Producers of this direction in existence (registered somewhere, or about to be).
     producers: AtomicUsize,
     /// Events accepted: counted before the check of `closed`, and uncounted again when that
@@ -88,8 +161,22 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(capacity: usize) -> Self {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    /// A lane holding `capacity` events, ranked by priority with aging after `max_wait` if
+    /// given.
+    fn new(capacity: usize, max_wait: Option<Duration>) -> Self {
+        let (tx, rx) = match max_wait {
+            None => {
+                let (tx, rx) = mpsc::channel(capacity.max(1));
+                (LaneTx::Fifo(tx), LaneRx::Fifo(rx))
+            }
+            Some(max_wait) => {
+                let channel =
+                    Bounded::ranked(capacity, Overflow::Wait, max_wait, |event: &Event| {
+                        i64::from(event.priority)
+                    });
+                (LaneTx::Ranked(channel.clone()), LaneRx::Ranked(channel))
+            }
+        };
         Self {
             closed: AtomicBool::new(false),
             tx,
@@ -114,8 +201,8 @@ impl Lane {
         }
         match self.tx.try_send(event) {
             Ok(()) => Ok(None),
-            Err(mpsc::error::TrySendError::Full(event)) => Ok(Some(event)),
-            Err(mpsc::error::TrySendError::Closed(event)) => {
+            Err(Refused::Full(event)) => Ok(Some(event)),
+            Err(Refused::Closed(event)) => {
                 self.uncount();
                 Err(closed_error(event))
             }
@@ -167,7 +254,7 @@ impl Lane {
         let unstarted = lock(&self.rx).take();
         if let Some(mut rx) = unstarted {
             rx.close();
-            while let Ok(event) = rx.try_recv() {
+            while let Some(event) = rx.try_recv() {
                 self.settle(Err(NexusError::Closed {
                     what: "event boundary (no producer was started to deliver it)".to_owned(),
                     event: Box::new(event),
@@ -197,7 +284,7 @@ impl Owed {
                 self.sent = true;
                 Ok(())
             }
-            Err(mpsc::error::SendError(event)) => Err(closed_error(event)),
+            Err(event) => Err(closed_error(event)),
         }
     }
 }
@@ -224,7 +311,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A started producer's queue: what is still on it when the producer's task ends early (aborted
 /// at a shutdown's deadline) is settled as not delivered, each event handed back.
 struct Pending {
-    rx: mpsc::Receiver<Event>,
+    rx: LaneRx,
     boundary: AsyncEventBoundary,
     direction: Direction,
 }
@@ -233,7 +320,7 @@ impl Drop for Pending {
     fn drop(&mut self) {
         self.rx.close();
         let lane = self.boundary.lane(self.direction);
-        while let Ok(event) = self.rx.try_recv() {
+        while let Some(event) = self.rx.try_recv() {
             lane.settle(Err(NexusError::Closed {
                 what: "event boundary (its producer was stopped before delivering it)".to_owned(),
                 event: Box::new(event),
@@ -283,12 +370,35 @@ enum Direction {
 }
 
 impl AsyncEventBoundary {
-    /// A boundary whose queues hold `capacity` events in each direction (at least 1).
+    /// A boundary whose queues hold `capacity` events in each direction (at least 1), each
+    /// delivered in the order it crossed.
     pub fn new(capacity: usize) -> Self {
+        Self::with_lanes(capacity, None)
+    }
+
+    /// As [`new`](Self::new), delivering in each direction the most urgent event first (the
+    /// lowest [`priority`](Event::priority) number; events of equal priority in the order they
+    /// crossed), with aging: an event that has waited `max_wait` goes before every event that
+    /// crossed after it, whatever their priorities. So however many urgent events keep coming,
+    /// an event waits at most `max_wait`, then for the overdue events that crossed before it
+    /// (at most `capacity`). Closing works as with [`new`](Self::new).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nexus_bus::AsyncEventBoundary;
+    ///
+    /// let boundary = AsyncEventBoundary::with_priority(64, Duration::from_millis(100));
+    /// # drop(boundary);
+    /// ```
+    pub fn with_priority(capacity: usize, max_wait: Duration) -> Self {
+        Self::with_lanes(capacity, Some(max_wait))
+    }
+
+    fn with_lanes(capacity: usize, max_wait: Option<Duration>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                forward: Lane::new(capacity),
-                replies: Lane::new(capacity),
+                forward: Lane::new(capacity, max_wait),
+                replies: Lane::new(capacity, max_wait),
             }),
         }
     }
@@ -500,7 +610,7 @@ impl EventSource for BoundaryProducer {
                 let delivery = link.delivery();
                 deliver(lane, &delivery, event).await;
                 for _ in 1..RUN {
-                    let Ok(event) = pending.rx.try_recv() else {
+                    let Some(event) = pending.rx.try_recv() else {
                         break;
                     };
                     deliver(lane, &delivery, event).await;

@@ -29,6 +29,36 @@ impl Log {
     }
 }
 
+/// How a test's boundary is made: with lanes in arrival order, or ranked by priority (where
+/// events of equal priority must behave just the same, closing and shutdown included).
+pub type Make = fn(usize) -> nexus::bus::AsyncEventBoundary;
+
+/// A boundary whose lanes are ranked by priority, with a bound on waiting no test reaches.
+pub fn ranked(capacity: usize) -> nexus::bus::AsyncEventBoundary {
+    nexus::bus::AsyncEventBoundary::with_priority(capacity, std::time::Duration::from_secs(3600))
+}
+
+/// Runs the boundary test `$name`, an `async fn(Make)`, with both kinds of lanes, as
+/// `$name::in_order` and `$name::ranked`.
+#[allow(unused_macros)] // by the suite only
+macro_rules! with_both_lanes {
+    ($(#[$attr:meta])* $name:ident) => {
+        mod $name {
+            $(#[$attr])*
+            async fn in_order() {
+                super::$name(nexus::bus::AsyncEventBoundary::new).await
+            }
+
+            $(#[$attr])*
+            async fn ranked() {
+                super::$name(crate::support::ranked).await
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use with_both_lanes;
+
 /// Starts the loop in the background and waits until it is `LOOPING`.
 pub async fn running(
     nexus: &AsyncEventNexus,
