@@ -41,7 +41,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nexus::bus::{AsyncEventBoundary, EventFanout};
-use nexus::sources::{ChannelProducer, Timer, TimerKind};
+use nexus::channel::Overflow;
+use nexus::sources::{ChannelProducer, EventSender, Timer, TimerKind};
 use nexus::{AsyncEventNexus, Event, EventQueue, Handler};
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
@@ -502,7 +503,21 @@ async fn dynamic_fanout(n: u64) -> Duration {
     start.elapsed()
 }
 
+/// A `ChannelProducer` ranking by priority, every event of the same priority: what turning
+/// priority on costs where it changes nothing.
+async fn nexus_producer_ranked(n: u64) -> Duration {
+    let (producer, sender) =
+        ChannelProducer::with_priority(CAPACITY, Overflow::Wait, Duration::from_millis(100));
+    producer_path(n, producer, sender).await
+}
+
 async fn nexus_producer(n: u64) -> Duration {
+    let (producer, sender) = ChannelProducer::new(CAPACITY);
+    producer_path(n, producer, sender).await
+}
+
+/// A task sends `n` events through `producer`'s channel into a nexus whose handler counts them.
+async fn producer_path(n: u64, producer: ChannelProducer, sender: EventSender) -> Duration {
     let tally = Arc::new(Tally::default());
     tally.expect(n);
     let nexus = AsyncEventNexus::new();
@@ -513,7 +528,6 @@ async fn nexus_producer(n: u64) -> Duration {
             seen.hit();
         })
         .expect("handler");
-    let (producer, sender) = ChannelProducer::new(CAPACITY);
     nexus.add_producer(producer).expect("producer");
     let running = running_nexus(&nexus);
     settle().await;
@@ -575,9 +589,21 @@ async fn floor_mpsc(n: u64) -> Duration {
 /// Events ingested into one nexus cross an AsyncEventBoundary into a second, whose handler
 /// counts them.
 async fn nexus_boundary(n: u64) -> Duration {
+    boundary_path(n, AsyncEventBoundary::new(CAPACITY)).await
+}
+
+/// As `nexus_boundary`, its lanes ranking by priority, every event of the same priority.
+async fn nexus_boundary_ranked(n: u64) -> Duration {
+    boundary_path(
+        n,
+        AsyncEventBoundary::with_priority(CAPACITY, Duration::from_millis(100)),
+    )
+    .await
+}
+
+async fn boundary_path(n: u64, boundary: AsyncEventBoundary) -> Duration {
     let tally = Arc::new(Tally::default());
     tally.expect(n);
-    let boundary = AsyncEventBoundary::new(CAPACITY);
     let sending = AsyncEventNexus::new();
     sending
         .add_consumer(TYPE, boundary.handler())
@@ -948,8 +974,10 @@ fn main() {
         case("fanout8", "dynamic", n, dynamic_fanout),
         case("fanout8", "static", n, static_fanout),
         case("producer", "nexus", n, nexus_producer),
+        case("producer", "nexus_ranked", n, nexus_producer_ranked),
         case("producer", "floor_mpsc", n, floor_mpsc),
         case("boundary", "nexus", n, nexus_boundary),
+        case("boundary", "nexus_ranked", n, nexus_boundary_ranked),
         case("peers1", "tokio_events", peer_n, |n| tokio_events(n, 1)),
         case("peers8", "tokio_events", peer_n, |n| {
             tokio_events(n, FANOUT)
@@ -1015,6 +1043,9 @@ fn main() {
         };
         let other = match (c.name, c.what) {
             ("producer" | "boundary", "nexus") => format!("{} mpsc", ratio(mpsc)),
+            ("producer" | "boundary", "nexus_ranked") => {
+                format!("{} in order", ratio(ns(c.name, "nexus")))
+            }
             ("peers1", _) => format!("{} inline, {} producer", ratio(single), ratio(producer)),
             ("peers8", _) => format!("{} nexus 8", ratio(fanout)),
             _ => String::new(),
@@ -1053,6 +1084,14 @@ fn main() {
     }
     push("producer_vs_mpsc", ns("producer", "nexus") / mpsc, 3);
     push("boundary_vs_mpsc", ns("boundary", "nexus") / mpsc, 3);
+    // Priority on, every priority equal, beside the same path in arrival order.
+    for name in ["producer", "boundary"] {
+        push(
+            &format!("{name}_ranked_vs_in_order"),
+            ns(name, "nexus_ranked") / ns(name, "nexus"),
+            3,
+        );
+    }
     for peer in ["tokio_events", "jaeb", "abxbus"] {
         push(
             &format!("{peer}1_over_nexus"),

@@ -397,9 +397,11 @@ impl Drop for Taken {
 /// told to stop (between two events, never during a delivery).
 async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Receiver<u8>) {
     let mut mode = mode;
-    // By priority, one event at a time, so that each delivery goes to the most urgent event
-    // waiting then; in order, in runs.
-    let batch = if channel.is_ranked() { 1 } else { BATCH };
+    // In order, events are taken in runs. By priority, one at a time, so that each delivery
+    // goes to the most urgent event waiting then: the first is waited for, and the next ones of
+    // the run are taken as their turn comes, while some are waiting.
+    let ranked = channel.is_ranked();
+    let batch = if ranked { 1 } else { BATCH };
     let mut taken = Taken {
         events: VecDeque::with_capacity(BATCH),
         link: link.clone(),
@@ -418,9 +420,15 @@ async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Recei
             return;
         }
         let delivery = link.delivery();
+        let mut run = 0;
         // `has_changed` is one atomic load: the mode's lock is taken only when it changed.
         while !(mode.has_changed().unwrap_or(true) && *mode.borrow_and_update() == STOP)
-            && let Some(event) = taken.events.pop_front()
+            && let Some(event) = taken.events.pop_front().or_else(|| {
+                run += 1;
+                (ranked && run < BATCH)
+                    .then(|| channel.try_recv())
+                    .flatten()
+            })
         {
             // A refused event was handed back and counted by the nexus (as returned).
             if let Err(err) = delivery.distribute_event(event).await {
