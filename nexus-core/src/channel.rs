@@ -305,7 +305,7 @@ impl<T> Bounded<T> {
         if moved == 0 {
             return state.closed.then_some(0);
         }
-        buffer.extend(std::iter::from_fn(|| state.queue.pop()).take(moved));
+        state.queue.take_into(buffer, moved);
         drop(state);
         // A sender waiting for room registered before it last found the channel full, so
         // waking those registered reaches every one of them.

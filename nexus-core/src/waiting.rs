@@ -71,6 +71,15 @@ impl<T> Waiting<T> {
         }
     }
 
+    /// Moves the next `count` items (at most as many as wait) to the back of `buffer`, in the
+    /// order they are to be taken: in one move when first in, first out.
+    pub(crate) fn take_into(&mut self, buffer: &mut VecDeque<T>, count: usize) {
+        match self {
+            Self::Fifo(queue) => buffer.extend(queue.drain(..count.min(queue.len()))),
+            Self::Ranked(ranked) => buffer.extend(std::iter::from_fn(|| ranked.pop()).take(count)),
+        }
+    }
+
     /// The item that arrived first.
     pub(crate) fn pop_oldest(&mut self) -> Option<T> {
         match self {

@@ -423,12 +423,14 @@ async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Recei
         let mut run = 0;
         // `has_changed` is one atomic load: the mode's lock is taken only when it changed.
         while !(mode.has_changed().unwrap_or(true) && *mode.borrow_and_update() == STOP)
-            && let Some(event) = taken.events.pop_front().or_else(|| {
-                run += 1;
-                (ranked && run < BATCH)
-                    .then(|| channel.try_recv())
-                    .flatten()
-            })
+            && let Some(event) = match taken.events.pop_front() {
+                Some(event) => Some(event),
+                None if ranked && run < BATCH => {
+                    run += 1;
+                    channel.try_recv()
+                }
+                None => None,
+            }
         {
             // A refused event was handed back and counted by the nexus (as returned).
             if let Err(err) = delivery.distribute_event(event).await {
