@@ -28,6 +28,9 @@
 //! Environment: `NEXUS_BENCH_EVENTS` (default 200000), `NEXUS_BENCH_ROUNDS` (default 15),
 //! `NEXUS_BENCH_QUICK=1` (few events and rounds, no memory run: to check that it works),
 //! `NEXUS_BENCH_ONLY=single,fanout8/nexus` (only these paths, or one side of a path),
+//! `NEXUS_BENCH_CASES_ONLY=1` (the cases and their table, and nothing after them: for counting
+//! instructions per event with callgrind, as the difference of two runs with different
+//! `NEXUS_BENCH_EVENTS`),
 //! `NEXUS_PYTHON` and `NEXUS_PYTHON_REFERENCE` (an interpreter with async-nexus installed and
 //! the path of `python_reference.py`: the original is then measured in the same run).
 
@@ -1119,6 +1122,9 @@ fn main() {
         push(&format!("{name}_{what}_ns"), *value, 1);
     }
 
+    if std::env::var_os("NEXUS_BENCH_CASES_ONLY").is_some() {
+        return;
+    }
     let scale_rounds = rounds.min(5);
     let one = median_of(scale_rounds, || parallel_nexuses(1, n));
     let two = median_of(scale_rounds, || parallel_nexuses(2, n));
