@@ -380,13 +380,16 @@ impl NatsPublisher {
         let subject = self.subject_of(&event.event_type);
         let Some((context, _)) = &self.boundary.jetstream else {
             let client = &self.boundary.client;
-            // An empty map holds no allocation: a message with nothing to say has no headers.
-            let mut headers = async_nats::HeaderMap::new();
-            write_cause(&mut headers, event);
-            trace::write(&mut headers);
-            let published = if headers.is_empty() {
+            let trace = trace::current();
+            // A message with nothing more to say than its event has no headers.
+            let published = if event.cause.is_none() && trace.is_none() {
                 client.publish(subject, payload).await
             } else {
+                let mut headers = async_nats::HeaderMap::new();
+                write_cause(&mut headers, event);
+                if let Some(trace) = &trace {
+                    trace::write(&mut headers, trace);
+                }
                 client.publish_with_headers(subject, headers, payload).await
             };
             return published
@@ -396,7 +399,9 @@ impl NatsPublisher {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", message_id.as_str());
         write_cause(&mut headers, event);
-        trace::write(&mut headers);
+        if let Some(trace) = trace::current() {
+            trace::write(&mut headers, &trace);
+        }
         let deadline = tokio::time::Instant::now() + self.publish_timeout;
         let mut pause = Duration::from_millis(50);
         let mut first = true;

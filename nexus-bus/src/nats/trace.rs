@@ -45,17 +45,19 @@ mod carried {
         }
     }
 
-    pub(super) fn write(headers: &mut HeaderMap) {
+    pub(super) fn current() -> Option<opentelemetry::Context> {
         let span = tracing::Span::current();
         if span.is_none() {
-            return;
+            return None;
         }
         let context = span.context();
-        if context.span().span_context().is_valid() {
-            opentelemetry::global::get_text_map_propagator(|propagator| {
-                propagator.inject_context(&context, &mut Writer(headers));
-            });
-        }
+        context.span().span_context().is_valid().then_some(context)
+    }
+
+    pub(super) fn write(headers: &mut HeaderMap, context: &opentelemetry::Context) {
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(context, &mut Writer(headers));
+        });
     }
 
     pub(super) fn parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
@@ -71,13 +73,34 @@ mod carried {
     }
 }
 
-/// Adds the current span's trace context to `headers`, when there is one to add.
+/// A trace context to carry: OpenTelemetry's with the feature `otel`; without it there is
+/// none, ever.
+#[cfg(feature = "otel")]
+pub(super) type Context = opentelemetry::Context;
+/// A trace context to carry: OpenTelemetry's with the feature `otel`; without it there is
+/// none, ever.
+#[cfg(not(feature = "otel"))]
+pub(super) type Context = std::convert::Infallible;
+
+/// The trace context of the current span, when it has one to carry.
 #[inline]
-pub(super) fn write(headers: &mut HeaderMap) {
+pub(super) fn current() -> Option<Context> {
     #[cfg(feature = "otel")]
-    carried::write(headers);
+    return carried::current();
     #[cfg(not(feature = "otel"))]
-    let _ = headers;
+    None
+}
+
+/// Writes `context` into `headers`, as the installed propagator says.
+#[inline]
+pub(super) fn write(headers: &mut HeaderMap, context: &Context) {
+    #[cfg(feature = "otel")]
+    carried::write(headers, context);
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = headers;
+        match *context {}
+    }
 }
 
 /// The span to dispatch a received event in: a child of the trace context its message
