@@ -122,13 +122,38 @@ async fn finished(
     nats.flush().await
 }
 
-/// The far domain: handles `ORDERS` orders, answering each with a receipt, then returns.
-pub async fn far(url: &str, plain: bool, out: Out) -> Result<(), NexusError> {
+/// One side: a nexus that takes `takes` from NATS and publishes `sends` to it as `name`; and a
+/// count to call for each event handled, which stops the nexus at the `ORDERS`th.
+async fn side(
+    url: &str,
+    plain: bool,
+    (takes, sends, name): (i64, i64, &str),
+) -> Result<
+    (
+        NatsBoundary,
+        AsyncEventNexus,
+        impl Fn() + Send + Sync + 'static,
+    ),
+    NexusError,
+> {
     let nats = boundary(url, plain).await?;
     let nexus = AsyncEventNexus::new();
-    subscribe(&nexus, &nats, plain, ORDER, "far")?;
-    nexus.add_consumer(RECEIPT, nats.publisher().origin("far"))?;
-    let (handled, weak) = (Arc::new(AtomicU64::new(0)), nexus.downgrade());
+    subscribe(&nexus, &nats, plain, takes, name)?;
+    nexus.add_consumer(sends, nats.publisher().origin(name))?;
+    let (handled, weak) = (AtomicU64::new(0), nexus.downgrade());
+    let count = move || {
+        if handled.fetch_add(1, Ordering::SeqCst) + 1 == ORDERS
+            && let Some(nexus) = weak.upgrade()
+        {
+            nexus.stop();
+        }
+    };
+    Ok((nats, nexus, count))
+}
+
+/// The far domain: handles `ORDERS` orders, answering each with a receipt, then returns.
+pub async fn far(url: &str, plain: bool, out: Out) -> Result<(), NexusError> {
+    let (nats, nexus, count) = side(url, plain, (ORDER, RECEIPT, "far")).await?;
     let say = out.clone();
     nexus.add_handler(ORDER, move |order: Event, queue: EventQueue| {
         let trace = trace_of(&tracing::Span::current());
@@ -139,11 +164,7 @@ pub async fn far(url: &str, plain: bool, out: Out) -> Result<(), NexusError> {
         // Its cause is the order, and it is published in this dispatch's span.
         let receipt = Event::new(fastrand::u64(..), RECEIPT, 0, order.payload.to_string());
         queue.put(receipt)?;
-        if handled.fetch_add(1, Ordering::SeqCst) + 1 == ORDERS
-            && let Some(nexus) = weak.upgrade()
-        {
-            nexus.stop();
-        }
+        count();
         Ok::<(), NexusError>(())
     })?;
     let task = started(&nexus).await?;
@@ -154,11 +175,7 @@ pub async fn far(url: &str, plain: bool, out: Out) -> Result<(), NexusError> {
 /// The near domain: sends `ORDERS` orders, each ingested in a span of its own, and returns once
 /// every receipt came back.
 pub async fn near(url: &str, plain: bool, out: Out) -> Result<(), NexusError> {
-    let nats = boundary(url, plain).await?;
-    let nexus = AsyncEventNexus::new();
-    subscribe(&nexus, &nats, plain, RECEIPT, "near")?;
-    nexus.add_consumer(ORDER, nats.publisher().origin("near"))?;
-    let (received, weak) = (Arc::new(AtomicU64::new(0)), nexus.downgrade());
+    let (nats, nexus, count) = side(url, plain, (RECEIPT, ORDER, "near")).await?;
     let say = out.clone();
     nexus.add_handler(RECEIPT, move |receipt: Event, _queue: EventQueue| {
         let trace = trace_of(&tracing::Span::current());
@@ -166,11 +183,7 @@ pub async fn near(url: &str, plain: bool, out: Out) -> Result<(), NexusError> {
             "near: receipt for order {} in trace {trace}",
             receipt.payload
         ));
-        if received.fetch_add(1, Ordering::SeqCst) + 1 == ORDERS
-            && let Some(nexus) = weak.upgrade()
-        {
-            nexus.stop();
-        }
+        count();
     })?;
     let task = started(&nexus).await?;
     for number in 1..=ORDERS {

@@ -157,16 +157,7 @@ async fn a_burst_on_plain_nats_arrives_whole_and_in_order() {
     const BURST: u64 = 5_000;
     let server = NatsServer::start();
     let out = plain(&server).await;
-    // Room for the whole burst on the receiving side: plain NATS drops what does not fit.
-    let client = async_nats::ConnectOptions::new()
-        .subscription_capacity(2 * BURST as usize)
-        .connect(server.url())
-        .await
-        .unwrap();
-    let into = NatsBoundary::with_client(client, PREFIX);
-    let (receiver, seen) = recorder_of(4);
-    receiver.add_producer(into.subscriber(4)).unwrap();
-    let _r = running(&receiver).await;
+    let (_receiver, seen) = roomy_receiver(&server, 2 * BURST as usize).await;
     let app = sender(&out).await;
     for id in 0..BURST {
         app.ingest(Event::new(id, 4, 0, "burst")).await.unwrap();
@@ -176,6 +167,25 @@ async fn a_burst_on_plain_nats_arrives_whole_and_in_order() {
     })
     .await;
     assert_eq!(*seen.lock().unwrap(), (0..BURST).collect::<Vec<_>>());
+}
+
+/// A running nexus recording the ids of the events of type 4 it receives over plain NATS, on a
+/// connection with room for `room` messages waiting (plain NATS drops what does not fit).
+async fn roomy_receiver(
+    server: &NatsServer,
+    room: usize,
+) -> (AsyncEventNexus, Arc<Mutex<Vec<u64>>>) {
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(room)
+        .connect(server.url())
+        .await
+        .unwrap();
+    let into = NatsBoundary::with_client(client, PREFIX);
+    let (receiver, seen) = recorder_of(4);
+    receiver.add_producer(into.subscriber(4)).unwrap();
+    // The loop runs on by itself; its handle is not needed.
+    drop(running(&receiver).await);
+    (receiver, seen)
 }
 
 /// How many events the `burst` peer publishes on plain NATS before it ends.
@@ -216,18 +226,7 @@ fn what_a_process_published_and_flushed_before_it_ended_arrives() {
     use std::io::{BufRead, Write};
     let server = NatsServer::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (receiver, seen) = recorder_of(4);
-    // The loop runs on in the runtime; its handle is not needed.
-    runtime.block_on(async {
-        let client = async_nats::ConnectOptions::new()
-            .subscription_capacity(2 * LAST_BURST as usize)
-            .connect(server.url())
-            .await
-            .unwrap();
-        let into = NatsBoundary::with_client(client, PREFIX);
-        receiver.add_producer(into.subscriber(4)).unwrap();
-        drop(running(&receiver).await);
-    });
+    let (_receiver, seen) = runtime.block_on(roomy_receiver(&server, 2 * LAST_BURST as usize));
     let mut peer = std::process::Command::new(std::env::current_exe().unwrap())
         .env("NEXUS_NATS_BURST_TO", server.url())
         .stdin(std::process::Stdio::piped())
