@@ -7,7 +7,9 @@
 //!   from one to the other through a bounded queue, and replies can come back.
 //!
 //! Across processes and machines, with the `nats` feature: [`nats::NatsBoundary`] joins domains
-//! through a NATS server, with JetStream for at-least-once delivery that survives restarts.
+//! through a NATS server, with JetStream for at-least-once delivery that survives restarts. With
+//! the `otel` feature, a message carries the OpenTelemetry context of the `tracing` span it was
+//! published in, and the far side dispatches it in a span of the same trace.
 //!
 //! A fourth way needs nothing from this crate: one producer registered with several nexuses
 //! (see [`ProducerLink::add_nexus`](nexus_core::ProducerLink::add_nexus)).

@@ -7,6 +7,12 @@
 //! ([`NatsBoundary::jetstream`]) events are stored by the server and delivered at least once: the
 //! receiving side acknowledges an event only after its nexus has dispatched it, and an event
 //! delivered again (same id) is not dispatched twice.
+//!
+//! Besides its event, a message carries in its headers the event's cause (`Nexus-Cause`,
+//! `Nexus-Root`) and, with the feature `otel`, the OpenTelemetry context of the `tracing` span it
+//! was published in, written by the propagator installed with
+//! `opentelemetry::global::set_text_map_propagator`; the receiving side then dispatches the
+//! event in a `nexus.receive` span of that trace.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
