@@ -80,35 +80,11 @@ async fn a_discarder_consumes_what_it_gets() {
     assert!(matches!(err, NexusError::UnhandledEvent { .. }));
 }
 
-with_both_lanes!(
-    #[tokio::test]
-    a_boundary_forwards_only_the_types_it_is_registered_for
-);
-with_both_lanes!(
-    #[tokio::test]
-    a_closed_boundary_refuses_events_and_hands_them_back
-);
-with_both_lanes!(
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    closing_a_boundary_loses_none_of_ten_thousand_queued_events
-);
-with_both_lanes!(
-    #[tokio::test(start_paused = true)]
-    a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close
-);
-with_both_lanes!(
-    #[tokio::test]
-    closing_hands_back_what_no_producer_can_deliver
-);
-with_both_lanes!(
-    #[tokio::test]
-    replies_from_the_far_domain_reach_the_sending_domain
-);
-
 const LOG: i64 = 500;
 const OTHER: i64 = 501;
 const ACK: i64 = 502;
 
+with_both_lanes! { #[tokio::test] a_boundary_forwards_only_the_types_it_is_registered_for }
 async fn a_boundary_forwards_only_the_types_it_is_registered_for(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
     let boundary = make(8);
@@ -137,6 +113,7 @@ async fn a_boundary_forwards_only_the_types_it_is_registered_for(make: Make) {
     assert_eq!(probe.count("unexpected"), 0);
 }
 
+with_both_lanes! { #[tokio::test] a_closed_boundary_refuses_events_and_hands_them_back }
 async fn a_closed_boundary_refuses_events_and_hands_them_back(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
     let boundary = make(8);
@@ -158,6 +135,7 @@ async fn a_closed_boundary_refuses_events_and_hands_them_back(make: Make) {
     assert_eq!(err.into_event().map(|e| e.id), Some(9));
 }
 
+with_both_lanes! { #[tokio::test(flavor = "multi_thread", worker_threads = 2)] closing_a_boundary_loses_none_of_ten_thousand_queued_events }
 async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
     let boundary = make(16);
@@ -181,6 +159,7 @@ async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events(make: Make)
     assert_eq!(probe.handled(), every, "every event, in order");
 }
 
+with_both_lanes! { #[tokio::test(start_paused = true)] a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close }
 async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
     let boundary = make(1);
@@ -219,6 +198,7 @@ async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_clo
     assert_eq!(probe.handled(), [("logged", 1), ("logged", 2)]);
 }
 
+with_both_lanes! { #[tokio::test] closing_hands_back_what_no_producer_can_deliver }
 async fn closing_hands_back_what_no_producer_can_deliver(make: Make) {
     let app = AsyncEventNexus::new();
     let boundary = make(8);
@@ -242,6 +222,7 @@ async fn closing_hands_back_what_no_producer_can_deliver(make: Make) {
     assert_eq!(ids, [0, 1, 2]);
 }
 
+with_both_lanes! { #[tokio::test] replies_from_the_far_domain_reach_the_sending_domain }
 async fn replies_from_the_far_domain_reach_the_sending_domain(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
     let boundary = make(8);

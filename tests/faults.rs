@@ -196,10 +196,7 @@ async fn across_a_boundary(log: &Log, make: Make) -> (AsyncEventNexus, AsyncEven
     (a, b)
 }
 
-with_both_lanes!(
-    #[tokio::test(start_paused = true)]
-    shutdown_delivers_what_a_boundary_holds
-);
+with_both_lanes! { #[tokio::test(start_paused = true)] shutdown_delivers_what_a_boundary_holds }
 async fn shutdown_delivers_what_a_boundary_holds(make: Make) {
     let log = Log::default();
     let (a, b) = across_a_boundary(&log, make).await;
@@ -212,10 +209,7 @@ async fn shutdown_delivers_what_a_boundary_holds(make: Make) {
     assert!(matches!(err, NexusError::Closed { .. }), "{err}");
 }
 
-with_both_lanes!(
-    #[tokio::test(start_paused = true)]
-    a_short_shutdown_hands_back_what_a_boundary_did_not_deliver
-);
+with_both_lanes! { #[tokio::test(start_paused = true)] a_short_shutdown_hands_back_what_a_boundary_did_not_deliver }
 async fn a_short_shutdown_hands_back_what_a_boundary_did_not_deliver(make: Make) {
     let log = Log::default();
     let (_a, b) = across_a_boundary(&log, make).await;
