@@ -14,16 +14,19 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
+/// What `text` holds after the first `start`, up to the next `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let after = text
+        .split_once(start)
+        .unwrap_or_else(|| panic!("{start:?} not found"))
+        .1;
+    after.split(end).next().unwrap_or(after)
+}
+
 /// The variants of `NexusError`, read from its definition.
 fn error_variants() -> Vec<String> {
     let source = read(&root().join("nexus-core/src/error.rs"));
-    let body = source
-        .split("pub enum NexusError {")
-        .nth(1)
-        .expect("the enum NexusError")
-        .split("\n}\n")
-        .next()
-        .expect("its end");
+    let body = between(&source, "pub enum NexusError {", "\n}\n");
     body.lines()
         .filter_map(|line| {
             let rest = line.strip_prefix("    ")?;
@@ -99,13 +102,7 @@ fn public_docs_speak_of_the_original_library_not_of_a_seed() {
 #[test]
 fn the_feature_table_names_tests_that_exist() {
     let readme = read(&root().join("README.md"));
-    let table = readme
-        .split("## Beside the original and the peers")
-        .nth(1)
-        .expect("the section")
-        .split("\n## ")
-        .next()
-        .expect("its end");
+    let table = between(&readme, "## Beside the original and the peers", "\n## ");
     let rows: Vec<&str> = table
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| feature"))
