@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nexus_core::channel::{Bounded, Overflow};
+use nexus_core::channel::{Bounded, Overflow, TrySendError};
 use nexus_core::{
     AbortOnDrop, BoxError, ConsumerFuture, Delivery, Event, EventConsumer, EventProducer,
     EventQueue, EventSource, Handler, NexusError, ProducerLink, async_trait,
@@ -84,25 +84,15 @@ enum LaneRx {
     Ranked(Bounded<Event>),
 }
 
-/// Why an event is not on the queue.
-enum Refused {
-    Full(Event),
-    Closed(Event),
-}
-
 impl LaneTx {
-    fn try_send(&self, event: Event) -> Result<(), Refused> {
+    fn try_send(&self, event: Event) -> Result<(), TrySendError<Event>> {
         match self {
             LaneTx::Fifo(tx) => tx.try_send(event).map_err(|err| match err {
-                mpsc::error::TrySendError::Full(event) => Refused::Full(event),
-                mpsc::error::TrySendError::Closed(event) => Refused::Closed(event),
+                mpsc::error::TrySendError::Full(event) => TrySendError::Full(event),
+                mpsc::error::TrySendError::Closed(event) => TrySendError::Closed(event),
             }),
-            // A ranked channel waits when full: it never drops, so a refusal is full or closed.
-            LaneTx::Ranked(channel) => match channel.try_send(event) {
-                Ok(_) => Ok(()),
-                Err(event) if channel.is_closed() => Err(Refused::Closed(event)),
-                Err(event) => Err(Refused::Full(event)),
-            },
+            // A ranked lane waits when full: it never drops.
+            LaneTx::Ranked(channel) => channel.try_send(event).map(drop),
         }
     }
 
@@ -201,8 +191,8 @@ impl Lane {
         }
         match self.tx.try_send(event) {
             Ok(()) => Ok(None),
-            Err(Refused::Full(event)) => Ok(Some(event)),
-            Err(Refused::Closed(event)) => {
+            Err(TrySendError::Full(event)) => Ok(Some(event)),
+            Err(TrySendError::Closed(event)) => {
                 self.uncount();
                 Err(closed_error(event))
             }

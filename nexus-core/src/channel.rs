@@ -67,6 +67,24 @@ struct State<T> {
     closed: bool,
 }
 
+/// Why [`Bounded::try_send`] handed an item back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// The channel is full, and its [`Overflow`] is to wait.
+    Full(T),
+    /// The channel is closed.
+    Closed(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The item handed back.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(item) | Self::Closed(item) => item,
+        }
+    }
+}
+
 /// What [`Bounded::send`] did with a full channel under a dropping [`Overflow`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Sent<T> {
@@ -226,10 +244,12 @@ impl<T> Bounded<T> {
     ///
     /// # Errors
     ///
-    /// Hands `item` back when the channel is full under [`Overflow::Wait`], or closed.
-    pub fn try_send(&self, item: T) -> Result<Sent<T>, T> {
+    /// Hands `item` back, saying why: [`TrySendError::Full`] under [`Overflow::Wait`],
+    /// [`TrySendError::Closed`] once the channel is closed.
+    pub fn try_send(&self, item: T) -> Result<Sent<T>, TrySendError<T>> {
         self.offer(item).map_err(|refused| match refused {
-            Ok(item) | Err(item) => item,
+            Ok(item) => TrySendError::Full(item),
+            Err(item) => TrySendError::Closed(item),
         })
     }
 
@@ -403,7 +423,13 @@ mod tests {
 
         let wait = Bounded::new(1, Overflow::Wait);
         wait.send(1).await.unwrap();
-        assert_eq!(wait.try_send(2), Err(2), "full: the sender would wait");
+        assert_eq!(
+            wait.try_send(2),
+            Err(TrySendError::Full(2)),
+            "full: the sender would wait"
+        );
+        wait.close();
+        assert_eq!(wait.try_send(3), Err(TrySendError::Closed(3)));
         assert_eq!(wait.dropped(), 0);
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_core::Stream;
-use nexus_core::channel::{Bounded, Overflow, Sent};
+use nexus_core::channel::{Bounded, Overflow, Sent, TrySendError};
 use nexus_core::{
     BoxStream, Event, EventConverter, EventFactory, EventProducer, EventSource, NexusError,
     ProducerLink, SimpleEventConverter, async_trait,
@@ -308,11 +308,12 @@ impl EventSender {
     pub fn try_send(&self, event: Event) -> Result<(), NexusError> {
         let channel = &self.senders.channel;
         match channel.try_send(event) {
-            Err(event) if !channel.is_closed() => Err(NexusError::QueueFull {
+            Ok(sent) => self.sent(Ok(sent)),
+            Err(TrySendError::Full(event)) => Err(NexusError::QueueFull {
                 event: Box::new(event),
                 capacity: channel.capacity(),
             }),
-            sent => self.sent(sent),
+            Err(TrySendError::Closed(event)) => self.sent(Err(event)),
         }
     }
 }
