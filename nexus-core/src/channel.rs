@@ -169,6 +169,10 @@ impl<T> Bounded<T> {
         if state.closed {
             return Err(Err(item));
         }
+        // Only an item into an empty channel wakes a receiver: one waiting saw the channel
+        // empty, so the item that ended that was announced; one that takes an item and leaves
+        // others passes the wake-up on (`pass_on`).
+        let was_empty = state.queue.len() == 0;
         let sent = if state.queue.len() < self.shared.capacity {
             state.queue.push(item);
             Sent::Queued
@@ -188,8 +192,21 @@ impl<T> Bounded<T> {
             }
         };
         drop(state);
-        self.shared.items.notify_one();
+        if was_empty {
+            self.shared.items.notify_one();
+        }
         Ok(sent)
+    }
+
+    /// After a receiver took items under `state`: if some are left, another receiver waiting
+    /// may have had its wake-up spent on what this one took, so one is woken.
+    #[inline]
+    fn pass_on(&self, state: std::sync::MutexGuard<'_, State<T>>) {
+        let left = state.queue.len() != 0;
+        drop(state);
+        if left {
+            self.shared.items.notify_one();
+        }
     }
 
     /// Sends `item`: waits while the channel is full, or drops an item, as its [`Overflow`]
@@ -267,7 +284,7 @@ impl<T> Bounded<T> {
             {
                 let mut state = self.lock();
                 if let Some(item) = state.queue.pop() {
-                    drop(state);
+                    self.pass_on(state);
                     self.shared.room.notify_one();
                     return Some(item);
                 }
@@ -326,7 +343,7 @@ impl<T> Bounded<T> {
             return state.closed.then_some(0);
         }
         state.queue.take_into(buffer, moved);
-        drop(state);
+        self.pass_on(state);
         // A sender waiting for room registered before it last found the channel full, so
         // waking those registered reaches every one of them.
         self.shared.room.notify_waiters();
@@ -335,8 +352,10 @@ impl<T> Bounded<T> {
 
     /// The next item if there is one now.
     pub fn try_recv(&self) -> Option<T> {
-        let item = self.lock().queue.pop();
+        let mut state = self.lock();
+        let item = state.queue.pop();
         if item.is_some() {
+            self.pass_on(state);
             self.shared.room.notify_one();
         }
         item
@@ -455,6 +474,42 @@ mod tests {
         }
         assert_eq!(channel.recv_many(&mut taken, 8).await, 2);
         assert_eq!(taken, [1, 2, 3, 4]);
+    }
+
+    /// Only the first of items sent at once wakes a receiver: one that takes an item and leaves
+    /// others passes the wake-up on, so every receiver waiting gets one, whichever way it takes.
+    #[tokio::test(start_paused = true)]
+    async fn items_sent_at_once_reach_every_waiting_receiver() {
+        for take_many in [false, true] {
+            let channel = Bounded::new(8, Overflow::Wait);
+            let receivers: Vec<_> = (0..3)
+                .map(|_| {
+                    let channel = channel.clone();
+                    tokio::spawn(async move {
+                        if take_many {
+                            let mut taken = VecDeque::new();
+                            channel.recv_many(&mut taken, 1).await;
+                            taken.pop_front()
+                        } else {
+                            channel.recv().await
+                        }
+                    })
+                })
+                .collect();
+            tokio::task::yield_now().await; // all three wait on an empty channel
+            for n in 1..=3 {
+                channel.try_send(n).unwrap();
+            }
+            let mut got = Vec::new();
+            for receiver in receivers {
+                let item = tokio::time::timeout(std::time::Duration::from_secs(5), receiver)
+                    .await
+                    .unwrap_or_else(|_| panic!("a receiver waited on (take_many: {take_many})"));
+                got.extend(item.unwrap());
+            }
+            got.sort_unstable();
+            assert_eq!(got, [1, 2, 3], "take_many: {take_many}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
