@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::support::running;
 use nexus::bus::AsyncEventBoundary;
+use nexus::sources::ChannelProducer;
 use nexus::testing::Probe;
 use nexus::{AsyncEventNexus, Cause, Event, EventQueue};
 
@@ -130,4 +131,62 @@ async fn a_handler_forwarding_its_own_event_does_not_make_it_its_own_cause() {
     let _f = running(&first).await;
     first.ingest(Event::new(8, 5, 0, ())).await.unwrap();
     assert_eq!(probe.events("second")[0].cause, None);
+}
+
+/// A producer delivers what is waiting in one run of the nexus's gate: each event of the run
+/// still has the cause it had when sent (none, or the one stated), not the event before it.
+#[tokio::test]
+async fn a_producers_events_delivered_in_one_run_are_not_each_others_cause() {
+    let nexus = AsyncEventNexus::new();
+    let probe = Probe::new();
+    nexus
+        .add_handler(
+            ORDER,
+            probe.wrap("order", |e: Event, q: EventQueue| async move {
+                q.put(Event::new(e.id + 100, INVOICE, 0, ()))
+            }),
+        )
+        .unwrap();
+    nexus
+        .add_handler(INVOICE, probe.handler("invoice"))
+        .unwrap();
+    let (producer, sender) = ChannelProducer::new(8);
+    nexus.add_producer(producer).unwrap();
+    for id in 1..=5 {
+        let order = Event::new(id, ORDER, 0, ());
+        let order = if id == 3 {
+            order.caused_by(&Event::new(77, AUDIT, 0, ()))
+        } else {
+            order
+        };
+        sender.send(order).await.unwrap();
+    }
+    // All five wait in the channel when the loop starts: one run takes them.
+    let _task = running(&nexus).await;
+    probe
+        .until_count("invoice", 5, Duration::from_secs(5))
+        .await;
+    let causes = |name| -> Vec<(u64, Option<Cause>)> {
+        probe
+            .events(name)
+            .into_iter()
+            .map(|e| (e.id, e.cause))
+            .collect()
+    };
+    let stated = Some(Cause { id: 77, root: 77 });
+    assert_eq!(
+        causes("order"),
+        [(1, None), (2, None), (3, stated), (4, None), (5, None)]
+    );
+    let invoice = |id, root| (id + 100, Some(Cause { id, root }));
+    assert_eq!(
+        causes("invoice"),
+        [
+            invoice(1, 1),
+            invoice(2, 2),
+            invoice(3, 77),
+            invoice(4, 4),
+            invoice(5, 5)
+        ]
+    );
 }

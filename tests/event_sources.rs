@@ -212,6 +212,49 @@ async fn a_producer_reaches_every_nexus_it_is_registered_with() {
     );
 }
 
+/// A channel producer delivers what waits in its channel in one hold of the nexus's gate, but
+/// not past another caller: an `ingest` that comes to wait for the gate goes before the rest of
+/// the run.
+#[tokio::test(start_paused = true)]
+async fn an_ingest_waiting_for_the_gate_goes_before_the_rest_of_a_producers_run() {
+    let nexus = AsyncEventNexus::new();
+    let probe = nexus::testing::Probe::new();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let told = Arc::clone(&go);
+    nexus
+        .add_handler(
+            1,
+            probe.wrap("seen", move |e: Event, _q: EventQueue| {
+                let told = Arc::clone(&told);
+                async move {
+                    if e.id == 2 {
+                        // While this call waits, another task comes to ingest.
+                        told.notify_one();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Ok::<(), NexusError>(())
+                }
+            }),
+        )
+        .unwrap();
+    let (producer, sender) = nexus::sources::ChannelProducer::new(8);
+    nexus.add_producer(producer).unwrap();
+    for id in 1..=5 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    let outside = {
+        let nexus = nexus.clone();
+        tokio::spawn(async move {
+            go.notified().await;
+            nexus.ingest(Event::new(100, 1, 0, ())).await
+        })
+    };
+    let _task = running(&nexus).await;
+    probe.until_count("seen", 6, Duration::from_secs(5)).await;
+    outside.await.unwrap().unwrap();
+    assert_eq!(probe.ids("seen"), [1, 2, 100, 3, 4, 5]);
+}
+
 #[tokio::test]
 async fn producers_refuse_to_start_or_emit_without_a_nexus() {
     let link = ProducerLink::new();

@@ -319,35 +319,57 @@ impl Drop for Pending {
     }
 }
 
-/// An event being delivered: settled as cut short should its delivery be dropped.
+/// The event a run is delivering, if any: settled when the run asks for the next one (so it
+/// was delivered), when the run ends with its error, or as cut short should the run be dropped.
 struct InFlight<'a> {
     lane: &'a Lane,
-    id: u64,
-    done: bool,
+    id: Option<u64>,
+}
+
+impl InFlight<'_> {
+    fn settle(&mut self, outcome: Result<(), NexusError>) {
+        if self.id.take().is_some() {
+            self.lane.settle(outcome);
+        }
+    }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if let Some(id) = self.id.take() {
             self.lane.settle(Err(NexusError::source(
                 "AsyncEventBoundary producer",
                 "distribute_event",
-                format!("the delivery of event {} was cut short", self.id),
+                format!("the delivery of event {id} was cut short"),
             )));
         }
     }
 }
 
-/// Delivers one event and settles it.
-async fn deliver(lane: &Lane, delivery: &Delivery<'_>, event: Event) {
-    let mut flight = InFlight {
-        lane,
-        id: event.id,
-        done: false,
-    };
-    let outcome = delivery.distribute_event(event).await;
-    flight.done = true;
-    lane.settle(outcome);
+/// Delivers `first`, then up to `RUN - 1` more events waiting on `rx`, settling each.
+async fn deliver(lane: &Lane, delivery: &Delivery<'_>, rx: &mut LaneRx, first: Event) {
+    let mut first = Some(first);
+    let mut more = RUN - 1;
+    let mut flight = InFlight { lane, id: None };
+    loop {
+        let ran = delivery
+            .distribute_run(|| {
+                // Asked for the next event: the one before it was delivered.
+                flight.settle(Ok(()));
+                let event = first.take().or_else(|| {
+                    more = more.checked_sub(1)?;
+                    rx.try_recv()
+                })?;
+                flight.id = Some(event.id);
+                Some(event)
+            })
+            .await;
+        match ran {
+            Ok(()) => return flight.settle(Ok(())),
+            // The event in flight failed; the run goes on with the next.
+            Err(err) => flight.settle(Err(err)),
+        }
+    }
 }
 
 /// How many waiting events a producer delivers with one lookup of its nexuses.
@@ -598,13 +620,7 @@ impl EventSource for BoundaryProducer {
                 };
                 // What is already waiting goes through one lookup of the nexuses.
                 let delivery = link.delivery();
-                deliver(lane, &delivery, event).await;
-                for _ in 1..RUN {
-                    let Some(event) = pending.rx.try_recv() else {
-                        break;
-                    };
-                    deliver(lane, &delivery, event).await;
-                }
+                deliver(lane, &delivery, &mut pending.rx, event).await;
             }
             link.finish();
         }));

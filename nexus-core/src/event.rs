@@ -65,8 +65,16 @@ impl Event {
     /// or is that very event.
     #[inline]
     pub(crate) fn inherit_cause(&mut self) {
+        if self.cause.is_none() {
+            self.inherit(current_cause());
+        }
+    }
+
+    /// Gives this event `cause`, unless it has one, or is that very event.
+    #[inline]
+    pub(crate) fn inherit(&mut self, cause: Option<Cause>) {
         if self.cause.is_none()
-            && let Some(cause) = current_cause()
+            && let Some(cause) = cause
             && cause.id != self.id
         {
             self.cause = Some(cause);

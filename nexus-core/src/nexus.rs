@@ -649,6 +649,16 @@ impl AsyncEventNexus {
         dispatch::Dispatch::new(&self.inner, event, Check::Producer)
     }
 
+    /// A producer's `event`, then those `feed` gives, in one hold of the gate while nothing
+    /// stops the run (see `Dispatch::run`).
+    pub(crate) fn ingest_run_from_producer<'a>(
+        &'a self,
+        event: Event,
+        feed: dispatch::Feed<'a>,
+    ) -> impl Future<Output = Result<(), NexusError>> + Send + 'a {
+        dispatch::Dispatch::run(&self.inner, event, feed)
+    }
+
     /// A producer's event failed under `Propagate`: the loop ends, and returns `err`.
     pub(crate) fn end_loop(&self, err: NexusError) {
         let raw = self.inner.state.load(Ordering::Acquire);

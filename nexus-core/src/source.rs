@@ -609,6 +609,57 @@ impl Delivery<'_> {
             Err(err) => Err(link.failed(last, err)),
         }
     }
+
+    /// Ingests the events `next` gives, one after another, until it gives `None`: the same
+    /// as [`distribute_event`](Self::distribute_event) for each in turn, but into a single
+    /// nexus the run takes the nexus's gate once for as many events as follow without an error
+    /// while no other task waits for it, rather than once per event. `next` is called only
+    /// when the run is ready for an event, so an event it gives is never held between the two
+    /// (a run dropped midway drops only the event being dispatched, counted as cancelled); and
+    /// it is called under the nexus's gate, so it must not wait for that nexus.
+    ///
+    /// ```
+    /// use std::collections::VecDeque;
+    /// use nexus_core::{Event, ProducerLink};
+    ///
+    /// /// Delivers what is waiting in `events`, logging the events that fail.
+    /// async fn deliver_waiting(link: &ProducerLink, events: &mut VecDeque<Event>) {
+    ///     let delivery = link.delivery();
+    ///     while let Err(err) = delivery.distribute_run(|| events.pop_front()).await {
+    ///         eprintln!("{err}");
+    ///     }
+    /// }
+    /// # fn main() { let _ = deliver_waiting; }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first error of an event, as [`distribute_event`](Self::distribute_event) gives
+    /// it; the events after it are left to `next` (call again to go on with them).
+    pub async fn distribute_run(
+        &self,
+        mut next: impl FnMut() -> Option<Event> + Send,
+    ) -> Result<(), NexusError> {
+        let link = self.link;
+        let (Targets::One(Some(nexus)), true) = (&self.targets, link.is_started()) else {
+            while let Some(event) = next() {
+                self.distribute_event(event).await?;
+            }
+            return Ok(());
+        };
+        let delivered = &link.shared.delivered;
+        let mut fed = || {
+            let event = next()?;
+            delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Some(event)
+        };
+        while let Some(event) = fed() {
+            if let Err(err) = nexus.ingest_run_from_producer(event, &mut fed).await {
+                return Err(link.failed(nexus, err));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A registered source, by kind.

@@ -422,9 +422,17 @@ async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Recei
         }
         let delivery = link.delivery();
         let mut run = 0;
-        // `has_changed` is one atomic load: the mode's lock is taken only when it changed.
-        while !(mode.has_changed().unwrap_or(true) && *mode.borrow_and_update() == STOP)
-            && let Some(event) = match taken.events.pop_front() {
+        let mut stopped = false;
+        // The next event, unless the producer was told to stop (`has_changed` is one atomic
+        // load: the mode's lock is taken only when it changed). A stop is kept, so that nothing
+        // more is taken after it.
+        let mut next = || {
+            stopped = stopped
+                || (mode.has_changed().unwrap_or(true) && *mode.borrow_and_update() == STOP);
+            if stopped {
+                return None;
+            }
+            match taken.events.pop_front() {
                 Some(event) => Some(event),
                 None if ranked && run < BATCH => {
                     run += 1;
@@ -432,11 +440,10 @@ async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Recei
                 }
                 None => None,
             }
-        {
-            // A refused event was handed back and counted by the nexus (as returned).
-            if let Err(err) = delivery.distribute_event(event).await {
-                tracing::error!(error = %err, "channel producer could not deliver an event");
-            }
+        };
+        // A refused event was handed back and counted by the nexus (as returned).
+        while let Err(err) = delivery.distribute_run(&mut next).await {
+            tracing::error!(error = %err, "channel producer could not deliver an event");
         }
     }
 }

@@ -900,21 +900,53 @@ pub(crate) enum Check {
     Producer,
 }
 
+/// Where a run of a producer's events comes from ([`Dispatch::run`]): the next event, or `None`
+/// when the run is over.
+pub(crate) type Feed<'a> = &'a mut (dyn FnMut() -> Option<Event> + Send);
+
+/// What a dispatch goes on with once its event is over: nothing (`()`, an `ingest`), or the
+/// next event of a run (a [`Feed`]). A type, so that a single `ingest` carries nothing of it.
+pub(crate) trait Then: Send + Unpin {
+    /// Whether there may be a next event.
+    const RUNS: bool;
+
+    /// The next event, if any.
+    fn next(&mut self) -> Option<Event>;
+}
+
+impl Then for () {
+    const RUNS: bool = false;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Event> {
+        None
+    }
+}
+
+impl Then for Feed<'_> {
+    const RUNS: bool = true;
+
+    #[inline]
+    fn next(&mut self) -> Option<Event> {
+        self()
+    }
+}
+
 /// The future of one `ingest`: dispatches the event, then every secondary event it led to.
 ///
 /// Dropped before it is over (cancelled), it leaves the nexus as if its event had failed with
 /// [`NexusError::Cancelled`]: counted, and given to the error policy. Events its handlers had
 /// queued stay on the queue, and the next dispatch of the nexus dispatches them before its own
 /// event, their failures going to the error policy, never to that caller.
-pub(super) struct Dispatch<'a> {
+pub(super) struct Dispatch<'a, T: Then = ()> {
     check: Check,
     /// All that needs dropping, dropped as soon as the dispatch is over: the future is then
     /// dropped in a couple of instructions, where it was awaited.
-    live: Early<Live<'a>>,
+    live: Early<Live<'a, T>>,
 }
 
 /// A dispatch under way.
-struct Live<'a> {
+struct Live<'a, T> {
     inner: &'a Inner,
     /// The event being dispatched. Declared before the stage, so that a waiting call is dropped
     /// before the gate is released.
@@ -925,6 +957,8 @@ struct Live<'a> {
     /// The caller's own event, set aside while events that were on the queue before it took the
     /// gate (queued outside a dispatch, or left by a cancelled one) are dispatched first.
     own: Option<Box<Event>>,
+    /// For a run of a producer's events, where the next ones come from.
+    then: T,
 }
 
 /// Where a dispatch stands with the nexus's gate.
@@ -942,7 +976,28 @@ impl<'a> Dispatch<'a> {
     /// event is dispatched even if one fails; what happens to failures is the error policy's
     /// choice. `check` says when the event is refused.
     #[inline]
-    pub(crate) fn new(inner: &'a Inner, mut event: Event, check: Check) -> Self {
+    pub(crate) fn new(inner: &'a Inner, event: Event, check: Check) -> Self {
+        Dispatch::with(inner, event, check, ())
+    }
+}
+
+impl<'a> Dispatch<'a, Feed<'a>> {
+    /// Dispatches a producer's `event` as [`new`](Self::new) does, then, holding the gate on,
+    /// the events `feed` gives, each with its secondary events, for as long as: each ends
+    /// without an error for the caller, no other task waits for the gate, and the nexus takes
+    /// events (running, and not in bit mode, which refuses some). Ready once `feed` gives
+    /// `None` or the run stops for one of those reasons, with the error of its last event, if
+    /// any; the caller goes on with a new run. Each event taken from `feed` is begun at once,
+    /// so none is between the feed and the dispatch when the run is dropped.
+    #[inline]
+    pub(crate) fn run(inner: &'a Inner, event: Event, feed: Feed<'a>) -> Self {
+        Self::with(inner, event, Check::Producer, feed)
+    }
+}
+
+impl<'a, T: Then> Dispatch<'a, T> {
+    #[inline(always)]
+    fn with(inner: &'a Inner, mut event: Event, check: Check, then: T) -> Self {
         event.inherit_cause();
         Self {
             check,
@@ -957,6 +1012,7 @@ impl<'a> Dispatch<'a> {
                 stage: Stage::Fresh,
                 first_error: None,
                 own: None,
+                then,
             }),
         }
     }
@@ -974,7 +1030,7 @@ impl<'a> Dispatch<'a> {
     }
 }
 
-impl<'a> Live<'a> {
+impl<'a, T: Then> Live<'a, T> {
     /// Takes the gate for the first event: at once, or after waiting for it. Ready with the
     /// dispatch's end when the event is refused or taken as a secondary event.
     #[inline(always)]
@@ -1101,7 +1157,7 @@ impl<'a> Live<'a> {
         };
         // Handlers run only under this mark, which tells a call back into this nexus (queued) or
         // into one waiting further up (a cycle) from any other.
-        let _mark = Mark::push(address(inner), self.cursor.cause);
+        let mark = Mark::push(address(inner), self.cursor.cause);
         loop {
             if self.own.is_none() {
                 ready!(
@@ -1121,7 +1177,17 @@ impl<'a> Live<'a> {
                         guard.refresh(inner);
                         self.cursor.begin(inner, *own);
                     }
-                    None => return Poll::Ready(self.first_error.take()),
+                    None => match then(&mut self.then, inner, guard, &self.first_error) {
+                        Some(mut next) => {
+                            // Arrived now, as an `ingest` of it would, with the cause the
+                            // producer's events have outside the mark.
+                            bump(&inner.outcomes.arrived);
+                            next.inherit(mark.cause_before);
+                            guard.refresh(inner);
+                            self.cursor.begin(inner, next);
+                        }
+                        None => return Poll::Ready(self.first_error.take()),
+                    },
                 },
             }
             swap_current_cause(self.cursor.cause);
@@ -1170,7 +1236,7 @@ impl<'a> Live<'a> {
     }
 }
 
-impl Drop for Dispatch<'_> {
+impl<T: Then> Drop for Dispatch<'_, T> {
     /// A dispatch dropped before it was over (a finished one has dropped what it held already,
     /// so that this is seen to do nothing where it was awaited) is cancelled.
     #[inline(always)]
@@ -1179,6 +1245,25 @@ impl Drop for Dispatch<'_> {
             live.cancel();
         }
     }
+}
+
+/// The next event of a run ([`Dispatch::run`]) while it may go on, taken under the gate already
+/// held.
+#[inline(always)]
+fn then<T: Then>(
+    then: &mut T,
+    inner: &Inner,
+    guard: &GateGuard<'_, Dispatcher>,
+    first_error: &Option<Box<NexusError>>,
+) -> Option<Event> {
+    if !T::RUNS || first_error.is_some() || guard.others_wait() || inner.bit_mode {
+        return None;
+    }
+    let raw = inner.state.load(Ordering::Acquire);
+    if raw != LOOPING && raw != STARTING {
+        return None;
+    }
+    then.next()
 }
 
 /// Dispatches an event that was on the queue before this dispatch took the gate: its failure goes
@@ -1223,7 +1308,7 @@ fn cancelled(inner: &Inner, id: u64, event_type: &EventType, kept: Option<Event>
     }
 }
 
-impl Future for Dispatch<'_> {
+impl<T: Then> Future for Dispatch<'_, T> {
     type Output = Result<(), NexusError>;
 
     #[inline(always)]

@@ -125,6 +125,15 @@ impl<T> DerefMut for GateGuard<'_, T> {
     }
 }
 
+impl<T> GateGuard<'_, T> {
+    /// Whether another task waits for the gate. A hint for a holder that could go on: one that
+    /// counts itself just after this is still served when the gate is released.
+    #[inline]
+    pub(crate) fn others_wait(&self) -> bool {
+        self.gate.waiters.load(Relaxed) != 0
+    }
+}
+
 impl<T> Drop for GateGuard<'_, T> {
     fn drop(&mut self) {
         self.gate.unlock();
