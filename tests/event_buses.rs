@@ -222,6 +222,47 @@ async fn closing_hands_back_what_no_producer_can_deliver(make: Make) {
     assert_eq!(ids, [0, 1, 2]);
 }
 
+with_both_lanes! { #[tokio::test] an_event_failing_amid_the_waiting_ones_is_settled_with_its_own_error }
+/// Five events wait in the lane when the far loop starts, and go in one run. The third fails
+/// (under `Propagate`, which ends the far loop): close reports that failure for it, and hands
+/// back the two after it, refused by the stopped nexus; the two before it were delivered.
+async fn an_event_failing_amid_the_waiting_ones_is_settled_with_its_own_error(make: Make) {
+    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let boundary = make(8);
+    app.add_consumer(LOG, boundary.handler()).unwrap();
+    logging.add_producer(boundary.producer()).unwrap();
+    let probe = Probe::new();
+    let third_fails =
+        |e: Event, _q: EventQueue| async move { if e.id == 2 { Err("the third") } else { Ok(()) } };
+    logging
+        .add_handler(LOG, probe.wrap("logged", third_fails))
+        .unwrap();
+    let _a = running(&app).await;
+    for id in 0..5 {
+        app.ingest(Event::new(id, LOG, 0, ())).await.unwrap();
+    }
+    let far = logging.start().unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), boundary.close())
+        .await
+        .expect("close")
+        .unwrap_err();
+    let ended = far.await.unwrap().unwrap_err();
+    assert!(matches!(ended, NexusError::Handler { id: 2, .. }), "{ended}");
+    assert_eq!(probe.ids("logged"), [0, 1, 2]);
+    let NexusError::CloseFailed { failures } = err else {
+        panic!("{err}")
+    };
+    let (failed, handed_back): (Vec<_>, Vec<_>) = failures
+        .into_iter()
+        .partition(|f| matches!(f, NexusError::LoopEnded { .. }));
+    let handed_back: Vec<u64> = handed_back
+        .into_iter()
+        .filter_map(|f| f.into_event().map(|e| e.id))
+        .collect();
+    assert_eq!(handed_back, [3, 4]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+}
+
 with_both_lanes! { #[tokio::test] replies_from_the_far_domain_reach_the_sending_domain }
 async fn replies_from_the_far_domain_reach_the_sending_domain(make: Make) {
     let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
