@@ -247,7 +247,10 @@ async fn an_event_failing_amid_the_waiting_ones_is_settled_with_its_own_error(ma
         .expect("close")
         .unwrap_err();
     let ended = far.await.unwrap().unwrap_err();
-    assert!(matches!(ended, NexusError::Handler { id: 2, .. }), "{ended}");
+    assert!(
+        matches!(ended, NexusError::Handler { id: 2, .. }),
+        "{ended}"
+    );
     assert_eq!(probe.ids("logged"), [0, 1, 2]);
     let NexusError::CloseFailed { failures } = err else {
         panic!("{err}")

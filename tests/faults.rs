@@ -880,3 +880,49 @@ async fn an_unhandled_event_from_a_zeromq_peer_does_not_stop_the_nexus() {
     nexus.stop();
     running.await.unwrap().unwrap();
 }
+
+/// A producer that only holds its link: the test delivers through it by hand.
+struct Hand(nexus::ProducerLink);
+
+impl EventSource for Hand {}
+
+impl nexus::EventProducer for Hand {
+    fn link(&self) -> &nexus::ProducerLink {
+        &self.0
+    }
+}
+
+/// A producer's `next` that panics in the middle of a run unwinds to the producer; the nexus
+/// has released its gate, the events before the panic were dispatched and counted, and it
+/// takes the next events as before.
+#[tokio::test]
+async fn a_run_whose_next_panics_leaves_the_nexus_as_after_the_event_before() {
+    let nexus = AsyncEventNexus::new();
+    let probe = nexus::testing::Probe::new();
+    nexus.add_handler(1, probe.handler("seen")).unwrap();
+    let link = nexus::ProducerLink::default();
+    nexus.add_producer(Hand(link.clone())).unwrap();
+    let _task = running(&nexus).await;
+    let panicked = tokio::spawn(async move {
+        let mut left = 0..5_u64;
+        link.delivery()
+            .distribute_run(|| match left.next() {
+                Some(3) => panic!("the producer's own bug"),
+                id => id.map(|id| Event::new(id, 1, 0, ())),
+            })
+            .await
+    })
+    .await
+    .unwrap_err();
+    assert!(panicked.is_panic());
+    assert_eq!(probe.ids("seen"), [0, 1, 2]);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        nexus.ingest(Event::new(9, 1, 0, ())),
+    )
+    .await
+    .expect("the gate was left held")
+    .unwrap();
+    assert_eq!(probe.ids("seen"), [0, 1, 2, 9]);
+    assert_balanced(&nexus.stats(), 4);
+}
