@@ -15,6 +15,15 @@ const INVOICE: i64 = 2;
 const RECEIPT: i64 = 3;
 const AUDIT: i64 = 4;
 
+/// The id and cause of each event `probe` recorded under `name`, in order.
+fn causes(probe: &Probe, name: &str) -> Vec<(u64, Option<Cause>)> {
+    probe
+        .events(name)
+        .into_iter()
+        .map(|e| (e.id, e.cause))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_secondary_event_a_crossing_and_a_reply_carry_their_cause_and_root() {
     let (shop, billing) = (AsyncEventNexus::new(), AsyncEventNexus::new());
@@ -62,13 +71,7 @@ async fn a_secondary_event_a_crossing_and_a_reply_carry_their_cause_and_root() {
     probe.until_count("audit", 2, Duration::from_secs(10)).await;
 
     let cause = |id, root| Some(Cause { id, root });
-    let seen = |name| -> Vec<(u64, Option<Cause>)> {
-        probe
-            .events(name)
-            .into_iter()
-            .map(|e| (e.id, e.cause))
-            .collect()
-    };
+    let seen = |name| causes(&probe, name);
     // The invoice crossed with the cause it was queued with: its order.
     assert_eq!(seen("invoice"), [(101, cause(1, 1)), (102, cause(2, 2))]);
     // The receipt, made on the far side, came back saying which invoice led to it.
@@ -99,13 +102,8 @@ async fn an_event_from_outside_a_handler_has_no_cause_and_a_stated_one_is_kept()
     nexus.ingest(Event::new(1, 1, 0, ())).await.unwrap();
     nexus.ingest(Event::new(10, 2, 0, ())).await.unwrap();
     nexus.ingest(Event::new(20, 1, 0, ())).await.unwrap();
-    let causes: Vec<(u64, Option<Cause>)> = probe
-        .events("one")
-        .into_iter()
-        .map(|e| (e.id, e.cause))
-        .collect();
     assert_eq!(
-        causes,
+        causes(&probe, "one"),
         [
             (1, None),
             (11, Some(Cause { id: 77, root: 77 })),
@@ -166,21 +164,14 @@ async fn a_producers_events_delivered_in_one_run_are_not_each_others_cause() {
     probe
         .until_count("invoice", 5, Duration::from_secs(5))
         .await;
-    let causes = |name| -> Vec<(u64, Option<Cause>)> {
-        probe
-            .events(name)
-            .into_iter()
-            .map(|e| (e.id, e.cause))
-            .collect()
-    };
     let stated = Some(Cause { id: 77, root: 77 });
     assert_eq!(
-        causes("order"),
+        causes(&probe, "order"),
         [(1, None), (2, None), (3, stated), (4, None), (5, None)]
     );
     let invoice = |id, root| (id + 100, Some(Cause { id, root }));
     assert_eq!(
-        causes("invoice"),
+        causes(&probe, "invoice"),
         [
             invoice(1, 1),
             invoice(2, 2),

@@ -84,14 +84,28 @@ const LOG: i64 = 500;
 const OTHER: i64 = 501;
 const ACK: i64 = 502;
 
+/// Two domains, `app` and `logging`, joined by a boundary of `capacity` (made by `make`) that
+/// carries type `LOG` from `app` to `logging`.
+fn joined(
+    make: Make,
+    capacity: usize,
+) -> (
+    AsyncEventNexus,
+    AsyncEventNexus,
+    nexus::bus::AsyncEventBoundary,
+) {
+    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let boundary = make(capacity);
+    app.add_consumer(LOG, boundary.handler()).unwrap();
+    logging.add_producer(boundary.producer()).unwrap();
+    (app, logging, boundary)
+}
+
 with_both_lanes! { #[tokio::test] a_boundary_forwards_only_the_types_it_is_registered_for }
 async fn a_boundary_forwards_only_the_types_it_is_registered_for(make: Make) {
-    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = make(8);
+    let (app, logging, boundary) = joined(make, 8);
     let probe = Probe::new();
-    app.add_consumer(LOG, boundary.handler()).unwrap();
     app.add_handler(OTHER, probe.handler("app")).unwrap();
-    logging.add_producer(boundary.producer()).unwrap();
     logging.add_handler(LOG, probe.handler("logged")).unwrap();
     logging
         .add_handler(-1, probe.handler("unexpected"))
@@ -115,10 +129,7 @@ async fn a_boundary_forwards_only_the_types_it_is_registered_for(make: Make) {
 
 with_both_lanes! { #[tokio::test] a_closed_boundary_refuses_events_and_hands_them_back }
 async fn a_closed_boundary_refuses_events_and_hands_them_back(make: Make) {
-    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = make(8);
-    app.add_consumer(LOG, boundary.handler()).unwrap();
-    logging.add_producer(boundary.producer()).unwrap();
+    let (app, logging, boundary) = joined(make, 8);
     logging
         .add_handler(LOG, Probe::new().handler("logged"))
         .unwrap();
@@ -137,10 +148,7 @@ async fn a_closed_boundary_refuses_events_and_hands_them_back(make: Make) {
 
 with_both_lanes! { #[tokio::test(flavor = "multi_thread", worker_threads = 2)] closing_a_boundary_loses_none_of_ten_thousand_queued_events }
 async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events(make: Make) {
-    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = make(16);
-    app.add_consumer(LOG, boundary.handler()).unwrap();
-    logging.add_producer(boundary.producer()).unwrap();
+    let (app, logging, boundary) = joined(make, 16);
     let probe = Probe::new();
     let slower = |_e: Event, _q: EventQueue| async {
         tokio::task::yield_now().await; // the receiving side is the slower one
@@ -161,10 +169,7 @@ async fn closing_a_boundary_loses_none_of_ten_thousand_queued_events(make: Make)
 
 with_both_lanes! { #[tokio::test(start_paused = true)] a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close }
 async fn a_crossing_that_waits_for_room_and_is_given_up_is_not_waited_for_by_close(make: Make) {
-    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = make(1);
-    app.add_consumer(LOG, boundary.handler()).unwrap();
-    logging.add_producer(boundary.producer()).unwrap();
+    let (app, logging, boundary) = joined(make, 1);
     // The logging domain's handler holds each event until it is let go.
     let go = Arc::new(tokio::sync::Semaphore::new(0));
     let (probe, g) = (Probe::new(), go.clone());
@@ -227,10 +232,7 @@ with_both_lanes! { #[tokio::test] an_event_failing_amid_the_waiting_ones_is_sett
 /// (under `Propagate`, which ends the far loop): close reports that failure for it, and hands
 /// back the two after it, refused by the stopped nexus; the two before it were delivered.
 async fn an_event_failing_amid_the_waiting_ones_is_settled_with_its_own_error(make: Make) {
-    let (app, logging) = (AsyncEventNexus::new(), AsyncEventNexus::new());
-    let boundary = make(8);
-    app.add_consumer(LOG, boundary.handler()).unwrap();
-    logging.add_producer(boundary.producer()).unwrap();
+    let (app, logging, boundary) = joined(make, 8);
     let probe = Probe::new();
     let third_fails =
         |e: Event, _q: EventQueue| async move { if e.id == 2 { Err("the third") } else { Ok(()) } };
