@@ -421,7 +421,8 @@ async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Recei
             return;
         }
         let delivery = link.delivery();
-        let mut run = 0;
+        // Events of this run taken so far: a ranked run takes the rest one at a time, up to `BATCH`.
+        let mut run = moved;
         let mut stopped = false;
         // The next event, unless the producer was told to stop (`has_changed` is one atomic
         // load: the mode's lock is taken only when it changed). A stop is kept, so that nothing
