@@ -53,7 +53,7 @@ async fn peer(role: String) {
             let f = file.clone();
             nexus
                 .add_handler(TYPE, move |e: Event, _q: EventQueue| {
-                    writeln!(f.lock().unwrap(), "{}", e.payload).unwrap();
+                    write_line(&f, &e.payload.to_string());
                 })
                 .unwrap();
             nexus
@@ -79,11 +79,20 @@ async fn peer(role: String) {
                     .publish(&Event::new(id, TYPE, 0, payload.clone()))
                     .await
                     .unwrap();
-                writeln!(file.lock().unwrap(), "{payload}").unwrap();
+                write_line(&file, &payload);
             }
         }
         other => panic!("unknown peer role {other}"),
     }
+}
+
+/// Appends `line` and its newline in one write: a peer killed with SIGKILL leaves either the
+/// whole line or nothing, never a part that the next process's first line would run on from.
+fn write_line(file: &Mutex<std::fs::File>, line: &str) {
+    file.lock()
+        .unwrap()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
 }
 
 /// Starts this test binary again as a peer; what it says goes to `<role>.log` beside `out`.
