@@ -926,3 +926,44 @@ async fn a_run_whose_next_panics_leaves_the_nexus_as_after_the_event_before() {
     assert_eq!(probe.ids("seen"), [0, 1, 2, 9]);
     assert_balanced(&nexus.stats(), 4);
 }
+
+/// A run dropped while one of its events waits in its handler: that event is cancelled and
+/// counted, the ones before it were dispatched, and those after it were never taken from the
+/// producer, which still holds them.
+#[tokio::test(start_paused = true)]
+async fn a_run_dropped_midway_holds_only_the_event_it_was_dispatching() {
+    let nexus = AsyncEventNexus::new();
+    let probe = nexus::testing::Probe::new();
+    let stuck = |e: Event, _q: EventQueue| async move {
+        if e.id == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok::<(), NexusError>(())
+    };
+    nexus.add_handler(1, probe.wrap("seen", stuck)).unwrap();
+    let link = nexus::ProducerLink::default();
+    nexus.add_producer(Hand(link.clone())).unwrap();
+    let _task = running(&nexus).await;
+    let mut waiting: std::collections::VecDeque<Event> =
+        (0..5).map(|id| Event::new(id, 1, 0, ())).collect();
+    let delivery = link.delivery();
+    let run = delivery.distribute_run(|| waiting.pop_front());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), run)
+            .await
+            .is_err(),
+        "the run should wait on event 1"
+    );
+    drop(delivery);
+    let left: Vec<u64> = waiting.iter().map(|e| e.id).collect();
+    assert_eq!(
+        left,
+        [2, 3, 4],
+        "taken from the producer only as their turn came"
+    );
+    assert_eq!(probe.ids("seen"), [0, 1]);
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.cancelled), (1, 1), "{stats:?}");
+    assert_eq!(link.delivered(), 2);
+    assert_balanced(&stats, 2);
+}

@@ -616,7 +616,7 @@ impl Delivery<'_> {
     /// while no other task waits for it, rather than once per event. `next` is called only
     /// when the run is ready for an event, so an event it gives is never held between the two
     /// (a run dropped midway drops only the event being dispatched, counted as cancelled); and
-    /// it is called under the nexus's gate, so it must not wait for that nexus. A panic in
+    /// it is called under the nexus's gate, so it must not block on that nexus. A panic in
     /// `next` unwinds to the caller, and leaves the nexus as after the event before it. Between
     /// events whose handlers complete at once the run does not return to the runtime, so give
     /// it a bound (the ready-made producers take at most 64 events a run).
