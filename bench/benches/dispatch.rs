@@ -13,7 +13,10 @@
 //!   without a future: the tightest code for handlers registered at run time;
 //! - `naive`: a SipHash `HashMap` of boxed handlers, each call's future boxed.
 //!
-//! Each floor clones the queue handle for each call, as a nexus hands one to each handler.
+//! Each floor clones the queue handle for each call, as a nexus hands one to each handler. The
+//! single path has one reference more, `dynamic_locked`: the dynamic floor with its table behind
+//! a `std::sync::Mutex` locked for each event, what one-at-a-time dispatch from any thread adds
+//! at least (an uncontended lock and unlock, two locked instructions).
 //!
 //! Each round runs every case once, so that machine noise falls on all of them alike; the table
 //! gives the median over the rounds of the nanoseconds per event, and each ratio is taken between
@@ -54,6 +57,9 @@ use tokio::sync::Notify;
 
 /// The event type of the benchmark's events.
 const TYPE: i64 = 99;
+/// The cases that are floors or references, not nexus or a peer: no ratio of their own, grey in
+/// the chart.
+const FLOORS: [&str; 5] = ["naive", "dynamic", "static", "dynamic_locked", "floor_mpsc"];
 /// How many secondary events a chain dispatches per ingest (the first included).
 const CHAIN: i64 = 10;
 /// How many handlers a fanout calls.
@@ -206,6 +212,29 @@ async fn dynamic_single(n: u64) -> Duration {
     let start = Instant::now();
     for i in 0..n {
         let event = event(i);
+        let handler = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handler");
+        handler(event, queue.clone());
+    }
+    start.elapsed()
+}
+
+/// The dynamic floor with its table behind a `std::sync::Mutex`, locked for each event: what
+/// any dispatcher that may be called from many threads but dispatches one event at a time pays
+/// at least (an uncontended lock and unlock: two locked instructions).
+async fn locked_single(n: u64) -> Duration {
+    let mut table: FxHashMap<i64, SyncHandler> = FxHashMap::default();
+    table.insert(
+        TYPE,
+        Box::new(|event: Event, _queue: EventQueue| body(&event)),
+    );
+    let table = Mutex::new(table);
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        let table = table.lock().expect("not poisoned");
         let handler = table
             .get(&event.event_type.as_int().unwrap_or_default())
             .expect("handler");
@@ -963,6 +992,7 @@ fn main() {
         case("single", "naive", n, floor_single),
         case("single", "dynamic", n, dynamic_single),
         case("single", "static", n, static_single),
+        case("single", "dynamic_locked", n, locked_single),
         case("filters4", "nexus", n, nexus_filters),
         case("filters4", "naive", n, floor_filters),
         case("filters4", "dynamic", n, dynamic_filters),
@@ -1032,13 +1062,12 @@ fn main() {
         "{:<10} {:<16} {:>10} {:>9} {:>9} {:>9} {:>9}",
         "path", "what", "ns/event", "/naive", "/dynamic", "/static", "/other"
     );
-    let floors = ["naive", "dynamic", "static", "floor_mpsc"];
     let mut rows = Vec::new();
     for c in &cases {
         let value = median(&c.samples);
         let ratio = |base: f64| {
             let r = value / base;
-            if r.is_nan() || floors.contains(&c.what) {
+            if r.is_nan() || FLOORS.contains(&c.what) {
                 String::new()
             } else {
                 format!("{r:.2}x")
@@ -1051,6 +1080,9 @@ fn main() {
             }
             ("peers1", _) => format!("{} inline, {} producer", ratio(single), ratio(producer)),
             ("peers8", _) => format!("{} nexus 8", ratio(fanout)),
+            ("single", "dynamic_locked") => {
+                format!("{:.2}x dynamic", value / ns("single", "dynamic"))
+            }
             _ => String::new(),
         };
         println!(
@@ -1085,6 +1117,13 @@ fn main() {
             );
         }
     }
+    // What an uncontended lock around each event adds to the dynamic floor: the least a
+    // dispatcher that takes events from any thread, one at a time, pays on top of it.
+    push(
+        "single_dynamic_locked_vs_dynamic",
+        ns("single", "dynamic_locked") / ns("single", "dynamic"),
+        3,
+    );
     push("producer_vs_mpsc", ns("producer", "nexus") / mpsc, 3);
     push("boundary_vs_mpsc", ns("boundary", "nexus") / mpsc, 3);
     // Priority on, every priority equal, beside the same path in arrival order.
@@ -1330,8 +1369,8 @@ fn chart(rows: &[(&str, &str, f64)]) -> String {
             last_group = name;
         }
         let colour = match *what {
-            "nexus" | "nexus_multiple" => "#2b6cb0",
-            w if w.starts_with("floor") => "#718096",
+            w if w.starts_with("nexus") => "#2b6cb0",
+            w if FLOORS.contains(&w) => "#718096",
             _ => "#c05621",
         };
         let _ = write!(
