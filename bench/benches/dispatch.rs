@@ -1164,9 +1164,12 @@ fn main() {
     if std::env::var_os("NEXUS_BENCH_CASES_ONLY").is_some() {
         return;
     }
-    let scale_rounds = rounds.min(5);
-    let one = median_of(scale_rounds, || parallel_nexuses(1, n));
-    let two = median_of(scale_rounds, || parallel_nexuses(2, n));
+    // Taken in turns within each round, each round starting with the next, so that a noisy
+    // spell falls on every figure alike rather than on one of them.
+    let [one, two] = in_turns(
+        rounds,
+        [1, 2].map(|nexuses| move || parallel_nexuses(nexuses, n)),
+    );
     println!(
         "\ntwo-worker runtime, producer-fed nexuses: one {:.0} events/s, two at once {:.0} events/s ({:.2}x)",
         one,
@@ -1177,8 +1180,11 @@ fn main() {
     push("two_nexuses_eps", two, 0);
     push("two_nexuses_speedup", two / one, 2);
     let mut line = String::from("one nexus fed through one ChannelProducer by plain threads:");
-    for threads in [1, 2, 4, 8] {
-        let eps = median_of(scale_rounds, || many_senders(threads, n));
+    let senders = in_turns(
+        rounds,
+        [1, 2, 4, 8].map(|threads| move || many_senders(threads, n)),
+    );
+    for (threads, eps) in [1, 2, 4, 8].into_iter().zip(senders) {
         let _ = write!(line, " {threads}: {eps:.0} events/s;");
         push(&format!("senders{threads}_eps"), eps, 0);
     }
@@ -1344,9 +1350,17 @@ fn many_senders(threads: u64, n: u64) -> f64 {
 }
 
 /// The median over `rounds` of `run`.
-fn median_of(rounds: u64, run: impl Fn() -> f64) -> f64 {
-    let samples: Vec<f64> = (0..rounds).map(|_| run()).collect();
-    median(&samples)
+/// Runs each of `runs` once per round, in turns, round `r` starting with run `r`; the median of
+/// each run's results.
+fn in_turns<const K: usize>(rounds: u64, runs: [impl Fn() -> f64; K]) -> [f64; K] {
+    let mut samples: [Vec<f64>; K] = std::array::from_fn(|_| Vec::new());
+    for round in 0..rounds as usize {
+        for k in 0..K {
+            let at = (round + k) % K;
+            samples[at].push(runs[at]());
+        }
+    }
+    samples.map(|s| median(&s))
 }
 
 /// A bar chart of ns per event (log scale), one group per path.
