@@ -262,20 +262,17 @@ fn main() {
     for round in 0..ROUNDS {
         // Each side goes first in every other round, so that neither always meets the server
         // as the other left it.
-        let (n, r) = if round % 2 == 0 {
-            let n = rt.block_on(through_nexus(&url, round));
-            (n, rt.block_on(raw(&url, round)))
-        } else {
-            let r = rt.block_on(raw(&url, round));
-            (rt.block_on(through_nexus(&url, round)), r)
-        };
-        let (j, rj) = if round % 2 == 0 {
-            let j = rt.block_on(through_jetstream(&url, round));
-            (j, rt.block_on(raw_jetstream(&url, round)))
-        } else {
-            let rj = rt.block_on(raw_jetstream(&url, round));
-            (rt.block_on(through_jetstream(&url, round)), rj)
-        };
+        let nexus_first = round % 2 == 0;
+        let (n, r) = in_order(
+            nexus_first,
+            || rt.block_on(through_nexus(&url, round)),
+            || rt.block_on(raw(&url, round)),
+        );
+        let (j, rj) = in_order(
+            nexus_first,
+            || rt.block_on(through_jetstream(&url, round)),
+            || rt.block_on(raw_jetstream(&url, round)),
+        );
         let rate = |count: u64, took: Duration| count as f64 / took.as_secs_f64();
         nexus_rates.push(rate(N, n));
         raw_rates.push(rate(N, r));
@@ -307,6 +304,17 @@ fn main() {
         js / raw_js
     );
     stop_server(server);
+}
+
+/// Runs `a` and `b`, `a` first if `a_first`; their results in the order `(a, b)`.
+fn in_order<A, B>(a_first: bool, a: impl FnOnce() -> A, b: impl FnOnce() -> B) -> (A, B) {
+    if a_first {
+        let a = a();
+        (a, b())
+    } else {
+        let b = b();
+        (a(), b)
+    }
 }
 
 /// Stops the server of `start_server` and removes its store.
