@@ -1349,9 +1349,8 @@ fn many_senders(threads: u64, n: u64) -> f64 {
     (n / threads * threads) as f64 / took.as_secs_f64()
 }
 
-/// The median over `rounds` of `run`.
-/// Runs each of `runs` once per round, in turns, round `r` starting with run `r`; the median of
-/// each run's results.
+/// Runs each of `runs` once per round, in turns, round `r` starting with run `r % K`; the
+/// median of each run's results.
 fn in_turns<const K: usize>(rounds: u64, runs: [impl Fn() -> f64; K]) -> [f64; K] {
     let mut samples: [Vec<f64>; K] = std::array::from_fn(|_| Vec::new());
     for round in 0..rounds as usize {
