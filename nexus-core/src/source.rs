@@ -618,8 +618,8 @@ impl Delivery<'_> {
     /// (a run dropped midway drops only the event being dispatched, counted as cancelled); and
     /// it is called under the nexus's gate, so it must not block on that nexus. A panic in
     /// `next` unwinds to the caller, and leaves the nexus as after the event before it. Between
-    /// events whose handlers complete at once the run does not return to the runtime, so give
-    /// it a bound (the ready-made producers take at most 64 events a run).
+    /// events whose handlers complete at once the run does not return to the runtime, so let
+    /// `next` end a run after a bounded number of events.
     ///
     /// ```
     /// use std::collections::VecDeque;
