@@ -115,6 +115,237 @@ async fn a_short_shutdown_names_every_event_a_channel_producer_did_not_deliver()
     assert_balanced(&stats, 3);
 }
 
+/// A running `slow_nexus` fed by a ChannelProducer, stopped; then events 1 to 5 are sent, and the
+/// producer has found the nexus stopped.
+async fn stopped_then_sent(log: &Log) -> (AsyncEventNexus, nexus::sources::EventSender) {
+    let nexus = slow_nexus(log);
+    let (producer, sender) = ChannelProducer::new(16);
+    nexus.add_producer(producer).unwrap();
+    let task = running(&nexus).await;
+    nexus.stop();
+    task.await.unwrap().unwrap();
+    for id in 1..=5 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    (nexus, sender)
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_stop_a_channel_producer_keeps_what_it_is_sent_for_the_shutdown_to_deliver() {
+    let log = Log::default();
+    let (nexus, sender) = stopped_then_sent(&log).await;
+    // Nothing was refused or dropped: the producer keeps the five, and takes no more.
+    let stats = nexus.stats();
+    assert_eq!(
+        (stats.ingested, stats.returned, stats.dropped),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    let err = sender.send(Event::new(6, 1, 0, ())).await.unwrap_err();
+    assert!(
+        matches!(&err, NexusError::Closed { event, .. } if event.id == 6),
+        "{err}"
+    );
+
+    let report = nexus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert_eq!(
+        log.lines(),
+        ["done:1", "done:2", "done:3", "done:4", "done:5"]
+    );
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.dropped), (5, 0));
+    assert_balanced(&stats, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_stop_a_short_shutdown_names_every_event_a_channel_producer_kept() {
+    let log = Log::default();
+    let (nexus, _sender) = stopped_then_sent(&log).await;
+
+    let report = nexus.shutdown(Duration::from_millis(120)).await.unwrap();
+    assert!(!report.completed);
+    assert_eq!(log.lines(), ["done:1", "done:2"]);
+    assert_eq!(report.interrupted, [3]);
+    assert_eq!(ids(&report.undelivered), [4, 5]);
+    let stats = nexus.stats();
+    assert_eq!(
+        (stats.dispatched, stats.cancelled, stats.dropped),
+        (2, 1, 2)
+    );
+    assert_balanced(&stats, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nexus_stopped_in_the_middle_of_a_run_has_the_event_it_refused_kept_first_in_line() {
+    let log = Log::default();
+    let nexus = AsyncEventNexus::new();
+    let (seen, weak) = (log.clone(), nexus.downgrade());
+    nexus
+        .add_handler(1, move |e: Event, _q: EventQueue| {
+            seen.push(format!("done:{}", e.id));
+            if let (1, Some(nexus)) = (e.id, weak.upgrade()) {
+                nexus.stop();
+            }
+        })
+        .unwrap();
+    let (producer, sender) = ChannelProducer::new(16);
+    nexus.add_producer(producer).unwrap();
+    for id in 1..=5 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    nexus.start().unwrap().await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(log.lines(), ["done:1"]);
+    // Event 2 came next in the same run, and was refused: handed back, and kept.
+    let stats = nexus.stats();
+    assert_eq!((stats.ingested, stats.returned), (2, 1), "{stats:?}");
+
+    let report = nexus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert_eq!(
+        log.lines(),
+        ["done:1", "done:2", "done:3", "done:4", "done:5"]
+    );
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.returned, stats.dropped), (5, 1, 0));
+    // Event 2 arrived twice: refused, then delivered.
+    assert_balanced(&stats, 6);
+}
+
+/// A producer that delivers nothing and takes `ms` milliseconds to close.
+struct SlowToClose {
+    link: nexus::ProducerLink,
+    ms: u64,
+}
+
+#[async_trait]
+impl EventSource for SlowToClose {
+    async fn close(&mut self) -> Result<(), NexusError> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(())
+    }
+}
+
+impl nexus::EventProducer for SlowToClose {
+    fn link(&self) -> &nexus::ProducerLink {
+        &self.link
+    }
+}
+
+/// A producer that takes `ms` milliseconds to start and holds `events` until it is closed,
+/// when it leaves them undelivered.
+struct SlowToStart {
+    link: nexus::ProducerLink,
+    ms: u64,
+    events: Vec<Event>,
+}
+
+#[async_trait]
+impl EventSource for SlowToStart {
+    async fn start(&mut self) -> Result<(), NexusError> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), NexusError> {
+        for event in self.events.drain(..) {
+            self.link.leave(event);
+        }
+        Ok(())
+    }
+}
+
+impl nexus::EventProducer for SlowToStart {
+    fn link(&self) -> &nexus::ProducerLink {
+        &self.link
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_while_the_loop_starts_its_producers_names_what_they_hold() {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_producer(SlowToStart {
+            link: nexus::ProducerLink::new(),
+            ms: 50,
+            events: vec![Event::new(1, 1, 0, ()), Event::new(2, 1, 0, ())],
+        })
+        .unwrap();
+    let task = nexus.start().unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        nexus.source_count(),
+        0,
+        "the loop holds its producer while it starts"
+    );
+
+    let report = nexus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(ids(&report.undelivered), [1, 2], "{report:?}");
+    assert!(!report.completed);
+    task.await.unwrap().unwrap();
+    assert_eq!(nexus.stats().dropped, 2);
+}
+
+/// The shutdown's deadline passes while a channel producer's handler blocks its thread: the
+/// drain is given up, but the producer's task goes on until its next wait, and then finds a
+/// nexus that takes nothing more. What it holds must still come back in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_still_running_when_the_shutdown_gives_up_its_drain_hands_back_what_it_holds() {
+    let log = Log::default();
+    let nexus = AsyncEventNexus::new();
+    let blocking = Arc::new(AtomicUsize::new(0));
+    let (seen, blocked) = (log.clone(), Arc::clone(&blocking));
+    nexus
+        .add_handler(1, move |e: Event, _q: EventQueue| {
+            if e.id == 1 {
+                blocked.store(1, Ordering::Release);
+                // Holds this worker thread past the deadline, out of reach of the abort.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen.push(format!("done:{}", e.id));
+        })
+        .unwrap();
+    let (producer, sender) = ChannelProducer::new(16);
+    nexus.add_producer(producer).unwrap();
+    // Closed first (sources close in reverse), it keeps the channel producer open meanwhile.
+    nexus
+        .add_producer(SlowToClose {
+            link: nexus::ProducerLink::new(),
+            ms: 300,
+        })
+        .unwrap();
+    for id in 1..=10 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    let _task = running(&nexus).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while blocking.load(Ordering::Acquire) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("event 1's handler runs");
+
+    let report = nexus.shutdown(Duration::from_millis(20)).await.unwrap();
+    let mut fates: Vec<u64> = log
+        .lines()
+        .iter()
+        .map(|line| line["done:".len()..].parse().unwrap())
+        .chain(report.interrupted.iter().copied())
+        .chain(report.undelivered.iter().map(|e| e.id))
+        .collect();
+    fates.sort_unstable();
+    assert_eq!(
+        fates,
+        (1..=10).collect::<Vec<_>>(),
+        "each event dispatched, interrupted or handed back, once: {:?} {report:?}",
+        log.lines()
+    );
+    assert!(nexus.stats().balanced(), "{:?}", nexus.stats());
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_lets_a_timer_finish_the_event_it_is_delivering() {
     let log = Log::default();

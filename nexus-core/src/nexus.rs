@@ -659,6 +659,13 @@ impl AsyncEventNexus {
         dispatch::Dispatch::run(&self.inner, event, feed)
     }
 
+    /// Whether a producer's event is taken now: the loop starting or running, or a shutdown
+    /// draining producers (as `Check::Producer` decides).
+    pub(crate) fn takes_producer_events(&self) -> bool {
+        let raw = self.inner.state.load(Ordering::Acquire);
+        raw == LOOPING || raw == STARTING || self.inner.draining.load(Ordering::Acquire)
+    }
+
     /// A producer's event failed under `Propagate`: the loop ends, and returns `err`.
     pub(crate) fn end_loop(&self, err: NexusError) {
         let raw = self.inner.state.load(Ordering::Acquire);
@@ -1058,8 +1065,6 @@ impl AsyncEventNexus {
         inner.draining.store(true, Ordering::Release);
         self.stop();
         let mut sources = std::mem::take(&mut *lock(&inner.sources));
-        let links: Vec<crate::ProducerLink> =
-            sources.iter().filter_map(|s| s.link().cloned()).collect();
         let mut active = inner.active.subscribe();
         let drained = tokio::time::timeout_at(until, async {
             let loops = async {
@@ -1087,7 +1092,13 @@ impl AsyncEventNexus {
             }
         };
         // Converters came back to the list while this shutdown held the others.
-        lock(&inner.sources).splice(0..0, sources);
+        let links: Vec<crate::ProducerLink> = {
+            let mut all = lock(&inner.sources);
+            all.splice(0..0, sources);
+            // Every producer, including one a loop was starting as this shutdown began (that
+            // loop has ended now, and given its producers back).
+            all.iter().filter_map(|s| s.link().cloned()).collect()
+        };
         // Closing counts what producers still hold (each `close` waits for its task).
         if let Err(NexusError::CloseFailed { failures: closing }) = self.cleanup().await {
             failures.extend(closing);

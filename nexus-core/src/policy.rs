@@ -93,7 +93,8 @@ impl fmt::Debug for DeadLetter {
 /// ([`balanced`](Self::balanced)), whatever failed, panicked or was cancelled.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NexusStats {
-    /// Events that reached the nexus: ingested (refused ones too), or queued by handlers.
+    /// Events that reached the nexus: ingested (refused ones too, each time one is tried
+    /// again), or queued by handlers.
     pub ingested: u64,
     /// Events that handlers handled without failing.
     pub dispatched: u64,
@@ -109,8 +110,9 @@ pub struct NexusStats {
     /// cycle, or left undelivered at shutdown.
     pub returned: u64,
     /// Events that producers dropped: their buffer was full and their overflow choice was to
-    /// drop, or they still held them when they were closed (not counted in `ingested`: they
-    /// never reached the nexus).
+    /// drop, or they still held them when they were closed. Not counted in `ingested`, unless
+    /// a stopped nexus had refused the event first (counted then as `returned`) and the
+    /// producer kept it.
     pub dropped: u64,
     /// Secondary events waiting on the queue now.
     pub queue_depth: usize,

@@ -572,6 +572,21 @@ pub struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
+    /// Whether every nexus of the run takes a producer's events now: its loop is starting or
+    /// running, or a [`shutdown`](AsyncEventNexus::shutdown) is draining producers. A producer
+    /// that finds it does not can keep its events, rather than have them refused (which hands
+    /// each back in [`NexusError::NotRunning`], counted as returned). Also `false` when every
+    /// nexus of the link was dropped.
+    pub fn takes_events(&self) -> bool {
+        match &self.targets {
+            Targets::One(Some(nexus)) => nexus.takes_producer_events(),
+            Targets::One(None) => false,
+            Targets::Many(targets) => {
+                !targets.is_empty() && targets.iter().all(AsyncEventNexus::takes_producer_events)
+            }
+        }
+    }
+
     /// Ingests `event` into every nexus of the run in turn, as
     /// [`ProducerLink::distribute_event`] does.
     ///

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_core::Stream;
 use nexus_core::channel::{Bounded, Overflow, Sent, TrySendError};
 use nexus_core::{
-    BoxStream, Event, EventConverter, EventFactory, EventProducer, EventSource, NexusError,
-    ProducerLink, SimpleEventConverter, async_trait,
+    BoxStream, Delivery, Event, EventConverter, EventFactory, EventProducer, EventSource,
+    NexusError, ProducerLink, SimpleEventConverter, async_trait,
 };
 use tokio::sync::watch;
 
@@ -180,6 +180,14 @@ const BATCH: usize = 64;
 /// them in order; so up to `capacity` events wait in the channel and up to 64 more in the
 /// producer. Those it holds when it is closed are counted as dropped, as those left in the
 /// channel are.
+///
+/// Once its nexus has stopped, the producer closes its channel to senders (they get
+/// [`NexusError::Closed`] with their event, as during a shutdown) and keeps what it holds and
+/// what is left in the channel: a [`shutdown`](nexus_core::AsyncEventNexus::shutdown) then
+/// delivers it in order, or names in its report what it could not; closing the producer without
+/// a shutdown leaves it undelivered, counted as dropped. Should the nexus stop in the middle of
+/// a run, the event it refused (counted there as returned) is kept too, first in line; into
+/// several nexuses, that event is left undelivered instead, so that none gets it twice.
 ///
 /// ```
 /// use nexus_core::{AsyncEventNexus, Event, EventQueue};
@@ -409,44 +417,120 @@ async fn deliver(link: ProducerLink, channel: Bounded<Event>, mode: watch::Recei
     };
     loop {
         // What is waiting is taken at once (a bounded run, so that a busy channel does not keep
-        // a dropped nexus alive for long).
-        let moved = tokio::select! {
-            biased;
-            _ = mode.wait_for(|m| *m == STOP) => return,
-            moved = channel.recv_many(&mut taken.events, batch) => moved,
+        // a dropped nexus alive for long); events kept back while the nexus had stopped go
+        // first.
+        let moved = if taken.events.is_empty() {
+            tokio::select! {
+                biased;
+                _ = mode.wait_for(|m| *m == STOP) => return,
+                moved = channel.recv_many(&mut taken.events, batch) => moved,
+            }
+        } else if *mode.borrow_and_update() == STOP {
+            return;
+        } else {
+            taken.events.len()
         };
         if moved == 0 {
             // Closed and empty: every sender is gone, or the producer drained.
             link.finish();
             return;
         }
+        // The mode this run begins under: a shutdown lets the nexus take producers' events
+        // before it asks them to drain, so a nexus that takes none under `DRAIN` means the drain
+        // was cut short.
+        let began_under = *mode.borrow();
         let delivery = link.delivery();
-        // Events of this run taken so far: a ranked run takes the rest one at a time, up to `BATCH`.
-        let mut run = moved;
-        let mut stopped = false;
-        // The next event, unless the producer was told to stop (`has_changed` is one atomic
-        // load: the mode's lock is taken only when it changed). A stop is kept, so that nothing
-        // more is taken after it.
-        let mut next = || {
-            stopped = stopped
-                || (mode.has_changed().unwrap_or(true) && *mode.borrow_and_update() == STOP);
-            if stopped {
-                return None;
+        if !delivery.takes_events() {
+            drop(delivery);
+            if keep_while_stopped(&channel, &mut mode, began_under).await {
+                continue;
             }
-            match taken.events.pop_front() {
-                Some(event) => Some(event),
-                None if ranked && run < BATCH => {
-                    run += 1;
-                    channel.try_recv()
-                }
-                None => None,
+            return;
+        }
+        let refused = deliver_run(
+            &delivery,
+            &channel,
+            &mut taken.events,
+            &mut mode,
+            ranked,
+            moved,
+        )
+        .await;
+        drop(delivery);
+        if let Some(event) = refused {
+            keep(&link, &mut taken.events, event);
+            if !keep_while_stopped(&channel, &mut mode, began_under).await {
+                return;
             }
-        };
-        // A refused event was handed back and counted by the nexus (as returned).
-        while let Err(err) = delivery.distribute_run(&mut next).await {
-            tracing::error!(error = %err, "channel producer could not deliver an event");
         }
     }
+}
+
+/// Delivers the events taken, and, by priority, those next in the channel up to `BATCH` in
+/// all; `moved` were taken already. Stops early when the producer is told to stop (`has_changed`
+/// is one atomic load: the mode's lock is taken only when it changed), and hands back an event
+/// the nexus refused because it had stopped.
+async fn deliver_run(
+    delivery: &Delivery<'_>,
+    channel: &Bounded<Event>,
+    events: &mut VecDeque<Event>,
+    mode: &mut watch::Receiver<u8>,
+    ranked: bool,
+    moved: usize,
+) -> Option<Event> {
+    let mut run = moved;
+    // A stop is kept, so that nothing more is taken after it.
+    let mut stopped = false;
+    let mut next = || {
+        stopped =
+            stopped || (mode.has_changed().unwrap_or(true) && *mode.borrow_and_update() == STOP);
+        if stopped {
+            return None;
+        }
+        match events.pop_front() {
+            Some(event) => Some(event),
+            None if ranked && run < BATCH => {
+                run += 1;
+                channel.try_recv()
+            }
+            None => None,
+        }
+    };
+    while let Err(err) = delivery.distribute_run(&mut next).await {
+        if let NexusError::NotRunning { .. } = err {
+            // Stopped since the run began.
+            return err.into_event();
+        }
+        // Any other refusal was handed back and counted by the nexus (as returned).
+        tracing::error!(error = %err, "channel producer could not deliver an event");
+    }
+    None
+}
+
+/// Keeps an event its nexus refused because it had stopped: at the front, to go first when the
+/// producer is drained. Into several nexuses it is left undelivered instead, so that those that
+/// took it do not get it twice.
+fn keep(link: &ProducerLink, events: &mut VecDeque<Event>, event: Event) {
+    if link.nexus_count() > 1 {
+        link.leave(event);
+    } else {
+        events.push_front(event);
+    }
+}
+
+/// The nexus takes no events now (it has stopped, or a shutdown's drain was cut short): closes
+/// the channel to senders, who get [`NexusError::Closed`] with their event as during a drain,
+/// keeps what the producer holds, and waits for the mode to move on from `began_under`. `true`
+/// when the producer is to drain what it holds; `false` when it is to stop, or is gone.
+async fn keep_while_stopped(
+    channel: &Bounded<Event>,
+    mode: &mut watch::Receiver<u8>,
+    began_under: u8,
+) -> bool {
+    channel.close();
+    mode.wait_for(|m| *m > began_under)
+        .await
+        .is_ok_and(|m| *m != STOP)
 }
 
 #[async_trait]
