@@ -171,6 +171,59 @@ async fn after_a_stop_a_short_shutdown_names_every_event_a_channel_producer_kept
 }
 
 #[tokio::test(start_paused = true)]
+async fn after_a_stop_closing_a_channel_producer_counts_what_it_kept_as_dropped() {
+    let log = Log::default();
+    let (nexus, _sender) = stopped_then_sent(&log).await;
+    nexus.cleanup().await.unwrap();
+    assert!(log.lines().is_empty());
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.dropped), (0, 5), "{stats:?}");
+    assert_balanced(&stats, 0);
+}
+
+/// A producer into two nexuses: B then A. B's handler of event 2 stops A, so A refuses event 2
+/// after B took it. That event is left undelivered, not tried again (B would get it twice), and
+/// A's shutdown delivers the rest to both.
+#[tokio::test(start_paused = true)]
+async fn a_channel_producer_into_two_nexuses_never_delivers_an_event_twice_after_a_stop() {
+    let (a, b) = (AsyncEventNexus::new(), AsyncEventNexus::new());
+    let log = Log::default();
+    let seen = log.clone();
+    a.add_handler(1, move |e: Event, _q: EventQueue| {
+        seen.push(format!("a:{}", e.id))
+    })
+    .unwrap();
+    let (seen, stop_a) = (log.clone(), a.downgrade());
+    b.add_handler(1, move |e: Event, _q: EventQueue| {
+        seen.push(format!("b:{}", e.id));
+        if let (2, Some(a)) = (e.id, stop_a.upgrade()) {
+            a.stop();
+        }
+    })
+    .unwrap();
+    let (producer, sender) = ChannelProducer::new(16);
+    nexus::EventProducer::link(&producer).add_nexus(&b);
+    a.add_producer(producer).unwrap();
+    let _b_loop = running(&b).await;
+    for id in 1..=5 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    a.start().unwrap().await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(log.lines(), ["b:1", "a:1", "b:2"]);
+
+    let report = a.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(ids(&report.undelivered), [2], "{report:?}");
+    assert_eq!(
+        log.lines(),
+        [
+            "b:1", "a:1", "b:2", "b:3", "a:3", "b:4", "a:4", "b:5", "a:5"
+        ]
+    );
+    assert_eq!(a.stats().dropped, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_nexus_stopped_in_the_middle_of_a_run_has_the_event_it_refused_kept_first_in_line() {
     let log = Log::default();
     let nexus = AsyncEventNexus::new();
