@@ -42,22 +42,60 @@ pub struct Event {
     pub cause: Option<Cause>,
 }
 
+/// The cause of events made on this thread now, a word per cell. Whether there is one is read
+/// first, and the cause itself only when there is one: the common case, no cause, reads one
+/// word, never the rest of a value written in other pieces (which would wait for those stores).
+struct CurrentCause {
+    set: std::cell::Cell<bool>,
+    id: std::cell::Cell<u64>,
+    root: std::cell::Cell<u64>,
+}
+
 thread_local! {
     /// The cause of events made on this thread now: that of the event whose handler is being
     /// polled here, if any.
-    static CURRENT: std::cell::Cell<Option<Cause>> = const { std::cell::Cell::new(None) };
+    static CURRENT: CurrentCause = const {
+        CurrentCause {
+            set: std::cell::Cell::new(false),
+            id: std::cell::Cell::new(0),
+            root: std::cell::Cell::new(0),
+        }
+    };
+}
+
+impl CurrentCause {
+    #[inline(always)]
+    fn get(&self) -> Option<Cause> {
+        self.set.get().then(|| Cause {
+            id: self.id.get(),
+            root: self.root.get(),
+        })
+    }
+
+    #[inline(always)]
+    fn put(&self, cause: Option<Cause>) {
+        if let Some(cause) = cause {
+            self.id.set(cause.id);
+            self.root.set(cause.root);
+        }
+        self.set.set(cause.is_some());
+    }
 }
 
 /// The cause of an event made now on this thread, by a handler of another event.
 #[inline]
 pub(crate) fn current_cause() -> Option<Cause> {
-    CURRENT.with(std::cell::Cell::get)
+    CURRENT.with(CurrentCause::get)
 }
 
 /// Makes `cause` the cause of events made on this thread from now; returns the one before.
 #[inline]
 pub(crate) fn swap_current_cause(cause: Option<Cause>) -> Option<Cause> {
-    CURRENT.with(|current| current.replace(cause))
+    CURRENT.with(|current| {
+        let before = current.get();
+        current.put(cause);
+        before
+    })
 }
 
 impl Event {
@@ -129,11 +167,13 @@ impl Event {
     }
 
     /// The first event of this event's chain: its cause's root, or its own id.
+    #[inline]
     pub fn root(&self) -> u64 {
         self.cause.map_or(self.id, |cause| cause.root)
     }
 
     /// What this event is to the events it leads to.
+    #[inline]
     pub(crate) fn as_cause(&self) -> Cause {
         Cause {
             id: self.id,

@@ -541,6 +541,29 @@ where
     }
 }
 
+/// A filter's outcome as a whole word: `true` when it consumed the event. Returned in memory,
+/// a `bool` is written as one byte and read back within a larger load, which then waits for the
+/// store to complete instead of taking the value from it.
+pub(crate) type Verdict = usize;
+
+impl Started<Result<bool, BoxError>> {
+    /// The outcome of a filter's call done at once; a call that has to wait is put in
+    /// `waiting`, and `Ok(0)` (passed) stands in for its outcome.
+    #[inline(always)]
+    fn split(
+        self,
+        waiting: &mut Option<Call<'static, Result<bool, BoxError>>>,
+    ) -> Result<Verdict, BoxError> {
+        match self {
+            Started::Done(done) => done.map(Verdict::from),
+            Started::Waiting(call) => {
+                *waiting = Some(call);
+                Ok(0)
+            }
+        }
+    }
+}
+
 /// What a call's successful result is made of: `()` for a handler, `bool` for a filter.
 #[doc(hidden)]
 pub trait Outcome: Unpin + Default {
@@ -604,6 +627,18 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
         }
     }
 
+    /// As [`start_in`](Self::start_in), with a copy of `event`: the copy is made in the call
+    /// itself, so that it is written once, where the call's future keeps it.
+    fn start_copy(
+        &self,
+        event: &Event,
+        queue: &EventQueue,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>> {
+        self.start_in(&mut Some(event.clone()), queue, cx, spare)
+    }
+
     /// See [`EventConsumer::fan_out`].
     fn fan_out(&self) -> Option<&FanList> {
         None
@@ -653,6 +688,17 @@ where
             cx,
             spare,
         )
+    }
+
+    #[inline]
+    fn start_copy(
+        &self,
+        event: &Event,
+        queue: &EventQueue,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>> {
+        R::start(|| (self.f)(event.clone(), queue.clone()), cx, spare)
     }
 }
 
@@ -867,6 +913,18 @@ impl Handler {
     ) -> Started<Result<(), BoxError>> {
         self.inner.start_in(slot, queue, cx, spare)
     }
+
+    /// As [`start_in`](Self::start_in), with a copy of `event` made in the call itself.
+    #[inline]
+    pub(crate) fn start_copy(
+        &self,
+        event: &Event,
+        queue: &EventQueue,
+        cx: &mut Context<'_>,
+        spare: &mut Spare,
+    ) -> Started<Result<(), BoxError>> {
+        self.inner.start_copy(event, queue, cx, spare)
+    }
 }
 
 impl fmt::Debug for Handler {
@@ -983,15 +1041,18 @@ impl Future for HandlerCall {
 pub(crate) trait ErasedFilter: Send + Sync + 'static {
     fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>>;
 
-    /// Calls and polls once, as [`ErasedHandler::start_in`] does.
+    /// Calls and polls once, as [`ErasedHandler::start_in`] does: `Ok(true)` when the filter
+    /// consumed the event. A call that has to wait is put in `waiting` (and `Ok(false)`
+    /// returned). The outcome comes back as a whole word ([`Verdict`]).
     fn start_in(
         &self,
         event: &Event,
         queue: &EventQueue,
         cx: &mut Context<'_>,
         _spare: &mut Spare,
-    ) -> Started<Result<bool, BoxError>> {
-        Started::poll(self.call(event, queue), cx)
+        waiting: &mut Option<Call<'static, Result<bool, BoxError>>>,
+    ) -> Result<Verdict, BoxError> {
+        Started::poll(self.call(event, queue), cx).split(waiting)
     }
 }
 
@@ -1012,8 +1073,9 @@ where
         queue: &EventQueue,
         cx: &mut Context<'_>,
         spare: &mut Spare,
-    ) -> Started<Result<bool, BoxError>> {
-        R::start(|| (self.f)(event, queue), cx, spare)
+        waiting: &mut Option<Call<'static, Result<bool, BoxError>>>,
+    ) -> Result<Verdict, BoxError> {
+        R::start(|| (self.f)(event, queue), cx, spare).split(waiting)
     }
 }
 

@@ -26,7 +26,7 @@ use crate::early::Early;
 use crate::error::{BoxError, NexusError};
 use crate::event::{Cause, Event, EventType, swap_current_cause};
 use crate::fan::FanCopies;
-use crate::handler::{Call, Outcome, Started, handler_error};
+use crate::handler::{Call, Outcome, Started, Verdict, handler_error};
 use crate::policy::ErrorPolicy;
 use crate::spare::Spare;
 
@@ -251,6 +251,21 @@ fn start_and_poll<T: Outcome>(
         Started::Done(Ok(value)) => Ok(Ok(value)),
         Started::Done(Err(err)) => Err(Failure::Error(err)),
         Started::Waiting(call) => Ok(Err(call)),
+    }
+}
+
+/// Starts a filter's call, which polls it once, guarded: its outcome, or the call itself when it
+/// has to wait (which `start` puts in the place it is given).
+#[inline(always)]
+fn start_filter(
+    start: impl FnOnce(&mut Option<Call<'static, Result<bool, BoxError>>>) -> Result<Verdict, BoxError>,
+) -> Result<Result<bool, Call<'static, Result<bool, BoxError>>>, Failure> {
+    let mut waiting = None;
+    let outcome = caught(|| start(&mut waiting))?;
+    match (outcome, waiting) {
+        (_, Some(call)) => Ok(Err(call)),
+        (Ok(consumed), None) => Ok(Ok(consumed != 0)),
+        (Err(err), None) => Err(Failure::Error(err)),
     }
 }
 
@@ -540,7 +555,9 @@ impl Cursor {
                     };
                     self.at = At::Filter(at + 1);
                     let queue = &inner.queue;
-                    match start_and_poll(|| entry.filter.start_in(event, queue, cx, spare)) {
+                    match start_filter(|waiting| {
+                        entry.filter.start_in(event, queue, cx, spare, waiting)
+                    }) {
                         Ok(Ok(false)) => {}
                         Ok(Ok(true)) => {
                             count(inner, Counted::Filtered, &event.event_type);
@@ -623,8 +640,7 @@ impl Cursor {
                             // call.
                             start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
                         } else {
-                            let mut copy = Some(event.clone());
-                            start_and_poll(|| entry.start_in(&mut copy, queue, cx, spare))
+                            start_and_poll(|| entry.start_copy(event, queue, cx, spare))
                         };
                         drop(entered);
                         match polled {
@@ -761,8 +777,7 @@ impl Cursor {
             let polled = if last {
                 start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
             } else {
-                let mut copy = Some(event.clone());
-                start_and_poll(|| entry.start_in(&mut copy, queue, cx, spare))
+                start_and_poll(|| entry.start_copy(event, queue, cx, spare))
             };
             drop(entered);
             let failure = match polled {
