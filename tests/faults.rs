@@ -500,6 +500,161 @@ async fn a_short_shutdown_hands_back_what_a_boundary_did_not_deliver(make: Make)
     assert_balanced(&stats, 3);
 }
 
+/// `across_a_boundary`, then B is stopped while its handler takes event 1 (of 10 waiting), and
+/// the time passes for event 1 to be done and event 2 to be refused.
+async fn stopped_across_a_boundary(log: &Log, make: Make) -> (AsyncEventNexus, AsyncEventNexus) {
+    let (a, b) = across_a_boundary(log, make).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    b.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(log.lines(), ["done:1"]);
+    (a, b)
+}
+
+with_both_lanes! { #[tokio::test(start_paused = true)] after_a_stop_a_boundary_keeps_what_it_holds_for_the_shutdown_to_deliver }
+async fn after_a_stop_a_boundary_keeps_what_it_holds_for_the_shutdown_to_deliver(make: Make) {
+    let log = Log::default();
+    let (a, b) = stopped_across_a_boundary(&log, make).await;
+    // The boundary no longer takes what A sends: it is handed back to A at once.
+    let err = a.ingest(Event::new(11, 1, 0, ())).await.unwrap_err();
+    assert!(
+        matches!(&err, NexusError::Closed { event, .. } if event.id == 11),
+        "{err}"
+    );
+
+    let report = b.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    let done: Vec<String> = (1..=10).map(|id| format!("done:{id}")).collect();
+    assert_eq!(log.lines(), done, "delivered, in order");
+    let stats = b.stats();
+    assert_eq!((stats.dispatched, stats.dropped), (10, 0), "{stats:?}");
+    assert!(stats.balanced(), "{stats:?}");
+}
+
+with_both_lanes! { #[tokio::test(start_paused = true)] after_a_stop_a_short_shutdown_names_every_event_a_boundary_kept }
+async fn after_a_stop_a_short_shutdown_names_every_event_a_boundary_kept(make: Make) {
+    let log = Log::default();
+    let (_a, b) = stopped_across_a_boundary(&log, make).await;
+    // Kept: 2 to 10. Within 120 ms two are done, the third is cut short.
+    let report = b.shutdown(Duration::from_millis(120)).await.unwrap();
+    assert!(!report.completed);
+    assert_eq!(log.lines(), ["done:1", "done:2", "done:3"]);
+    assert_eq!(report.interrupted, [4]);
+    assert_eq!(ids(&report.undelivered), (5..=10).collect::<Vec<_>>());
+}
+
+with_both_lanes! { #[tokio::test(start_paused = true)] a_boundary_idle_when_its_nexus_stops_keeps_the_next_event_for_the_shutdown }
+async fn a_boundary_idle_when_its_nexus_stops_keeps_the_next_event_for_the_shutdown(make: Make) {
+    let log = Log::default();
+    let boundary = make(32);
+    let a = AsyncEventNexus::new();
+    a.add_consumer(1, boundary.handler()).unwrap();
+    let b = slow_nexus(&log);
+    b.add_producer(boundary.producer()).unwrap();
+    let _a = running(&a).await;
+    let b_task = running(&b).await;
+    b.stop();
+    b_task.await.unwrap().unwrap();
+    // Taken while the boundary did not know yet; the producer then finds B stopped.
+    a.ingest(Event::new(1, 1, 0, ())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let err = a.ingest(Event::new(2, 1, 0, ())).await.unwrap_err();
+    assert!(
+        matches!(&err, NexusError::Closed { event, .. } if event.id == 2),
+        "{err}"
+    );
+    let stats = b.stats();
+    assert_eq!(
+        (stats.ingested, stats.returned),
+        (0, 0),
+        "kept, not refused: {stats:?}"
+    );
+
+    let report = b.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert_eq!(log.lines(), ["done:1"]);
+}
+
+with_both_lanes! { #[tokio::test(start_paused = true)] what_a_boundary_kept_is_handed_back_when_its_stopped_nexus_is_dropped }
+async fn what_a_boundary_kept_is_handed_back_when_its_stopped_nexus_is_dropped(make: Make) {
+    let log = Log::default();
+    let boundary = make(32);
+    let b = slow_nexus(&log);
+    b.add_producer(boundary.producer()).unwrap();
+    let b_task = running(&b).await;
+    b.stop();
+    b_task.await.unwrap().unwrap();
+    let handler = boundary.handler();
+    for id in 1..=3 {
+        nexus::EventConsumer::handle(&handler, Event::new(id, 1, 0, ()), b.queue().clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await; // the producer keeps event 1
+    drop(b);
+    let closed = tokio::time::timeout(Duration::from_secs(5), boundary.close())
+        .await
+        .expect("the producer let go of what it kept");
+    let Err(NexusError::CloseFailed { failures }) = closed else {
+        panic!("expected the events handed back, got {closed:?}");
+    };
+    let handed_back: Vec<Event> = failures
+        .into_iter()
+        .filter_map(NexusError::into_event)
+        .collect();
+    assert_eq!(ids(&handed_back), [1, 2, 3]);
+    assert!(log.lines().is_empty());
+}
+
+with_both_lanes! { #[tokio::test(start_paused = true)] events_sent_across_a_boundary_after_its_nexus_was_dropped_are_handed_back }
+async fn events_sent_across_a_boundary_after_its_nexus_was_dropped_are_handed_back(make: Make) {
+    let boundary = make(32);
+    let b = AsyncEventNexus::new();
+    b.add_handler(1, |_e: Event, _q: EventQueue| {}).unwrap();
+    b.add_producer(boundary.producer()).unwrap();
+    let b_task = running(&b).await;
+    b.stop();
+    b_task.await.unwrap().unwrap();
+    drop(b);
+    let handler = boundary.handler();
+    let queue = AsyncEventNexus::new().queue().clone();
+    for id in 1..=3 {
+        nexus::EventConsumer::handle(&handler, Event::new(id, 1, 0, ()), queue.clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let Err(NexusError::CloseFailed { failures }) = boundary.close().await else {
+        panic!("expected the events handed back");
+    };
+    let handed_back: Vec<Event> = failures
+        .into_iter()
+        .filter_map(NexusError::into_event)
+        .collect();
+    assert_eq!(ids(&handed_back), [1, 2, 3]);
+}
+
+with_both_lanes! { #[tokio::test(start_paused = true)] after_a_stop_cleanup_hands_back_what_a_boundary_kept }
+async fn after_a_stop_cleanup_hands_back_what_a_boundary_kept(make: Make) {
+    let log = Log::default();
+    let (_a, b) = stopped_across_a_boundary(&log, make).await;
+    let err = b.cleanup().await.unwrap_err();
+    let NexusError::CloseFailed { failures } = err else {
+        panic!("expected the boundary's events handed back, got {err}");
+    };
+    // One failure per source: the boundary's lists each event it could not deliver.
+    let handed_back: Vec<Event> = failures
+        .into_iter()
+        .flat_map(|failure| match failure {
+            NexusError::CloseFailed { failures } => failures,
+            other => vec![other],
+        })
+        .filter_map(NexusError::into_event)
+        .collect();
+    assert_eq!(ids(&handed_back), (2..=10).collect::<Vec<_>>());
+    assert_eq!(log.lines(), ["done:1"]);
+}
+
 /// One nexus fed at once by a ChannelProducer (type 1, 10 events waiting), a Timer (type 1,
 /// every 100 ms) and a boundary from another nexus (type 1, 10 events waiting); its handler
 /// takes 50 ms. Returns the nexus, its log, and how many events were sent to it when the

@@ -230,6 +230,9 @@ impl Lane {
     /// waiting forever.
     async fn close(&self) -> Vec<NexusError> {
         self.closed.store(true, SeqCst);
+        // A producer keeping events while its nexus is stopped looks again: a shutdown may be
+        // draining it.
+        self.wake();
         let mut changed = self.changed.subscribe();
         let _ = changed
             .wait_for(|()| {
@@ -298,10 +301,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A started producer's queue: what is still on it when the producer's task ends early (aborted
-/// at a shutdown's deadline) is settled as not delivered, each event handed back.
+/// A started producer's queue, and the event it keeps while its nexus is stopped: what is still
+/// there when the producer's task ends early (aborted at a shutdown's deadline) is settled as
+/// not delivered, each event handed back, the kept one first.
 struct Pending {
     rx: LaneRx,
+    kept: Option<Event>,
     boundary: AsyncEventBoundary,
     direction: Direction,
 }
@@ -310,7 +315,7 @@ impl Drop for Pending {
     fn drop(&mut self) {
         self.rx.close();
         let lane = self.boundary.lane(self.direction);
-        while let Some(event) = self.rx.try_recv() {
+        while let Some(event) = self.kept.take().or_else(|| self.rx.try_recv()) {
             lane.settle(Err(NexusError::Closed {
                 what: "event boundary (its producer was stopped before delivering it)".to_owned(),
                 event: Box::new(event),
@@ -346,8 +351,16 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Delivers `first`, then up to `RUN - 1` more events waiting on `rx`, settling each.
-async fn deliver(lane: &Lane, delivery: &Delivery<'_>, rx: &mut LaneRx, first: Event) {
+/// Delivers `first`, then up to `RUN - 1` more events waiting on `rx`, settling each. With
+/// `keeps`, an event the nexus refused because it had stopped is not settled but handed back,
+/// and the run ends.
+async fn deliver(
+    lane: &Lane,
+    delivery: &Delivery<'_>,
+    rx: &mut LaneRx,
+    first: Event,
+    keeps: bool,
+) -> Option<Event> {
     let mut first = Some(first);
     let mut more = RUN - 1;
     let mut flight = InFlight { lane, id: None };
@@ -365,11 +378,27 @@ async fn deliver(lane: &Lane, delivery: &Delivery<'_>, rx: &mut LaneRx, first: E
             })
             .await;
         match ran {
-            Ok(()) => return flight.settle(Ok(())),
+            Ok(()) => {
+                flight.settle(Ok(()));
+                return None;
+            }
+            Err(err @ NexusError::NotRunning { .. }) if keeps => {
+                // Still accepted and not settled: the producer keeps it.
+                flight.id = None;
+                return err.into_event();
+            }
             // The event in flight failed; the run goes on with the next.
             Err(err) => flight.settle(Err(err)),
         }
     }
+}
+
+/// Whether the producer may keep an event its nexus does not take because it has stopped,
+/// rather than have it refused: it has one nexus (into several, one that took the event would
+/// get it twice), and the lane is not closing (a shutdown draining the producer, or a close,
+/// which settle what the producer holds).
+fn may_keep(link: &ProducerLink, lane: &Lane) -> bool {
+    !lane.closed.load(SeqCst) && link.nexus_count() == 1
 }
 
 /// How many waiting events a producer delivers with one lookup of its nexuses.
@@ -553,6 +582,14 @@ impl Future for Crossing {
 
 /// The receiving side of an [`AsyncEventBoundary`]: a producer that ingests what crosses into
 /// every nexus it is registered with. One producer per direction can start.
+///
+/// Feeding one nexus that has stopped ([`AsyncEventNexus::stop`](nexus_core::AsyncEventNexus::stop)),
+/// it keeps the event it holds (also one the nexus refused in the middle of a run) and its
+/// direction takes nothing more: senders get [`NexusError::Closed`] with their event. A later
+/// [`shutdown`](nexus_core::AsyncEventNexus::shutdown) delivers what it kept and what waits in the
+/// direction, in order, or names in its report what it could not; a close
+/// ([`cleanup`](nexus_core::AsyncEventNexus::cleanup)) hands them back in its error. An event
+/// that crosses after its nexus was dropped is handed back too, when the boundary closes.
 #[derive(Debug)]
 pub struct BoundaryProducer {
     boundary: AsyncEventBoundary,
@@ -604,23 +641,55 @@ impl EventSource for BoundaryProducer {
         self.task = Some(tokio::spawn(async move {
             let mut pending = Pending {
                 rx,
+                kept: None,
                 boundary: boundary.clone(),
                 direction,
             };
             let lane = boundary.lane(direction);
             let mut stop = lane.stop.subscribe();
+            let mut changed = lane.changed.subscribe();
             loop {
-                let event = tokio::select! {
-                    biased;
-                    event = pending.rx.recv() => match event {
-                        Some(event) => event,
-                        None => break,
+                let event = match pending.kept.take() {
+                    Some(event) => event,
+                    None => tokio::select! {
+                        biased;
+                        event = pending.rx.recv() => match event {
+                            Some(event) => event,
+                            None => break,
+                        },
+                        _ = stop.wait_for(|stop| *stop) => break,
                     },
-                    _ = stop.wait_for(|stop| *stop) => break,
                 };
+                if link.nexus_count() == 0 {
+                    // Its nexus was dropped: nothing can deliver the event, handed back.
+                    lane.settle(Err(NexusError::Closed {
+                        what: "event boundary (the nexus its producer fed was dropped)".to_owned(),
+                        event: Box::new(event),
+                    }));
+                    continue;
+                }
                 // What is already waiting goes through one lookup of the nexuses.
                 let delivery = link.delivery();
-                deliver(lane, &delivery, &mut pending.rx, event).await;
+                let keeps = may_keep(&link, lane);
+                let refused = if keeps && !delivery.takes_events() {
+                    Some(event)
+                } else {
+                    deliver(lane, &delivery, &mut pending.rx, event, keeps).await
+                };
+                drop(delivery);
+                let Some(event) = refused else { continue };
+                // The nexus has stopped: the lane takes nothing more (senders get `Closed` with
+                // their event), and the producer keeps what it holds until a shutdown drains
+                // it, the lane closes, or the nexus is gone.
+                pending.kept = Some(event);
+                pending.rx.close();
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => break,
+                    _ = changed.wait_for(|()| {
+                        lane.closed.load(SeqCst) || link.nexus_count() == 0
+                    }) => {}
+                }
             }
             link.finish();
         }));
