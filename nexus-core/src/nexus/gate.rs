@@ -63,7 +63,7 @@ impl<T> Gate<T> {
         if let Some(guard) = self.try_lock() {
             return guard;
         }
-        let _waiting = Waiting::new(&self.waiters);
+        let mut waiting = Waiting::new(self);
         let notified = self.notify.notified();
         let mut notified = std::pin::pin!(notified);
         loop {
@@ -73,12 +73,14 @@ impl<T> Gate<T> {
                 .compare_exchange(false, true, SeqCst, Relaxed)
                 .is_ok()
             {
+                waiting.served = true;
                 return self.guard();
             }
             notified.as_mut().await;
             // Only a woken waiter may take a handed-over lock: a task that just arrived queues
             // behind those already waiting.
-            if self.handoff.swap(false, AcqRel) {
+            if self.handoff.swap(false, SeqCst) {
+                waiting.served = true;
                 return self.guard();
             }
             notified.set(self.notify.notified());
@@ -97,9 +99,14 @@ impl<T> Gate<T> {
     fn unlock(&self) {
         if self.waiters.load(SeqCst) != 0 {
             // Hand over: the lock stays taken and the woken waiter owns it.
-            self.handoff.store(true, Release);
+            self.handoff.store(true, SeqCst);
             self.notify.notify_one();
-            return;
+            // Every waiter may have gone since it was counted (a wait dropped, as a cancelled
+            // `ingest` drops it): one that goes after this store takes the handover as it goes
+            // (`Waiting`'s drop); if all went before it, nobody will, and it is taken back here.
+            if self.waiters.load(SeqCst) != 0 || !self.handoff.swap(false, SeqCst) {
+                return;
+            }
         }
         self.locked.store(false, SeqCst);
         // A waiter may have counted itself between the load above and the store: it saw the
@@ -140,19 +147,33 @@ impl<T> Drop for GateGuard<'_, T> {
     }
 }
 
-/// Counts a task among the waiters while it waits, also when its future is dropped.
-struct Waiting<'a>(&'a AtomicUsize);
+/// Counts a task among the waiters while it waits, also when its future is dropped. A wait
+/// dropped before it was served may have had the gate handed over to it: it then takes the
+/// handover and releases the gate again (to the next waiter, if any), so that a handover never
+/// outlives every wait it was for, leaving the gate held by no one.
+struct Waiting<'a, T> {
+    gate: &'a Gate<T>,
+    served: bool,
+}
 
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, SeqCst);
-        Self(count)
+impl<'a, T> Waiting<'a, T> {
+    fn new(gate: &'a Gate<T>) -> Self {
+        gate.waiters.fetch_add(1, SeqCst);
+        Self {
+            gate,
+            served: false,
+        }
     }
 }
 
-impl Drop for Waiting<'_> {
+impl<T> Drop for Waiting<'_, T> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
+        self.gate.waiters.fetch_sub(1, SeqCst);
+        // The handover may have been meant for another waiter, still counted: releasing hands
+        // it over again, and that waiter takes it.
+        if !self.served && self.gate.handoff.swap(false, SeqCst) {
+            self.gate.unlock();
+        }
     }
 }
 
@@ -201,7 +222,39 @@ mod tests {
                 .expect("the gate hung")
                 .unwrap();
         }
+        // Free, not merely to be had by a waiter: no handover outlived the waits it was for.
+        assert!(
+            gate.try_lock().is_some(),
+            "the gate was left held by no one"
+        );
         assert_eq!(*gate.lock().await, total);
+    }
+
+    /// Polls `future` once.
+    async fn poll_once<F: std::future::Future + Unpin>(
+        future: &mut F,
+    ) -> std::task::Poll<F::Output> {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_wait_dropped_after_the_gate_was_handed_to_it_leaves_the_gate_free() {
+        let gate = Gate::new(());
+        let holder = gate.try_lock().expect("free");
+        let mut waiter = Box::pin(gate.lock());
+        assert!(
+            poll_once(&mut waiter).await.is_pending(),
+            "the waiter parks"
+        );
+        // Released while the waiter is counted: handed over to it.
+        drop(holder);
+        // The wait is dropped before it takes the gate (a cancelled `ingest`).
+        drop(waiter);
+        assert!(
+            gate.try_lock().is_some(),
+            "the gate was left held by no one"
+        );
     }
 
     #[tokio::test(start_paused = true)]
