@@ -634,6 +634,36 @@ async fn events_sent_across_a_boundary_after_its_nexus_was_dropped_are_handed_ba
     assert_eq!(ids(&handed_back), [1, 2, 3]);
 }
 
+with_both_lanes! { #[tokio::test(start_paused = true)] closing_a_nexus_whose_boundary_producer_never_started_hands_back_what_waits }
+async fn closing_a_nexus_whose_boundary_producer_never_started_hands_back_what_waits(make: Make) {
+    let boundary = make(4);
+    let b = AsyncEventNexus::new();
+    b.add_producer(boundary.producer()).unwrap();
+    let handler = boundary.handler();
+    let queue = b.queue().clone();
+    for id in 1..=2 {
+        nexus::EventConsumer::handle(&handler, Event::new(id, 1, 0, ()), queue.clone())
+            .await
+            .unwrap();
+    }
+    // The loop never ran: the producer never started, and is the only one there is.
+    let closed = tokio::time::timeout(Duration::from_secs(5), b.cleanup())
+        .await
+        .expect("closing did not wait for a producer that will never start");
+    let Err(NexusError::CloseFailed { failures }) = closed else {
+        panic!("expected the waiting events handed back, got {closed:?}");
+    };
+    let handed_back: Vec<Event> = failures
+        .into_iter()
+        .flat_map(|failure| match failure {
+            NexusError::CloseFailed { failures } => failures,
+            other => vec![other],
+        })
+        .filter_map(NexusError::into_event)
+        .collect();
+    assert_eq!(ids(&handed_back), [1, 2]);
+}
+
 with_both_lanes! { #[tokio::test(start_paused = true)] after_a_stop_cleanup_hands_back_what_a_boundary_kept }
 async fn after_a_stop_cleanup_hands_back_what_a_boundary_kept(make: Make) {
     let log = Log::default();

@@ -596,6 +596,8 @@ pub struct BoundaryProducer {
     direction: Direction,
     link: ProducerLink,
     task: Option<JoinHandle<()>>,
+    /// Whether it is counted among its direction's producers that may still start.
+    counted: bool,
 }
 
 impl BoundaryProducer {
@@ -606,15 +608,24 @@ impl BoundaryProducer {
             direction,
             link: ProducerLink::new(),
             task: None,
+            counted: true,
+        }
+    }
+
+    /// No longer counted among the producers that may still start (dropped, or closed without
+    /// having started): a close of the boundary does not wait for it.
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            let lane = self.boundary.lane(self.direction);
+            lane.producers.fetch_sub(1, SeqCst);
+            lane.wake();
         }
     }
 }
 
 impl Drop for BoundaryProducer {
     fn drop(&mut self) {
-        let lane = self.boundary.lane(self.direction);
-        lane.producers.fetch_sub(1, SeqCst);
-        lane.wake();
+        self.uncount();
     }
 }
 
@@ -723,8 +734,13 @@ impl EventSource for BoundaryProducer {
         }
     }
 
-    /// Closes the whole boundary (see [`AsyncEventBoundary::close`]).
+    /// Closes the whole boundary (see [`AsyncEventBoundary::close`]). A producer closed without
+    /// having started will not start: the close does not wait for it, and hands back what waits
+    /// in its direction if no other producer of it may still start.
     async fn close(&mut self) -> Result<(), NexusError> {
+        if self.task.is_none() {
+            self.uncount();
+        }
         self.boundary.close().await
     }
 
