@@ -54,6 +54,23 @@ fn ids(events: &[Event]) -> Vec<u64> {
     ids
 }
 
+/// The ids of the events a close hands back in its error, in order: a nexus's close lists one
+/// failure per source, and a boundary's lists each event it could not deliver.
+fn handed_back(closed: Result<(), NexusError>) -> Vec<u64> {
+    let Err(NexusError::CloseFailed { failures }) = closed else {
+        panic!("expected events handed back, got {closed:?}");
+    };
+    let events: Vec<Event> = failures
+        .into_iter()
+        .flat_map(|failure| match failure {
+            NexusError::CloseFailed { failures } => failures,
+            other => vec![other],
+        })
+        .filter_map(NexusError::into_event)
+        .collect();
+    ids(&events)
+}
+
 // ----- 1. shutdown drains producers ---------------------------------------------------------
 
 /// A running `slow_nexus` fed by a ChannelProducer holding events 1 to 10, and its sender.
@@ -595,14 +612,7 @@ async fn what_a_boundary_kept_is_handed_back_when_its_stopped_nexus_is_dropped(m
     let closed = tokio::time::timeout(Duration::from_secs(5), boundary.close())
         .await
         .expect("the producer let go of what it kept");
-    let Err(NexusError::CloseFailed { failures }) = closed else {
-        panic!("expected the events handed back, got {closed:?}");
-    };
-    let handed_back: Vec<Event> = failures
-        .into_iter()
-        .filter_map(NexusError::into_event)
-        .collect();
-    assert_eq!(ids(&handed_back), [1, 2, 3]);
+    assert_eq!(handed_back(closed), [1, 2, 3]);
     assert!(log.lines().is_empty());
 }
 
@@ -624,14 +634,7 @@ async fn events_sent_across_a_boundary_after_its_nexus_was_dropped_are_handed_ba
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let Err(NexusError::CloseFailed { failures }) = boundary.close().await else {
-        panic!("expected the events handed back");
-    };
-    let handed_back: Vec<Event> = failures
-        .into_iter()
-        .filter_map(NexusError::into_event)
-        .collect();
-    assert_eq!(ids(&handed_back), [1, 2, 3]);
+    assert_eq!(handed_back(boundary.close().await), [1, 2, 3]);
 }
 
 with_both_lanes! { #[tokio::test(start_paused = true)] closing_a_nexus_whose_boundary_producer_never_started_hands_back_what_waits }
@@ -650,38 +653,14 @@ async fn closing_a_nexus_whose_boundary_producer_never_started_hands_back_what_w
     let closed = tokio::time::timeout(Duration::from_secs(5), b.cleanup())
         .await
         .expect("closing did not wait for a producer that will never start");
-    let Err(NexusError::CloseFailed { failures }) = closed else {
-        panic!("expected the waiting events handed back, got {closed:?}");
-    };
-    let handed_back: Vec<Event> = failures
-        .into_iter()
-        .flat_map(|failure| match failure {
-            NexusError::CloseFailed { failures } => failures,
-            other => vec![other],
-        })
-        .filter_map(NexusError::into_event)
-        .collect();
-    assert_eq!(ids(&handed_back), [1, 2]);
+    assert_eq!(handed_back(closed), [1, 2]);
 }
 
 with_both_lanes! { #[tokio::test(start_paused = true)] after_a_stop_cleanup_hands_back_what_a_boundary_kept }
 async fn after_a_stop_cleanup_hands_back_what_a_boundary_kept(make: Make) {
     let log = Log::default();
     let (_a, b) = stopped_across_a_boundary(&log, make).await;
-    let err = b.cleanup().await.unwrap_err();
-    let NexusError::CloseFailed { failures } = err else {
-        panic!("expected the boundary's events handed back, got {err}");
-    };
-    // One failure per source: the boundary's lists each event it could not deliver.
-    let handed_back: Vec<Event> = failures
-        .into_iter()
-        .flat_map(|failure| match failure {
-            NexusError::CloseFailed { failures } => failures,
-            other => vec![other],
-        })
-        .filter_map(NexusError::into_event)
-        .collect();
-    assert_eq!(ids(&handed_back), (2..=10).collect::<Vec<_>>());
+    assert_eq!(handed_back(b.cleanup().await), (2..=10).collect::<Vec<_>>());
     assert_eq!(log.lines(), ["done:1"]);
 }
 
