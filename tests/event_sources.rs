@@ -284,6 +284,26 @@ async fn producers_refuse_to_start_or_emit_without_a_nexus() {
 }
 
 #[tokio::test]
+async fn a_producer_whose_nexus_was_dropped_has_its_event_handed_back() {
+    let nexus = AsyncEventNexus::new();
+    let producer = MyEventProducer::default();
+    let link = producer.link().clone();
+    nexus.add_producer(producer).unwrap();
+    let task = running(&nexus).await;
+    nexus.stop();
+    task.await.unwrap().unwrap();
+    drop(nexus);
+    let err = link
+        .distribute_event(Event::new(1, 70, 0, ()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NexusError::Closed { event, .. } if event.id == 1),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_producer_does_not_emit_before_start() {
     let nexus = AsyncEventNexus::new();
     let producer = MyEventProducer::default();

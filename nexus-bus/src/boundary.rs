@@ -671,14 +671,6 @@ impl EventSource for BoundaryProducer {
                         _ = stop.wait_for(|stop| *stop) => break,
                     },
                 };
-                if link.nexus_count() == 0 {
-                    // Its nexus was dropped: nothing can deliver the event, handed back.
-                    lane.settle(Err(NexusError::Closed {
-                        what: "event boundary (the nexus its producer fed was dropped)".to_owned(),
-                        event: Box::new(event),
-                    }));
-                    continue;
-                }
                 // What is already waiting goes through one lookup of the nexuses.
                 let delivery = link.delivery();
                 let keeps = may_keep(&link, lane);

@@ -42,9 +42,10 @@ pub struct Event {
     pub cause: Option<Cause>,
 }
 
-/// The cause of events made on this thread now, a word per cell. Whether there is one is read
-/// first, and the cause itself only when there is one: the common case, no cause, reads one
-/// word, never the rest of a value written in other pieces (which would wait for those stores).
+/// The cause of events made on this thread now, a cell per part, each written and read whole.
+/// Whether there is one is read first, and the cause itself only when there is one: the common
+/// case, no cause, reads the flag alone, never the rest of a value written in other pieces
+/// (which would wait for those stores).
 struct CurrentCause {
     set: std::cell::Cell<bool>,
     id: std::cell::Cell<u64>,

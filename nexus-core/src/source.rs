@@ -411,8 +411,9 @@ impl ProducerLink {
     ///
     /// # Errors
     ///
-    /// [`NexusError::MisconfiguredEventProducer`] before the producer was started or when no
-    /// registered nexus is alive; [`NexusError::LoopEnded`] as above; otherwise the first error
+    /// [`NexusError::MisconfiguredEventProducer`] before the producer was started;
+    /// [`NexusError::Closed`], handing the event back, when no registered nexus is alive;
+    /// [`NexusError::LoopEnded`] as above; otherwise the first error
     /// of a nexus's [`ingest`](AsyncEventNexus::ingest) (such as
     /// [`NexusError::NotRunning`], handing the event back), after which later nexuses are not
     /// tried.
@@ -481,14 +482,18 @@ impl ProducerLink {
 
     fn misconfigured(&self, reason: &'static str) -> NexusError {
         NexusError::MisconfiguredEventProducer {
-            producer: self
-                .shared
-                .name
-                .get()
-                .cloned()
-                .unwrap_or_else(|| "producer".to_owned()),
+            producer: self.name(),
             reason,
         }
+    }
+
+    /// The producer's name, once it began.
+    fn name(&self) -> String {
+        self.shared
+            .name
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "producer".to_owned())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<WeakNexus>> {
@@ -612,7 +617,11 @@ impl Delivery<'_> {
             Targets::Many(targets) => targets.as_slice(),
         };
         let Some((last, rest)) = targets.split_last() else {
-            return Err(link.misconfigured("every registered nexus was dropped"));
+            // Nothing will ever take it: handed back, as a closed nexus hands back what it refuses.
+            return Err(NexusError::Closed {
+                what: format!("{} (every nexus it fed was dropped)", link.name()),
+                event: Box::new(event),
+            });
         };
         for nexus in rest {
             if let Err(err) = nexus.ingest_from_producer(event.clone()).await {
