@@ -156,7 +156,7 @@ fn encode_as(event: &Event, with_cause: bool) -> Result<Vec<u8>, NexusError> {
 /// ```
 pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusError> {
     if bytes.len() <= limits.max_bytes
-        && let Some(event) = fast::decode(bytes)
+        && let Some(event) = plain::decode(bytes).or_else(|| fast::decode(bytes))
     {
         return Ok(event);
     }
@@ -253,6 +253,175 @@ fn decode_checked(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusErro
         payload,
         cause,
     })
+}
+
+/// The event as [`encode`] and Python's `json.dumps` write it, read byte by byte: an object of
+/// only the keys `id`, `type`, `priority`, `payload`, `cause` and `root`, with numbers that are
+/// integers and strings without escapes. Anything else gives `None`, and the [`fast`] path reads
+/// it; what this reads, it reads as [`decode_checked`] does.
+mod plain {
+    use std::sync::Arc;
+
+    use crate::event::{Cause, Event, EventType, Payload};
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Event> {
+        let mut input = Input { bytes, at: 0 };
+        let (mut id, mut event_type, mut priority, mut payload) = (None, None, None, None);
+        let (mut cause, mut root) = (None, None);
+        input.expect(b'{')?;
+        loop {
+            // A key given twice: the last one counts, as on the checked path.
+            let key = input.string()?;
+            input.expect(b':')?;
+            match key {
+                b"id" => id = Some(input.unsigned()?),
+                b"type" => {
+                    event_type = Some(if input.peek()? == b'"' {
+                        EventType::name(std::str::from_utf8(input.string()?).ok()?.to_owned())
+                    } else {
+                        EventType::Int(input.signed()?)
+                    });
+                }
+                b"priority" => priority = input.or_null(Input::signed)?,
+                b"payload" => {
+                    payload = Some(match input.peek()? {
+                        b'"' => {
+                            let text: Arc<str> =
+                                Arc::from(std::str::from_utf8(input.string()?).ok()?);
+                            Payload::Text(text.into())
+                        }
+                        b'n' => {
+                            input.null()?;
+                            Payload::Empty
+                        }
+                        _ => Payload::Int(input.signed()?),
+                    });
+                }
+                b"cause" => cause = input.or_null(Input::unsigned)?,
+                b"root" => root = input.or_null(Input::unsigned)?,
+                _ => return None,
+            }
+            match input.next()? {
+                b',' => {}
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        input.skip_space();
+        if input.at != bytes.len() {
+            return None;
+        }
+        let priority = i32::try_from(priority.unwrap_or(0)).ok()?;
+        let cause = match (cause, root) {
+            (Some(id), Some(root)) => Some(Cause { id, root }),
+            (None, None) => None,
+            _ => return None,
+        };
+        Some(Event {
+            id: id?,
+            event_type: event_type?,
+            priority,
+            payload: payload.unwrap_or(Payload::Empty),
+            cause,
+        })
+    }
+
+    /// Bytes and a place in them.
+    struct Input<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Input<'a> {
+        fn skip_space(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
+        }
+
+        /// The next byte that is not white space, left in place.
+        fn peek(&mut self) -> Option<u8> {
+            self.skip_space();
+            self.bytes.get(self.at).copied()
+        }
+
+        /// The next byte that is not white space, taken.
+        fn next(&mut self) -> Option<u8> {
+            let byte = self.peek()?;
+            self.at += 1;
+            Some(byte)
+        }
+
+        fn expect(&mut self, byte: u8) -> Option<()> {
+            (self.next()? == byte).then_some(())
+        }
+
+        /// A string's bytes, if it has no escapes and no control characters.
+        fn string(&mut self) -> Option<&'a [u8]> {
+            self.expect(b'"')?;
+            let start = self.at;
+            loop {
+                match *self.bytes.get(self.at)? {
+                    b'"' => break,
+                    b'\\' | 0..0x20 => return None,
+                    _ => self.at += 1,
+                }
+            }
+            self.at += 1;
+            Some(&self.bytes[start..self.at - 1])
+        }
+
+        fn null(&mut self) -> Option<()> {
+            self.skip_space();
+            let rest = self.bytes.get(self.at..)?;
+            rest.starts_with(b"null").then(|| self.at += 4)
+        }
+
+        /// `null` as `None`, or what `read` reads.
+        fn or_null<T>(&mut self, read: fn(&mut Self) -> Option<T>) -> Option<Option<T>> {
+            if self.peek()? == b'n' {
+                self.null().map(|()| None)
+            } else {
+                read(self).map(Some)
+            }
+        }
+
+        /// A JSON number's digits that make a non-negative integer of 64 bits: no sign, no
+        /// leading zero, no fraction or exponent (those read as floats elsewhere).
+        fn magnitude(&mut self) -> Option<u64> {
+            let start = self.at;
+            let mut value: u64 = 0;
+            while let Some(digit @ b'0'..=b'9') = self.bytes.get(self.at).copied() {
+                value = value
+                    .checked_mul(10)?
+                    .checked_add(u64::from(digit - b'0'))?;
+                self.at += 1;
+            }
+            let digits = &self.bytes[start..self.at];
+            let ends = !matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E'));
+            (!digits.is_empty() && ends && (digits[0] != b'0' || digits.len() == 1))
+                .then_some(value)
+        }
+
+        fn unsigned(&mut self) -> Option<u64> {
+            self.skip_space();
+            self.magnitude()
+        }
+
+        /// An integer that fits an `i64`; not `-0`, which JSON parsers read as a float.
+        fn signed(&mut self) -> Option<i64> {
+            if self.peek()? == b'-' {
+                self.at += 1;
+                let magnitude = self.magnitude()?;
+                if magnitude == 0 {
+                    return None;
+                }
+                0i64.checked_sub_unsigned(magnitude)
+            } else {
+                i64::try_from(self.magnitude()?).ok()
+            }
+        }
+    }
 }
 
 /// The common event, decoded without building a [`serde_json::Value`]: an object whose `id`,
@@ -558,35 +727,75 @@ impl WireStats {
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy as _;
+
     use super::*;
 
     fn roundtrip(event: &Event) -> Event {
         decode(&encode(event).unwrap(), DecodeLimits::default()).unwrap()
     }
 
-    /// Whatever the fast path decodes, the checked path decodes to the same event; what the fast
-    /// path leaves, the checked path decides.
+    /// Whatever the plain or the fast path decodes, the checked path decodes to the same event;
+    /// what they leave, the checked path decides.
     fn agrees(text: &str) {
-        let fast = fast::decode(text.as_bytes());
-        let checked = decode_checked(text.as_bytes(), DecodeLimits::default());
-        if let Some(event) = &fast {
-            assert_eq!(Some(event), checked.as_ref().ok(), "{text}");
+        agrees_on(text.as_bytes());
+    }
+
+    fn agrees_on(bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let checked = decode_checked(bytes, DecodeLimits::default());
+        for read in [plain::decode(bytes), fast::decode(bytes)] {
+            if let Some(event) = &read {
+                assert_eq!(Some(event), checked.as_ref().ok(), "{text}");
+            }
         }
         // Typed payloads compare by identity: compare what they print.
         let shown = |result: Result<Event, NexusError>| format!("{result:?}");
         assert_eq!(
-            shown(decode(text.as_bytes(), DecodeLimits::default())),
+            shown(decode(bytes, DecodeLimits::default())),
             shown(checked),
             "{text}"
         );
     }
 
     #[test]
-    fn the_fast_path_decodes_as_the_checked_path_does() {
+    fn the_plain_and_fast_paths_decode_as_the_checked_path_does() {
         let common = r#"{"id":1,"type":99,"priority":0,"payload":"TEAPOT!"}"#;
-        assert!(fast::decode(common.as_bytes()).is_some());
+        let python = "{\"id\": 7, \"type\": \"log\", \"priority\": -1, \"payload\": \"caf\u{e9}\"}";
+        let caused = r#"{"id":2,"type":11,"priority":0,"payload":null,"cause":1,"root":1}"#;
+        for read in [plain::decode, fast::decode] {
+            assert!(read(common.as_bytes()).is_some());
+            assert!(read(python.as_bytes()).is_some());
+            assert!(read(caused.as_bytes()).is_some());
+        }
         for text in [
             common,
+            python,
+            caused,
+            " \t{\n\"id\" :1 ,\r\"type\": 2 , \"payload\" : -5 }\n ",
+            r#"{"id":18446744073709551615,"type":-9223372036854775808,"payload":9223372036854775807}"#,
+            // Left to the other paths: numbers JSON reads as floats or refuses, escapes and
+            // control characters in strings, stray bytes, other keys.
+            r#"{"id":18446744073709551616,"type":2}"#,
+            r#"{"id":1,"type":-9223372036854775809}"#,
+            r#"{"id":1,"type":2,"payload":-0}"#,
+            r#"{"id":1,"type":-0}"#,
+            r#"{"id":01,"type":2}"#,
+            r#"{"id":1,"type":2,"payload":00}"#,
+            r#"{"id":1e3,"type":2}"#,
+            r#"{"id":1,"type":2,"priority":2E1}"#,
+            r#"{"id":1,"type":2,"payload":-}"#,
+            r#"{"id":1,"type":2,"payload":+1}"#,
+            r#"{"id":1,"type":2,"payload":nul}"#,
+            r#"{"id":1,"type":2,"payload":nullx}"#,
+            "{\"id\":1,\"type\":2,\"payload\":\"raw\tcontrol\u{1}\"}",
+            r#"{"id":1,"type":"a\"b","payload":"x"}"#,
+            r#"{"id":1,"type":2,}"#,
+            r#"{"id":1 "type":2}"#,
+            r#"{"id":1,"type":2}}"#,
+            r#"{,"id":1,"type":2}"#,
+            r#"{"ID":1,"type":2}"#,
+            r#"{}"#,
             r#"{"id": 7, "type": "log", "priority": 1, "payload": "caf\u00e9"}"#,
             r#"{"id":1,"type":-3,"payload":-12}"#,
             r#"{"id":1,"type":2,"priority":null,"payload":null,"extra":{"a":[1,2]}}"#,
@@ -646,7 +855,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_fast_path_agrees_on_arbitrary_objects(fields in proptest::collection::vec(
+        fn the_plain_and_fast_paths_agree_on_arbitrary_objects(fields in proptest::collection::vec(
             (proptest::prop_oneof![
                 proptest::strategy::Just("id".to_owned()),
                 proptest::strategy::Just("type".to_owned()),
@@ -664,6 +873,41 @@ mod tests {
                 .map(|(key, value)| format!("{}:{value}", Value::from(key.as_str())))
                 .collect();
             agrees(&format!("{{{}}}", body.join(",")));
+        }
+
+        /// Messages as they are written, with white space where JSON allows it and one byte
+        /// changed: each path reads the same event or leaves it.
+        #[test]
+        fn the_plain_and_fast_paths_agree_on_damaged_messages(
+            id in proptest::prelude::any::<u64>(),
+            event_type in proptest::prop_oneof![
+                proptest::prelude::any::<i64>().prop_map(EventType::Int),
+                "[a-z\\\\\"\u{e9}]{0,4}".prop_map(EventType::name),
+            ],
+            priority in proptest::prelude::any::<i32>(),
+            payload in proptest::prop_oneof![
+                proptest::strategy::Just(Payload::Empty),
+                proptest::prelude::any::<i64>().prop_map(Payload::from),
+                ".{0,6}".prop_map(Payload::from),
+            ],
+            spaced in proptest::prelude::any::<bool>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prop_oneof![
+                proptest::sample::select(b" \t\n\r{}[]:,\"\\-+.0123456789eEnul".to_vec()),
+                proptest::prelude::any::<u8>(),
+            ],
+        ) {
+            let event = Event::new(id, event_type, priority, payload);
+            let mut bytes = encode(&event).unwrap();
+            if spaced {
+                // As Python's json.dumps writes it.
+                let text = String::from_utf8(bytes).unwrap();
+                bytes = text.replace("\":", "\": ").replace(",\"", ", \"").into_bytes();
+            }
+            agrees_on(&bytes);
+            let at = at.index(bytes.len());
+            bytes[at] = byte;
+            agrees_on(&bytes);
         }
     }
 
