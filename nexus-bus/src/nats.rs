@@ -218,6 +218,7 @@ impl NatsBoundary {
             publish_timeout: Duration::from_secs(30),
             on_duplicate: OnDuplicate::Error,
             counts: Arc::default(),
+            first_subject: Arc::default(),
             last_subject: Arc::default(),
         }
     }
@@ -286,7 +287,9 @@ pub struct NatsPublisher {
     publish_timeout: Duration,
     on_duplicate: OnDuplicate,
     counts: Arc<PublishCounts>,
-    /// The subject of the last type published, made once for a run of events of one type.
+    /// The subject of the first type published, made once and then read without a lock.
+    first_subject: Arc<std::sync::OnceLock<(EventType, async_nats::Subject)>>,
+    /// The subject of the last other type published, made once for a run of events of one type.
     last_subject: Arc<std::sync::Mutex<Option<(EventType, async_nats::Subject)>>>,
 }
 
@@ -350,8 +353,16 @@ impl NatsPublisher {
         format!("{}-{}-{}", self.origin, self.instance, event.id)
     }
 
-    /// The subject of events of `event_type`: the last one's again when the type is the same.
+    /// The subject of events of `event_type`: the first type's or the last one's again when the
+    /// type is the same.
     fn subject_of(&self, event_type: &EventType) -> async_nats::Subject {
+        let make = || async_nats::Subject::from(self.boundary.subject(event_type));
+        let (first, subject) = self
+            .first_subject
+            .get_or_init(|| (event_type.clone(), make()));
+        if first == event_type {
+            return subject.clone();
+        }
         let mut last = self
             .last_subject
             .lock()
@@ -359,7 +370,7 @@ impl NatsPublisher {
         match &*last {
             Some((known, subject)) if known == event_type => subject.clone(),
             _ => {
-                let subject = async_nats::Subject::from(self.boundary.subject(event_type));
+                let subject = make();
                 *last = Some((event_type.clone(), subject.clone()));
                 subject
             }
