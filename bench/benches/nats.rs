@@ -9,6 +9,10 @@
 //! cargo bench --manifest-path bench/Cargo.toml --bench nats
 //! ```
 //!
+//! Plain NATS delivers at most once: a side of a round that has not finished within 30 s (now
+//! and then a few messages do not arrive, on the raw side too) is printed with how far it got and
+//! left out of the medians, and the summary counts such sides (`nats_sides_stalled`).
+//!
 //! `NEXUS_NATS_ONLY=nexus` (or `raw`) runs the plain case of that side alone, to profile it.
 
 use std::process::{Child, Command, Stdio};
@@ -25,6 +29,27 @@ const N: u64 = 100_000;
 const N_JS: u64 = 10_000;
 /// Rounds: the ratios are of medians, and the server shares the machine's two cores.
 const ROUNDS: usize = 11;
+/// How long one side of a round may take before it is reported as stalled and left out: plain
+/// NATS delivers at most once, and now and then a few of a round's 100,000 messages do not
+/// arrive, on the raw side too.
+const STALL: Duration = Duration::from_secs(30);
+
+/// How far the side being timed has got: events sent, and events that arrived.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    arrived: AtomicU64,
+}
+
+impl Progress {
+    fn send(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn arrive(&self) -> u64 {
+        self.arrived.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
 
 fn start_server() -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -53,6 +78,7 @@ fn event(i: u64) -> Event {
 /// sending nexus publishing through `publisher`. Both running.
 async fn pair(
     n: u64,
+    progress: Arc<Progress>,
     producer: nexus::bus::nats::NatsSubscriber,
     publisher: nexus::bus::nats::NatsPublisher,
 ) -> (
@@ -61,12 +87,11 @@ async fn pair(
     tokio::sync::oneshot::Receiver<Instant>,
 ) {
     let receiver = AsyncEventNexus::new();
-    let count = Arc::new(AtomicU64::new(0));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let done_tx = std::sync::Mutex::new(Some(done_tx));
     receiver
         .add_handler(7, move |_e: Event, _q: EventQueue| {
-            if count.fetch_add(1, Ordering::Relaxed) + 1 == n
+            if progress.arrive() == n
                 && let Some(tx) = done_tx.lock().unwrap().take()
             {
                 let _ = tx.send(Instant::now());
@@ -86,6 +111,7 @@ async fn pair(
 /// Ingests `n` events into `sender`; the time until the receiving side has handled them all.
 async fn time_pair(
     n: u64,
+    progress: &Progress,
     (sender, receiver, done): (
         AsyncEventNexus,
         AsyncEventNexus,
@@ -95,6 +121,7 @@ async fn time_pair(
     let start = Instant::now();
     for i in 0..n {
         sender.ingest(event(i)).await.unwrap();
+        progress.send();
     }
     let end = done.await.unwrap();
     receiver.stop();
@@ -103,7 +130,7 @@ async fn time_pair(
 }
 
 /// Time for N events from one nexus's `ingest` to the other nexus's handler.
-async fn through_nexus(url: &str, round: usize) -> Duration {
+async fn through_nexus(url: &str, round: usize, progress: Arc<Progress>) -> Duration {
     let prefix = format!("bench.nexus.{round}");
     let out = NatsBoundary::connect(url, &prefix).await.unwrap();
     // Plain NATS drops what a subscription's buffer cannot hold: room for the whole run.
@@ -113,11 +140,12 @@ async fn through_nexus(url: &str, round: usize) -> Duration {
         .await
         .unwrap();
     let into = NatsBoundary::with_client(client, &prefix);
-    time_pair(N, pair(N, into.subscriber(7), out.publisher()).await).await
+    let ends = pair(N, progress.clone(), into.subscriber(7), out.publisher()).await;
+    time_pair(N, &progress, ends).await
 }
 
 /// Time for N messages of the same bytes, published and received with `async-nats` alone.
-async fn raw(url: &str, round: usize) -> Duration {
+async fn raw(url: &str, round: usize, progress: Arc<Progress>) -> Duration {
     let subject = format!("bench.raw.{round}");
     let publisher = async_nats::connect(url).await.unwrap();
     let subscriber = async_nats::ConnectOptions::new()
@@ -127,11 +155,10 @@ async fn raw(url: &str, round: usize) -> Duration {
         .unwrap();
     let mut messages = subscriber.subscribe(subject.clone()).await.unwrap();
     subscriber.flush().await.unwrap();
+    let arrivals = progress.clone();
     let received = tokio::spawn(async move {
-        let mut n = 0;
         while messages.next().await.is_some() {
-            n += 1;
-            if n == N {
+            if arrivals.arrive() == N {
                 break;
             }
         }
@@ -144,13 +171,14 @@ async fn raw(url: &str, round: usize) -> Duration {
             .publish(subject.clone(), bytes.into())
             .await
             .unwrap();
+        progress.send();
     }
     received.await.unwrap() - start
 }
 
 /// Time for `N_JS` events from one nexus's `ingest` to the other nexus's handler, through
 /// JetStream.
-async fn through_jetstream(url: &str, round: usize) -> Duration {
+async fn through_jetstream(url: &str, round: usize, progress: Arc<Progress>) -> Duration {
     let prefix = format!("bench.js.{round}");
     let stream = format!("BENCH_JS_{round}");
     let connect = || async {
@@ -162,14 +190,15 @@ async fn through_jetstream(url: &str, round: usize) -> Duration {
             .unwrap()
     };
     let (out, into) = (connect().await, connect().await);
-    let ends = pair(N_JS, into.durable_subscriber(7, "bench"), out.publisher()).await;
-    time_pair(N_JS, ends).await
+    let subscriber = into.durable_subscriber(7, "bench");
+    let ends = pair(N_JS, progress.clone(), subscriber, out.publisher()).await;
+    time_pair(N_JS, &progress, ends).await
 }
 
 /// Time for `N_JS` messages of the same bytes with `async-nats` alone: each published with a
 /// message id and its acknowledgement awaited, each consumed by a durable pull consumer and
 /// acknowledged (waiting for the server's confirmation).
-async fn raw_jetstream(url: &str, round: usize) -> Duration {
+async fn raw_jetstream(url: &str, round: usize, progress: Arc<Progress>) -> Duration {
     use async_nats::jetstream::{self, consumer::pull, stream};
     let subject = format!("bench.rawjs.{round}.7");
     let context = jetstream::new(async_nats::connect(url).await.unwrap());
@@ -194,12 +223,11 @@ async fn raw_jetstream(url: &str, round: usize) -> Duration {
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
+    let arrivals = progress.clone();
     let received = tokio::spawn(async move {
-        let mut n = 0;
         while let Some(message) = messages.next().await {
             message.unwrap().double_ack().await.unwrap();
-            n += 1;
-            if n == N_JS {
+            if arrivals.arrive() == N_JS {
                 break;
             }
         }
@@ -217,13 +245,15 @@ async fn raw_jetstream(url: &str, round: usize) -> Duration {
             .unwrap()
             .await
             .unwrap();
+        progress.send();
     }
     received.await.unwrap() - start
 }
 
+/// The median of `xs`; NaN when there are none.
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() {
@@ -245,65 +275,93 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (mut nexus_rates, mut raw_rates) = (Vec::new(), Vec::new());
-    let (mut js_rates, mut raw_js_rates) = (Vec::new(), Vec::new());
     // `NEXUS_NATS_ONLY=nexus` or `=raw`: the plain case of one side only, to profile it.
     if let Ok(only) = std::env::var("NEXUS_NATS_ONLY") {
         for round in 0..ROUNDS {
-            let took = match only.as_str() {
-                "raw" => rt.block_on(raw(&url, round)),
-                _ => rt.block_on(through_nexus(&url, round)),
+            let rate = match only.as_str() {
+                "raw" => side(&rt, round, "plain raw", N, |p| raw(&url, round, p)),
+                _ => side(&rt, round, "plain nexus", N, |p| through_nexus(&url, round, p)),
             };
-            println!("{only}: {:.0} events/s", N as f64 / took.as_secs_f64());
+            if let Some(rate) = rate {
+                println!("{only}: {rate:.0} events/s");
+            }
         }
         stop_server(server);
         return;
     }
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut stalled = 0;
     for round in 0..ROUNDS {
         // Each side goes first in every other round, so that neither always meets the server
         // as the other left it.
         let nexus_first = round % 2 == 0;
         let (n, r) = in_order(
             nexus_first,
-            || rt.block_on(through_nexus(&url, round)),
-            || rt.block_on(raw(&url, round)),
+            || side(&rt, round, "plain nexus", N, |p| through_nexus(&url, round, p)),
+            || side(&rt, round, "plain raw", N, |p| raw(&url, round, p)),
         );
         let (j, rj) = in_order(
             nexus_first,
-            || rt.block_on(through_jetstream(&url, round)),
-            || rt.block_on(raw_jetstream(&url, round)),
+            || side(&rt, round, "JetStream nexus", N_JS, |p| through_jetstream(&url, round, p)),
+            || side(&rt, round, "JetStream raw", N_JS, |p| raw_jetstream(&url, round, p)),
         );
-        let rate = |count: u64, took: Duration| count as f64 / took.as_secs_f64();
-        nexus_rates.push(rate(N, n));
-        raw_rates.push(rate(N, r));
-        js_rates.push(rate(N_JS, j));
-        raw_js_rates.push(rate(N_JS, rj));
+        let shown = |rate: Option<f64>| rate.map_or("stalled".to_owned(), |r| format!("{r:.0}"));
         println!(
-            "round {round}: plain: nexus {:>9.0} events/s, raw async-nats {:>9.0} messages/s; \
-             JetStream: nexus {:>7.0} events/s, raw async-nats {:>7.0} messages/s",
-            rate(N, n),
-            rate(N, r),
-            rate(N_JS, j),
-            rate(N_JS, rj),
+            "round {round}: plain: nexus {:>9} events/s, raw async-nats {:>9} messages/s; \
+             JetStream: nexus {:>7} events/s, raw async-nats {:>7} messages/s",
+            shown(n),
+            shown(r),
+            shown(j),
+            shown(rj),
         );
+        for (rates, rate) in rates.iter_mut().zip([n, r, j, rj]) {
+            match rate {
+                Some(rate) => rates.push(rate),
+                None => stalled += 1,
+            }
+        }
     }
-    let (nexus, raw) = (median(nexus_rates), median(raw_rates));
-    let (js, raw_js) = (median(js_rates), median(raw_js_rates));
+    let [nexus, raw, js, raw_js] = rates.map(median);
     println!(
         "\nmedians of {ROUNDS} rounds: plain ({N} events): nexus {nexus:.0}/s, raw {raw:.0}/s, \
          nexus/raw {:.2}; JetStream ({N_JS} events): nexus {js:.0}/s, raw {raw_js:.0}/s, \
-         nexus/raw {:.2}",
+         nexus/raw {:.2}; sides stalled and left out: {stalled}",
         nexus / raw,
         js / raw_js
     );
     println!(
         "summary: nats_boundary_per_s={nexus:.0} raw_nats_per_s={raw:.0} \
          nats_vs_raw={:.2} jetstream_boundary_per_s={js:.0} raw_jetstream_per_s={raw_js:.0} \
-         jetstream_vs_raw={:.2}",
+         jetstream_vs_raw={:.2} nats_sides_stalled={stalled}",
         nexus / raw,
         js / raw_js
     );
     stop_server(server);
+}
+
+/// Runs one side of a round, `n` events: its events per second, or `None` when it has not
+/// finished within `STALL`, saying how far it got.
+fn side<F: Future<Output = Duration>>(
+    rt: &tokio::runtime::Runtime,
+    round: usize,
+    what: &str,
+    n: u64,
+    run: impl FnOnce(Arc<Progress>) -> F,
+) -> Option<f64> {
+    let progress = Arc::new(Progress::default());
+    let run = run(progress.clone());
+    match rt.block_on(async { tokio::time::timeout(STALL, run).await }) {
+        Ok(took) => Some(n as f64 / took.as_secs_f64()),
+        Err(_) => {
+            println!(
+                "round {round}: {what} stalled: {} of {n} sent, {} arrived after {STALL:?}; \
+                 left out of the medians",
+                progress.sent.load(Ordering::Relaxed),
+                progress.arrived.load(Ordering::Relaxed),
+            );
+            None
+        }
+    }
 }
 
 /// Runs `a` and `b`, `a` first if `a_first`; their results in the order `(a, b)`.
