@@ -34,7 +34,8 @@ const ROUNDS: usize = 11;
 /// arrive, on the raw side too.
 const STALL: Duration = Duration::from_secs(30);
 
-/// How far the side being timed has got: events sent, and events that arrived.
+/// How far the side being timed has got: events sent, and events that arrived. Each count is
+/// written by one task, with a plain store where the side counts for itself.
 #[derive(Default)]
 struct Progress {
     sent: AtomicU64,
@@ -42,10 +43,15 @@ struct Progress {
 }
 
 impl Progress {
-    fn send(&self) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
+    fn sent(&self, count: u64) {
+        self.sent.store(count, Ordering::Relaxed);
     }
 
+    fn arrived(&self, count: u64) {
+        self.arrived.store(count, Ordering::Relaxed);
+    }
+
+    /// Counts one arrival where the count is shared (a handler): the count so far.
     fn arrive(&self) -> u64 {
         self.arrived.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -121,7 +127,7 @@ async fn time_pair(
     let start = Instant::now();
     for i in 0..n {
         sender.ingest(event(i)).await.unwrap();
-        progress.send();
+        progress.sent(i + 1);
     }
     let end = done.await.unwrap();
     receiver.stop();
@@ -157,8 +163,11 @@ async fn raw(url: &str, round: usize, progress: Arc<Progress>) -> Duration {
     subscriber.flush().await.unwrap();
     let arrivals = progress.clone();
     let received = tokio::spawn(async move {
+        let mut n = 0;
         while messages.next().await.is_some() {
-            if arrivals.arrive() == N {
+            n += 1;
+            arrivals.arrived(n);
+            if n == N {
                 break;
             }
         }
@@ -171,7 +180,7 @@ async fn raw(url: &str, round: usize, progress: Arc<Progress>) -> Duration {
             .publish(subject.clone(), bytes.into())
             .await
             .unwrap();
-        progress.send();
+        progress.sent(i + 1);
     }
     received.await.unwrap() - start
 }
@@ -225,9 +234,12 @@ async fn raw_jetstream(url: &str, round: usize, progress: Arc<Progress>) -> Dura
     let mut messages = consumer.messages().await.unwrap();
     let arrivals = progress.clone();
     let received = tokio::spawn(async move {
+        let mut n = 0;
         while let Some(message) = messages.next().await {
             message.unwrap().double_ack().await.unwrap();
-            if arrivals.arrive() == N_JS {
+            n += 1;
+            arrivals.arrived(n);
+            if n == N_JS {
                 break;
             }
         }
@@ -245,7 +257,7 @@ async fn raw_jetstream(url: &str, round: usize, progress: Arc<Progress>) -> Dura
             .unwrap()
             .await
             .unwrap();
-        progress.send();
+        progress.sent(i + 1);
     }
     received.await.unwrap() - start
 }
