@@ -292,7 +292,9 @@ fn main() {
         for round in 0..ROUNDS {
             let rate = match only.as_str() {
                 "raw" => side(&rt, round, "plain raw", N, |p| raw(&url, round, p)),
-                _ => side(&rt, round, "plain nexus", N, |p| through_nexus(&url, round, p)),
+                _ => side(&rt, round, "plain nexus", N, |p| {
+                    through_nexus(&url, round, p)
+                }),
             };
             if let Some(rate) = rate {
                 println!("{only}: {rate:.0} events/s");
@@ -309,13 +311,25 @@ fn main() {
         let nexus_first = round % 2 == 0;
         let (n, r) = in_order(
             nexus_first,
-            || side(&rt, round, "plain nexus", N, |p| through_nexus(&url, round, p)),
+            || {
+                side(&rt, round, "plain nexus", N, |p| {
+                    through_nexus(&url, round, p)
+                })
+            },
             || side(&rt, round, "plain raw", N, |p| raw(&url, round, p)),
         );
         let (j, rj) = in_order(
             nexus_first,
-            || side(&rt, round, "JetStream nexus", N_JS, |p| through_jetstream(&url, round, p)),
-            || side(&rt, round, "JetStream raw", N_JS, |p| raw_jetstream(&url, round, p)),
+            || {
+                side(&rt, round, "JetStream nexus", N_JS, |p| {
+                    through_jetstream(&url, round, p)
+                })
+            },
+            || {
+                side(&rt, round, "JetStream raw", N_JS, |p| {
+                    raw_jetstream(&url, round, p)
+                })
+            },
         );
         let shown = |rate: Option<f64>| rate.map_or("stalled".to_owned(), |r| format!("{r:.0}"));
         println!(
