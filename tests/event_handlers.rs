@@ -57,6 +57,49 @@ async fn async_filters_are_awaited() {
 }
 
 #[tokio::test]
+async fn a_filter_that_waits_is_resumed_and_the_filters_after_it_run_once() {
+    let nexus = AsyncEventNexus::new();
+    let log = Log::default();
+    let l = log.clone();
+    nexus.add_filter(move |e: &Event, _q: &EventQueue| {
+        l.push(format!("f1:{}", e.id));
+        false
+    });
+    let l = log.clone();
+    nexus.add_filter(move |e: &Event, _q: &EventQueue| {
+        let (l, id) = (l.clone(), e.id);
+        async move {
+            l.push(format!("f2 begins:{id}"));
+            tokio::task::yield_now().await;
+            l.push(format!("f2 ends:{id}"));
+            id == 7 // consumes 7
+        }
+    });
+    let l = log.clone();
+    nexus.add_filter(move |e: &Event, _q: &EventQueue| {
+        l.push(format!("f3:{}", e.id));
+        false
+    });
+    nexus.add_handler(1, log.handler("h")).unwrap();
+    let _task = running(&nexus).await;
+    nexus.ingest(Event::new(6, 1, 0, ())).await.unwrap();
+    nexus.ingest(Event::new(7, 1, 0, ())).await.unwrap();
+    assert_eq!(
+        log.lines(),
+        [
+            "f1:6",
+            "f2 begins:6",
+            "f2 ends:6",
+            "f3:6",
+            "h:6",
+            "f1:7",
+            "f2 begins:7",
+            "f2 ends:7"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_failing_filter_names_itself_and_the_event() {
     let nexus = AsyncEventNexus::new();
     nexus.add_filter(|_e: &Event, _q: &EventQueue| Err::<bool, _>("payload unreadable"));

@@ -98,21 +98,34 @@ pub(crate) struct FanCopies {
 
 impl FanCopies {
     /// The current handlers of `list`, from the copy kept of it when that is current.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn handlers(&mut self, list: &FanList) -> &Arc<Vec<Handler>> {
         let address = std::ptr::from_ref(list) as usize;
         let generation = list.generation();
+        match self
+            .kept
+            .iter()
+            .position(|(a, g, _)| *a == address && *g == generation)
+        {
+            Some(at) => &self.kept[at].2,
+            None => self.take(list, address),
+        }
+    }
+
+    /// Takes a copy of `list` as it is now, in place of an older one. Out of line: a list's
+    /// copy is taken once per change of it.
+    #[cold]
+    #[inline(never)]
+    fn take(&mut self, list: &FanList, address: usize) -> &Arc<Vec<Handler>> {
+        let (generation, handlers) = list.current();
+        let copy = (address, generation, handlers);
         let at = match self.kept.iter().position(|(a, _, _)| *a == address) {
             Some(at) => {
-                if self.kept[at].1 != generation {
-                    let (generation, handlers) = list.current();
-                    self.kept[at] = (address, generation, handlers);
-                }
+                self.kept[at] = copy;
                 at
             }
             None => {
-                let (generation, handlers) = list.current();
-                self.kept.push((address, generation, handlers));
+                self.kept.push(copy);
                 self.kept.len() - 1
             }
         };

@@ -543,18 +543,17 @@ impl Cursor {
             return over;
         }
         let keeps = inner.policy.keeps_events();
-        loop {
-            let Some(event) = &self.event else {
-                return Poll::Ready(());
-            };
-            match self.at {
-                At::Filter(at) => {
-                    let Some(entry) = table.filters.get(at) else {
-                        self.at = At::Handler(0);
-                        continue;
-                    };
-                    self.at = At::Filter(at + 1);
-                    let queue = &inner.queue;
+        let Some(event) = &self.event else {
+            return Poll::Ready(());
+        };
+        let first = match self.at {
+            At::Filter(first) => {
+                // The index stays in a register; `self.at` is written only when a call has
+                // to wait (a call that completes at once cannot be interrupted).
+                let queue = &inner.queue;
+                let mut at = first;
+                while let Some(entry) = table.filters.get(at) {
+                    at += 1;
                     match start_filter(|waiting| {
                         entry.filter.start_in(event, queue, cx, spare, waiting)
                     }) {
@@ -565,6 +564,7 @@ impl Cursor {
                             return Poll::Ready(());
                         }
                         Ok(Err(call)) => {
+                            self.at = At::Filter(at);
                             let waiting = Waiting {
                                 call: Flight::Filter(call),
                                 name: entry.name,
@@ -587,92 +587,92 @@ impl Cursor {
                         }
                     }
                 }
-                At::Handler(first) => {
-                    let handlers = table.lookup(&event.event_type);
-                    if handlers.is_empty() {
-                        self.unhandled(inner, first_error);
-                        return Poll::Ready(());
-                    }
-                    let (id, event_type) = (event.id, event.event_type.clone());
-                    for (at, entry) in handlers.iter().enumerate().skip(first) {
-                        let last = at + 1 == handlers.len();
-                        // A fanout with no handler is called as a consumer: that reports it.
-                        if let Some(list) = entry.fan_out()
-                            && let handlers = fans.handlers(list)
-                            && !handlers.is_empty()
-                        {
-                            self.at = At::Handler(at + 1);
-                            let turn = Turn {
-                                next: 0,
-                                last,
-                                error: None,
-                            };
-                            match self.fan(
-                                inner,
-                                spare,
-                                cx,
-                                first_error,
-                                handlers,
-                                turn,
-                                None,
-                                id,
-                                &event_type,
-                            ) {
-                                Fanned::Continue => continue,
-                                Fanned::Over => return Poll::Ready(()),
-                                Fanned::Waiting => return Poll::Pending,
-                            }
-                        }
-                        let Some(event) = &self.event else {
-                            return Poll::Ready(());
-                        };
-                        let kept = if last && keeps {
-                            Some(event.clone())
-                        } else {
-                            None
-                        };
-                        let limit = entry.time_limit().map(Limit::new);
-                        let span = dispatch_span(id, &event_type, entry);
-                        let entered = span.as_ref().map(tracing::Span::enter);
-                        let queue = &inner.queue;
-                        let polled = if last {
-                            // The last handler takes the event itself, moved straight into its
-                            // call.
-                            start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
-                        } else {
-                            start_and_poll(|| entry.start_copy(event, queue, cx, spare))
-                        };
-                        drop(entered);
-                        match polled {
-                            Ok(Ok(())) => {}
-                            Ok(Err(call)) => {
-                                self.at = At::Handler(at + 1);
-                                let waiting = Waiting {
-                                    call: Flight::Handler(call),
-                                    name: entry.name(),
-                                    limit,
-                                    span,
-                                    id,
-                                    event_type,
-                                    kept,
-                                    fan: None,
-                                };
-                                return self.wait(inner, Box::new(waiting), cx, first_error);
-                            }
-                            Err(failure) => {
-                                let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
-                                self.event = None;
-                                let err = failure_error(failure, id, &event_type, entry.name());
-                                failed(inner, first_error, &event_type, err, kept);
-                                return Poll::Ready(());
-                            }
-                        }
-                    }
-                    count(inner, Counted::Dispatched, &event_type);
+                0
+            }
+            At::Handler(first) => first,
+        };
+        let handlers = table.lookup(&event.event_type);
+        if handlers.is_empty() {
+            self.unhandled(inner, first_error);
+            return Poll::Ready(());
+        }
+        let (id, event_type) = (event.id, event.event_type.clone());
+        for (at, entry) in handlers.iter().enumerate().skip(first) {
+            let last = at + 1 == handlers.len();
+            // A fanout with no handler is called as a consumer: that reports it.
+            if let Some(list) = entry.fan_out()
+                && let handlers = fans.handlers(list)
+                && !handlers.is_empty()
+            {
+                self.at = At::Handler(at + 1);
+                let turn = Turn {
+                    next: 0,
+                    last,
+                    error: None,
+                };
+                match self.fan(
+                    inner,
+                    spare,
+                    cx,
+                    first_error,
+                    handlers,
+                    turn,
+                    None,
+                    id,
+                    &event_type,
+                ) {
+                    Fanned::Continue => continue,
+                    Fanned::Over => return Poll::Ready(()),
+                    Fanned::Waiting => return Poll::Pending,
+                }
+            }
+            let Some(event) = &self.event else {
+                return Poll::Ready(());
+            };
+            let kept = if last && keeps {
+                Some(event.clone())
+            } else {
+                None
+            };
+            let limit = entry.time_limit().map(Limit::new);
+            let span = dispatch_span(id, &event_type, entry);
+            let entered = span.as_ref().map(tracing::Span::enter);
+            let queue = &inner.queue;
+            let polled = if last {
+                // The last handler takes the event itself, moved straight into its
+                // call.
+                start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
+            } else {
+                start_and_poll(|| entry.start_copy(event, queue, cx, spare))
+            };
+            drop(entered);
+            match polled {
+                Ok(Ok(())) => {}
+                Ok(Err(call)) => {
+                    self.at = At::Handler(at + 1);
+                    let waiting = Waiting {
+                        call: Flight::Handler(call),
+                        name: entry.name(),
+                        limit,
+                        span,
+                        id,
+                        event_type,
+                        kept,
+                        fan: None,
+                    };
+                    return self.wait(inner, Box::new(waiting), cx, first_error);
+                }
+                Err(failure) => {
+                    let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
+                    self.event = None;
+                    let err = failure_error(failure, id, &event_type, entry.name());
+                    failed(inner, first_error, &event_type, err, kept);
                     return Poll::Ready(());
                 }
             }
         }
+        count(inner, Counted::Dispatched, &event_type);
+        Poll::Ready(())
     }
 
     /// Polls the call that had to wait: `Some` with the poll's end when the event is done with
@@ -747,6 +747,7 @@ impl Cursor {
     /// Calls a fanout's handlers from `turn.next` on, each as one of the nexus's own handlers
     /// (guarded, timed, traced); a failing one does not keep the others from their copy, and the
     /// first error is the event's once all were called.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn fan(
         &mut self,
@@ -761,9 +762,12 @@ impl Cursor {
         event_type: &EventType,
     ) -> Fanned {
         let keeps = inner.policy.keeps_events();
-        while let Some(entry) = handlers.get(turn.next) {
-            turn.next += 1;
-            let last = turn.last && turn.next == handlers.len();
+        // Counted in a local, so that it stays in a register; `turn` is written when a call
+        // has to wait.
+        let mut next = turn.next;
+        while let Some(entry) = handlers.get(next) {
+            next += 1;
+            let last = turn.last && next == handlers.len();
             let Some(event) = &self.event else {
                 return Fanned::Over;
             };
@@ -793,6 +797,7 @@ impl Cursor {
                         kept: kept.take(),
                         fan: None,
                     };
+                    turn.next = next;
                     match self.park_fan(Box::new(waiting), handlers, &mut turn, &mut kept, cx) {
                         None => return Fanned::Waiting,
                         Some(failure) => failure,
