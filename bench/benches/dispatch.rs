@@ -16,7 +16,9 @@
 //! Each floor clones the queue handle for each call, as a nexus hands one to each handler. The
 //! single path has one reference more, `dynamic_locked`: the dynamic floor with its table behind
 //! a `std::sync::Mutex` locked for each event, what one-at-a-time dispatch from any thread adds
-//! at least (an uncontended lock and unlock, two locked instructions).
+//! at least (an uncontended lock and unlock, two locked instructions). And nexus has one case
+//! more there, `nexus_plain`: its handler a plain closure, as the dynamic floor's are, where
+//! `nexus` and the static floor call an async one.
 //!
 //! Each round runs every case once, so that machine noise falls on all of them alike; the table
 //! gives the median over the rounds of the nanoseconds per event, and each ratio is taken between
@@ -159,6 +161,15 @@ async fn nexus_single(n: u64) -> Duration {
         .add_handler(TYPE, |event: Event, _queue: EventQueue| async move {
             body(&event)
         })
+        .expect("handler");
+    timed_ingests(&nexus, n, event).await
+}
+
+/// The single path with a plain (not async) handler, the kind of handler the dynamic floor calls.
+async fn nexus_single_plain(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(TYPE, |event: Event, _queue: EventQueue| body(&event))
         .expect("handler");
     timed_ingests(&nexus, n, event).await
 }
@@ -989,6 +1000,7 @@ fn main() {
 
     let mut cases = vec![
         case("single", "nexus", n, nexus_single),
+        case("single", "nexus_plain", n, nexus_single_plain),
         case("single", "naive", n, floor_single),
         case("single", "dynamic", n, dynamic_single),
         case("single", "static", n, static_single),
@@ -1099,6 +1111,7 @@ fn main() {
 
     for (name, what) in [
         ("single", "nexus"),
+        ("single", "nexus_plain"),
         ("filters4", "nexus"),
         ("chain10", "nexus"),
         ("fanout8", "nexus"),
