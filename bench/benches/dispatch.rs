@@ -24,7 +24,9 @@
 //! gives the median over the rounds of the nanoseconds per event, and each ratio is taken between
 //! medians of the same run. Peers are timed to the completion of their handlers, not to the
 //! return of `publish`, and compared with nexus's inline path (`ingest`) and with its cross-task
-//! path (a producer task feeding the nexus), which is what they do. The run also times a Timer
+//! path (a producer task feeding the nexus), which is what they do. Each peer's case runs in a
+//! child process of its own each round (once to warm up, then timed), so that threads a peer
+//! leaves behind do not slow the cases after it. The run also times a Timer
 //! of 1000 ticks of 1 ms, compares the peak memory of runs of 100,000 and 10,000,000 events
 //! (each in a child process), writes `bench/dispatch.svg`, and ends with one `summary:` line of
 //! `name=value` pairs. No counting allocator is installed here: allocations are counted by the
@@ -1060,7 +1062,7 @@ fn main() {
         case("peers8", "abxbus", slow_n, |n| abxbus(n, FANOUT)),
     ];
     if let Some(wanted) = &child {
-        // A peer's case, run once in this child process: its time on stdout.
+        // A peer's case, run in this child process: its time on stdout.
         let Some(c) = cases
             .iter()
             .find(|c| format!("{}/{}", c.name, c.what) == *wanted)
@@ -1068,6 +1070,9 @@ fn main() {
             eprintln!("no case {wanted}");
             std::process::exit(2);
         };
+        // Once to warm up, as the cases in the parent are warm from the rounds before, then
+        // timed.
+        let _ = runtime().block_on((c.run)(c.events));
         let took = runtime().block_on((c.run)(c.events));
         println!("ns_per_event={}", took.as_nanos() as f64 / c.events as f64);
         return;
