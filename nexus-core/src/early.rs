@@ -51,6 +51,19 @@ impl<T> Early<T> {
             self.live = false;
         }
     }
+
+    /// Drops the value now, if it was not dropped yet, in line: for a caller that is itself out
+    /// of line, where the drop costs no call of its own. A later [`drop_now`](Self::drop_now)
+    /// finds the flag cleared.
+    #[inline(always)]
+    pub(crate) fn drop_here(&mut self) {
+        if self.live {
+            self.live = false;
+            // SAFETY: the flag was set, so the value is there and was never dropped; cleared
+            // first, it is never dropped again, even should this drop panic.
+            unsafe { ManuallyDrop::drop(&mut self.value) };
+        }
+    }
 }
 
 /// Drops a value whose flag was just cleared (see [`Early::drop_now`]).
@@ -112,6 +125,27 @@ mod tests {
         let mut early = Early::new(Panics(drops.clone()));
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| early.drop_now()));
         assert!(caught.is_err());
+        drop(early);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        let mut early = Early::new(Panics(drops.clone()));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| early.drop_here()));
+        assert!(caught.is_err());
+        early.drop_now();
+        early.drop_here();
+        drop(early);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn dropped_in_line_once_then_never_again() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut early = Early::new(Counted(drops.clone()));
+        early.drop_here();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(early.get_mut().is_none());
+        early.drop_here();
+        early.drop_now();
         drop(early);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }

@@ -46,9 +46,15 @@ pub struct Event {
 /// Whether there is one is read first, and the cause itself only when there is one: the common
 /// case, no cause, reads the flag alone, never the rest of a value written in other pieces
 /// (which would wait for those stores).
+///
+/// The flag lies between the id and the root (`repr(C)`), so that the two are never copied as
+/// one 16-byte value: a cause just written in two 8-byte pieces (as a dispatch writes its event's
+/// cause when it is made) and read back whole cannot be taken from the store buffer, and the read
+/// waits for both stores to complete.
+#[repr(C)]
 struct CurrentCause {
-    set: std::cell::Cell<bool>,
     id: std::cell::Cell<u64>,
+    set: std::cell::Cell<bool>,
     root: std::cell::Cell<u64>,
 }
 
@@ -57,8 +63,8 @@ thread_local! {
     /// polled here, if any.
     static CURRENT: CurrentCause = const {
         CurrentCause {
-            set: std::cell::Cell::new(false),
             id: std::cell::Cell::new(0),
+            set: std::cell::Cell::new(false),
             root: std::cell::Cell::new(0),
         }
     };

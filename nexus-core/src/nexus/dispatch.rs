@@ -1046,7 +1046,11 @@ impl<'a, T: Then> Dispatch<'a, T> {
             // Polled again after it was over.
             return Poll::Ready(None);
         };
-        live.drive(self.check, cx)
+        let done = ready!(live.drive(self.check, cx));
+        // Here, out of line already, so that the drop (the gate's release) is no call of its
+        // own; the caller's `drop_now` then finds nothing left.
+        self.live.drop_here();
+        Poll::Ready(done)
     }
 }
 
