@@ -254,6 +254,27 @@ fn start_and_poll<T: Outcome>(
     }
 }
 
+/// Calls one handler with the event in `slot`, guarded, inside `span` when there is one: the
+/// last handler takes the event itself, moved straight into its call; the others get a copy.
+/// The caller has seen the event in `slot`.
+#[inline(always)]
+fn call_handler(
+    entry: &HandlerEntry,
+    slot: &mut Option<Event>,
+    last: bool,
+    span: Option<&tracing::Span>,
+    queue: &crate::EventQueue,
+    cx: &mut Context<'_>,
+    spare: &mut Spare,
+) -> Result<Result<(), Call<'static, Result<(), BoxError>>>, Failure> {
+    let _entered = span.map(tracing::Span::enter);
+    match (last, &*slot) {
+        (false, Some(event)) => start_and_poll(|| entry.start_copy(event, queue, cx, spare)),
+        // An empty slot is no call (`start_in` says so); the caller has seen the event there.
+        _ => start_and_poll(|| entry.start_in(slot, queue, cx, spare)),
+    }
+}
+
 /// Starts a filter's call, which polls it once, guarded: its outcome, or the call itself when it
 /// has to wait (which `start` puts in the place it is given).
 #[inline(always)]
@@ -636,16 +657,15 @@ impl Cursor {
             };
             let limit = entry.time_limit().map(Limit::new);
             let span = dispatch_span(id, &event_type, entry);
-            let entered = span.as_ref().map(tracing::Span::enter);
-            let queue = &inner.queue;
-            let polled = if last {
-                // The last handler takes the event itself, moved straight into its
-                // call.
-                start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
-            } else {
-                start_and_poll(|| entry.start_copy(event, queue, cx, spare))
-            };
-            drop(entered);
+            let polled = call_handler(
+                entry,
+                &mut self.event,
+                last,
+                span.as_ref(),
+                &inner.queue,
+                cx,
+                spare,
+            );
             match polled {
                 Ok(Ok(())) => {}
                 Ok(Err(call)) => {
@@ -776,14 +796,15 @@ impl Cursor {
             }
             let limit = entry.time_limit().map(Limit::new);
             let span = dispatch_span(id, event_type, entry);
-            let entered = span.as_ref().map(tracing::Span::enter);
-            let queue = &inner.queue;
-            let polled = if last {
-                start_and_poll(|| entry.start_in(&mut self.event, queue, cx, spare))
-            } else {
-                start_and_poll(|| entry.start_copy(event, queue, cx, spare))
-            };
-            drop(entered);
+            let polled = call_handler(
+                entry,
+                &mut self.event,
+                last,
+                span.as_ref(),
+                &inner.queue,
+                cx,
+                spare,
+            );
             let failure = match polled {
                 Ok(Ok(())) => continue,
                 Ok(Err(call)) => {
