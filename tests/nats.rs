@@ -169,6 +169,48 @@ async fn a_burst_on_plain_nats_arrives_whole_and_in_order() {
     assert_eq!(*seen.lock().unwrap(), (0..BURST).collect::<Vec<_>>());
 }
 
+/// Events whose handler fails, in the middle of a burst, are counted as
+/// failed; the subscriber goes on with the events after each, and every event arrives.
+async fn failing_events_on_plain_nats_do_not_stop_the_ones_after_them() {
+    const BURST: u64 = 2_000;
+    let server = NatsServer::start();
+    let out = plain(&server).await;
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(2 * BURST as usize)
+        .connect(server.url())
+        .await
+        .unwrap();
+    let into = NatsBoundary::with_client(client, PREFIX);
+    let receiver = AsyncEventNexus::new();
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let s = seen.clone();
+    receiver
+        .add_handler(4, move |e: Event, _q: EventQueue| {
+            s.lock().unwrap().push(e.id);
+            if e.id % 7 == 3 {
+                Err(format!("event {} refused", e.id))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+    receiver.add_producer(into.subscriber(4)).unwrap();
+    drop(running(&receiver).await);
+    let app = sender(&out).await;
+    for id in 0..BURST {
+        app.ingest(Event::new(id, 4, 0, "burst")).await.unwrap();
+    }
+    until("the whole burst", || {
+        seen.lock().unwrap().len() as u64 >= BURST
+    })
+    .await;
+    assert_eq!(*seen.lock().unwrap(), (0..BURST).collect::<Vec<_>>());
+    let stats = receiver.stats();
+    let failing = (0..BURST).filter(|id| id % 7 == 3).count() as u64;
+    assert_eq!((stats.failed, stats.dispatched), (failing, BURST - failing));
+    assert_eq!(receiver.state(), nexus::LoopState::Looping);
+}
+
 /// A running nexus recording the ids of the events of type 4 it receives over plain NATS, on a
 /// connection with room for `room` messages waiting (plain NATS drops what does not fit).
 async fn roomy_receiver(
@@ -871,6 +913,10 @@ fn main() -> std::process::ExitCode {
         Trial::needing("a_burst_on_plain_nats_arrives_whole_and_in_order", || {
             block_on(a_burst_on_plain_nats_arrives_whole_and_in_order())
         }),
+        Trial::needing(
+            "failing_events_on_plain_nats_do_not_stop_the_ones_after_them",
+            || block_on(failing_events_on_plain_nats_do_not_stop_the_ones_after_them()),
+        ),
         Trial::needing("causes_cross_plain_nats_in_headers", || {
             block_on(causes_cross_plain_nats_in_headers())
         }),
