@@ -17,8 +17,8 @@
 //! single path has one reference more, `dynamic_locked`: the dynamic floor with its table behind
 //! a `std::sync::Mutex` locked for each event, what one-at-a-time dispatch from any thread adds
 //! at least (an uncontended lock and unlock, two locked instructions). And nexus has one case
-//! more there, `nexus_plain`: its handler a plain closure, as the dynamic floor's are, where
-//! `nexus` and the static floor call an async one.
+//! more there and on the filter path, `nexus_plain`: its handler (or filters) plain closures, as
+//! the dynamic floor's are, where `nexus` and the static floor call async ones.
 //!
 //! Each round runs every case once, so that machine noise falls on all of them alike; the table
 //! gives the median over the rounds of the nanoseconds per event, and each ratio is taken between
@@ -265,6 +265,21 @@ async fn nexus_filters(n: u64) -> Duration {
         .add_handler(TYPE, |event: Event, _queue: EventQueue| async move {
             body(&event)
         })
+        .expect("handler");
+    timed_ingests(&nexus, n, event).await
+}
+
+/// The filter path with plain (not async) filters and handler, the kind the dynamic floor calls.
+async fn nexus_filters_plain(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::new();
+    for _ in 0..4 {
+        nexus.add_filter(|event: &Event, _queue: &EventQueue| {
+            black_box(event.payload.as_int());
+            false
+        });
+    }
+    nexus
+        .add_handler(TYPE, |event: Event, _queue: EventQueue| body(&event))
         .expect("handler");
     timed_ingests(&nexus, n, event).await
 }
@@ -1035,6 +1050,7 @@ fn main() {
         case("single", "static", n, static_single),
         case("single", "dynamic_locked", n, locked_single),
         case("filters4", "nexus", n, nexus_filters),
+        case("filters4", "nexus_plain", n, nexus_filters_plain),
         case("filters4", "naive", n, floor_filters),
         case("filters4", "dynamic", n, dynamic_filters),
         case("filters4", "static", n, static_filters),
@@ -1165,6 +1181,7 @@ fn main() {
         ("single", "nexus"),
         ("single", "nexus_plain"),
         ("filters4", "nexus"),
+        ("filters4", "nexus_plain"),
         ("chain10", "nexus"),
         ("fanout8", "nexus"),
         ("fanout8", "nexus_multiple"),
