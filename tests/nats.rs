@@ -15,7 +15,7 @@ mod traced;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nexus::bus::nats::NatsBoundary;
+use nexus::bus::nats::{NatsBoundary, NatsSubscriber};
 use nexus::{AsyncEventNexus, Event, EventQueue, Malformed};
 use support::{NatsServer, Trial, block_on, running};
 
@@ -158,15 +158,17 @@ async fn a_burst_on_plain_nats_arrives_whole_and_in_order() {
     let server = NatsServer::start();
     let out = plain(&server).await;
     let (_receiver, seen) = roomy_receiver(&server, 2 * BURST as usize).await;
-    let app = sender(&out).await;
-    for id in 0..BURST {
+    burst_arrives_in_order(&sender(&out).await, &seen, BURST).await;
+}
+
+/// Ingests events `0..n` of type 4 into `app`; waits until `seen` holds as many, and checks that
+/// they are those, in order.
+async fn burst_arrives_in_order(app: &AsyncEventNexus, seen: &Mutex<Vec<u64>>, n: u64) {
+    for id in 0..n {
         app.ingest(Event::new(id, 4, 0, "burst")).await.unwrap();
     }
-    until("the whole burst", || {
-        seen.lock().unwrap().len() as u64 >= BURST
-    })
-    .await;
-    assert_eq!(*seen.lock().unwrap(), (0..BURST).collect::<Vec<_>>());
+    until("the whole burst", || seen.lock().unwrap().len() as u64 >= n).await;
+    assert_eq!(*seen.lock().unwrap(), (0..n).collect::<Vec<_>>());
 }
 
 /// Events whose handler fails, in the middle of a burst, are counted as
@@ -175,12 +177,6 @@ async fn failing_events_on_plain_nats_do_not_stop_the_ones_after_them() {
     const BURST: u64 = 2_000;
     let server = NatsServer::start();
     let out = plain(&server).await;
-    let client = async_nats::ConnectOptions::new()
-        .subscription_capacity(2 * BURST as usize)
-        .connect(server.url())
-        .await
-        .unwrap();
-    let into = NatsBoundary::with_client(client, PREFIX);
     let receiver = AsyncEventNexus::new();
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let s = seen.clone();
@@ -194,40 +190,41 @@ async fn failing_events_on_plain_nats_do_not_stop_the_ones_after_them() {
             }
         })
         .unwrap();
-    receiver.add_producer(into.subscriber(4)).unwrap();
+    receiver
+        .add_producer(roomy_subscriber(&server, 2 * BURST as usize).await)
+        .unwrap();
     drop(running(&receiver).await);
-    let app = sender(&out).await;
-    for id in 0..BURST {
-        app.ingest(Event::new(id, 4, 0, "burst")).await.unwrap();
-    }
-    until("the whole burst", || {
-        seen.lock().unwrap().len() as u64 >= BURST
-    })
-    .await;
-    assert_eq!(*seen.lock().unwrap(), (0..BURST).collect::<Vec<_>>());
+    burst_arrives_in_order(&sender(&out).await, &seen, BURST).await;
     let stats = receiver.stats();
     let failing = (0..BURST).filter(|id| id % 7 == 3).count() as u64;
     assert_eq!((stats.failed, stats.dispatched), (failing, BURST - failing));
     assert_eq!(receiver.state(), nexus::LoopState::Looping);
 }
 
-/// A running nexus recording the ids of the events of type 4 it receives over plain NATS, on a
-/// connection with room for `room` messages waiting (plain NATS drops what does not fit).
+/// A running nexus recording the ids of the events of type 4 it receives over plain NATS, through
+/// a [`roomy_subscriber`].
 async fn roomy_receiver(
     server: &NatsServer,
     room: usize,
 ) -> (AsyncEventNexus, Arc<Mutex<Vec<u64>>>) {
+    let (receiver, seen) = recorder_of(4);
+    receiver
+        .add_producer(roomy_subscriber(server, room).await)
+        .unwrap();
+    // The loop runs on by itself; its handle is not needed.
+    drop(running(&receiver).await);
+    (receiver, seen)
+}
+
+/// A subscriber to the events of type 4 over plain NATS, on a connection with room for `room`
+/// messages waiting (plain NATS drops what does not fit).
+async fn roomy_subscriber(server: &NatsServer, room: usize) -> NatsSubscriber {
     let client = async_nats::ConnectOptions::new()
         .subscription_capacity(room)
         .connect(server.url())
         .await
         .unwrap();
-    let into = NatsBoundary::with_client(client, PREFIX);
-    let (receiver, seen) = recorder_of(4);
-    receiver.add_producer(into.subscriber(4)).unwrap();
-    // The loop runs on by itself; its handle is not needed.
-    drop(running(&receiver).await);
-    (receiver, seen)
+    NatsBoundary::with_client(client, PREFIX).subscriber(4)
 }
 
 /// How many events the `burst` peer publishes on plain NATS before it ends.
