@@ -15,21 +15,13 @@ use nexus::{
 async fn filters_run_in_registration_order_and_the_first_true_consumes() {
     let nexus = AsyncEventNexus::new();
     let log = Log::default();
-    let l = log.clone();
-    nexus.add_filter(move |e: &Event, _q: &EventQueue| {
-        l.push(format!("f1:{}", e.id));
-        false
-    });
+    nexus.add_filter(log.passing_filter("f1"));
     let l = log.clone();
     nexus.add_filter(move |e: &Event, _q: &EventQueue| {
         l.push(format!("f2:{}", e.id));
         e.id.is_multiple_of(2) // consumes even ids
     });
-    let l = log.clone();
-    nexus.add_filter(move |e: &Event, _q: &EventQueue| {
-        l.push(format!("f3:{}", e.id));
-        false
-    });
+    nexus.add_filter(log.passing_filter("f3"));
     nexus.add_handler(5, log.handler("h")).unwrap();
     let _task = running(&nexus).await;
 
@@ -60,11 +52,7 @@ async fn async_filters_are_awaited() {
 async fn a_filter_that_waits_is_resumed_and_the_filters_after_it_run_once() {
     let nexus = AsyncEventNexus::new();
     let log = Log::default();
-    let l = log.clone();
-    nexus.add_filter(move |e: &Event, _q: &EventQueue| {
-        l.push(format!("f1:{}", e.id));
-        false
-    });
+    nexus.add_filter(log.passing_filter("f1"));
     let l = log.clone();
     nexus.add_filter(move |e: &Event, _q: &EventQueue| {
         let (l, id) = (l.clone(), e.id);
@@ -75,11 +63,7 @@ async fn a_filter_that_waits_is_resumed_and_the_filters_after_it_run_once() {
             id == 7 // consumes 7
         }
     });
-    let l = log.clone();
-    nexus.add_filter(move |e: &Event, _q: &EventQueue| {
-        l.push(format!("f3:{}", e.id));
-        false
-    });
+    nexus.add_filter(log.passing_filter("f3"));
     nexus.add_handler(1, log.handler("h")).unwrap();
     let _task = running(&nexus).await;
     nexus.ingest(Event::new(6, 1, 0, ())).await.unwrap();

@@ -27,6 +27,18 @@ impl Log {
         let log = self.clone();
         move |event: Event, _queue: EventQueue| log.push(format!("{tag}:{}", event.id))
     }
+
+    /// A filter that logs `"{tag}:{id}"` for each event it sees, and lets it pass.
+    pub fn passing_filter(
+        &self,
+        tag: &'static str,
+    ) -> impl Fn(&Event, &EventQueue) -> bool + Send + Sync + 'static {
+        let log = self.clone();
+        move |event: &Event, _queue: &EventQueue| {
+            log.push(format!("{tag}:{}", event.id));
+            false
+        }
+    }
 }
 
 /// How a test's boundary is made: with lanes in arrival order, or ranked by priority (where
