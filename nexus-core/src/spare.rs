@@ -1,10 +1,11 @@
 //! Memory a dispatcher keeps between handler calls, so that a call that completes when first
 //! polled allocates nothing.
 //!
-//! A handler's future is built in a block of memory the size of its type, taken from a
-//! [`Spare`] when one is kept there, and polled in place. When it completes, it is dropped in
-//! place and the block goes back to the `Spare` for the next call of that size. When it has to
-//! wait, the block becomes the future's box (it was allocated exactly as a `Box` of that type
+//! A handler's future is built in a block of memory the size of its type, kept in a [`Spare`]
+//! (or made there on the first call of that size), and polled in place. When it completes, it is
+//! dropped in place and the block stays where it is, free for the next call of that size: a call
+//! that completes at once writes nothing to the `Spare`. When it has to wait, the block leaves
+//! the `Spare` and becomes the future's box (it was allocated exactly as a `Box` of that type
 //! would be), so a waiting call costs what it always did.
 //!
 //! One of the crate's three `unsafe` modules (with `nexus::gate` and `early`): it places values
@@ -20,7 +21,8 @@ use std::task::{Context, Poll};
 /// How many sizes of future a `Spare` keeps a block for.
 const SLOTS: usize = 4;
 
-/// Blocks of memory, each free and of a known layout, kept for the next handler call.
+/// Blocks of memory, each of a known layout and free between calls, kept for the next handler
+/// call.
 ///
 /// Not public API: it appears only in hidden methods of [`HandlerReturn`](crate::HandlerReturn)
 /// and [`FilterReturn`](crate::FilterReturn).
@@ -29,8 +31,8 @@ pub struct Spare {
     slots: [Option<(Layout, NonNull<u8>)>; SLOTS],
 }
 
-// SAFETY: a `Spare` owns its blocks, which hold no value; moving it to another thread moves that
-// ownership, as moving a `Vec<u8>` would.
+// SAFETY: a `Spare` owns its blocks, which hold no value between calls; moving it to another
+// thread moves that ownership, as moving a `Vec<u8>` would.
 unsafe impl Send for Spare {}
 
 impl Default for Spare {
@@ -49,34 +51,33 @@ impl std::fmt::Debug for Spare {
 }
 
 impl Spare {
-    /// A kept block of exactly `layout`, if there is one.
+    /// The kept block of exactly `layout` and its slot: one is kept, or made now while a slot
+    /// is free; `None` when every slot holds a block of another layout.
     #[inline(always)]
-    fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        self.slots
-            .iter_mut()
-            .find(|slot| matches!(slot, Some((kept, _)) if *kept == layout))
-            .and_then(Option::take)
-            .map(|(_, block)| block)
-    }
-
-    /// A free block of `layout`: a kept one, or a new one.
-    #[inline(always)]
-    fn block(&mut self, layout: Layout) -> NonNull<u8> {
-        match self.take(layout) {
-            Some(block) => block,
-            None => fresh(layout),
+    fn block(&mut self, layout: Layout) -> Option<(usize, NonNull<u8>)> {
+        let found = self
+            .slots
+            .iter()
+            .enumerate()
+            .find_map(|(at, slot)| match slot {
+                Some((kept, block)) if *kept == layout => Some((at, *block)),
+                _ => None,
+            });
+        match found {
+            Some(found) => Some(found),
+            None => self.make(layout),
         }
     }
 
-    /// Keeps a free block of `layout`, or frees it when every slot is taken.
-    #[inline(always)]
-    fn keep(&mut self, layout: Layout, block: NonNull<u8>) {
-        match self.slots.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => *slot = Some((layout, block)),
-            // SAFETY: the block was allocated by the global allocator with `layout` and holds no
-            // value.
-            None => unsafe { alloc::dealloc(block.as_ptr(), layout) },
-        }
+    /// Makes a block of `layout` in a free slot, if there is one. Kept out of line, so that the
+    /// call that finds its block has no call to save its registers around.
+    #[cold]
+    #[inline(never)]
+    fn make(&mut self, layout: Layout) -> Option<(usize, NonNull<u8>)> {
+        let at = self.slots.iter().position(Option::is_none)?;
+        let block = fresh(layout);
+        self.slots[at] = Some((layout, block));
+        Some((at, block))
     }
 
     /// How many blocks are kept.
@@ -89,45 +90,40 @@ impl Spare {
 impl Drop for Spare {
     fn drop(&mut self) {
         for (layout, block) in self.slots.iter_mut().filter_map(Option::take) {
-            // SAFETY: as in `keep`.
+            // SAFETY: the block was allocated by the global allocator with `layout`, and holds no
+            // value: a `Spare` is borrowed whole while a call runs in one of its blocks.
             unsafe { alloc::dealloc(block.as_ptr(), layout) };
         }
     }
 }
 
-/// A new block of `layout`. Kept out of line, so that the call that reuses a block has no call
-/// to save its registers around.
-#[cold]
-#[inline(never)]
+/// A new block of `layout`.
 fn fresh(layout: Layout) -> NonNull<u8> {
     // SAFETY: `layout` has a non-zero size (the one caller, `start`, makes sure of it).
     let raw = unsafe { alloc::alloc(layout) };
     NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
 }
 
-/// A future placed in a block: on unwinding, drops it (while `live`) and frees the block.
+/// A future placed in a block: dropped, should what polls it unwind.
 struct Placed<F> {
     at: NonNull<F>,
-    live: bool,
 }
 
 impl<F> Drop for Placed<F> {
     fn drop(&mut self) {
-        if self.live {
-            // SAFETY: while `live`, the block holds a value of `F` that nothing else drops.
-            unsafe { std::ptr::drop_in_place(self.at.as_ptr()) };
-        }
-        // SAFETY: the block was allocated by the global allocator with `F`'s layout.
-        unsafe { alloc::dealloc(self.at.as_ptr().cast(), Layout::new::<F>()) };
+        // SAFETY: a `Placed` lives only while the block holds a value of `F` that nothing else
+        // drops; it is forgotten wherever the value is dropped or handed on otherwise.
+        unsafe { std::ptr::drop_in_place(self.at.as_ptr()) };
     }
 }
 
-/// Makes a future with `make` in a block from `spare` (or a new one) and polls it once: its
-/// output when it completes at once, the block returned to `spare`; otherwise the future itself,
-/// pinned in a `Box` made of that block.
+/// Makes a future with `make` in a block from `spare` and polls it once: its output when it
+/// completes at once, the block staying in `spare`; otherwise the future itself, pinned in a
+/// `Box` made of that block, which leaves `spare`. With every slot of `spare` taken by other
+/// sizes, the future is boxed as a `Box` of its own.
 ///
-/// A panic in `make` frees the block; a panic while polling drops the future and frees its block
-/// before it unwinds on.
+/// A panic in `make` leaves the block free; a panic while polling drops the future before it
+/// unwinds on, and leaves the block free.
 #[inline(always)]
 pub(crate) fn start<F: Future>(
     make: impl FnOnce() -> F,
@@ -135,39 +131,43 @@ pub(crate) fn start<F: Future>(
     spare: &mut Spare,
 ) -> Result<F::Output, Pin<Box<F>>> {
     let layout = Layout::new::<F>();
-    if layout.size() == 0 {
-        // Nothing to allocate: a box of a zero-sized type owns no memory.
+    let found = if layout.size() == 0 {
+        None
+    } else {
+        spare.block(layout)
+    };
+    let Some((slot, block)) = found else {
+        // Zero-sized (a box of it owns no memory), or no slot left: boxed as it is.
         let mut boxed = Box::pin(make());
         return match boxed.as_mut().poll(cx) {
             Poll::Ready(output) => Ok(output),
             Poll::Pending => Err(boxed),
         };
-    }
-    let block = spare.block(layout);
+    };
     let at = block.cast::<F>();
-    let mut placed = Placed { at, live: false };
-    // SAFETY: the block is valid for writes of `F` (allocated with its layout) and holds no value.
-    // The future is made straight into it; should `make` panic, `Placed` frees the block.
+    // SAFETY: the block is valid for writes of `F` (allocated with its layout) and holds no
+    // value: it is free between calls, and `spare` is borrowed here until the call is over. The
+    // future is made straight into it; should `make` panic, nothing was written.
     unsafe { at.as_ptr().write(make()) };
-    placed.live = true;
+    let placed = Placed { at };
     // SAFETY: the future is not moved again until it is dropped: in place below, by `Placed` on
     // unwinding, or as the `Box` it becomes.
     let pinned = unsafe { Pin::new_unchecked(&mut *at.as_ptr()) };
     match pinned.poll(cx) {
         Poll::Ready(output) => {
-            // Should the drop panic, `Placed` only frees the block.
-            placed.live = false;
+            // Should the drop panic, the block is left as it is: free, and still kept.
+            std::mem::forget(placed);
             // SAFETY: the future is live, and never used again.
             unsafe { std::ptr::drop_in_place(at.as_ptr()) };
-            std::mem::forget(placed);
-            spare.keep(layout, block);
             Ok(output)
         }
         Poll::Pending => {
             std::mem::forget(placed);
+            spare.slots[slot] = None;
             // SAFETY: the block was allocated by the global allocator with `Layout::new::<F>()`
-            // and holds a live `F`, which is exactly what a `Box<F>` owns; the future was
-            // pinned, and stays pinned in the box.
+            // and holds a live `F`, which is exactly what a `Box<F>` owns; it has left `spare`,
+            // so nothing else frees or reuses it. The future was pinned, and stays pinned in the
+            // box.
             Err(unsafe { Pin::new_unchecked(Box::from_raw(at.as_ptr())) })
         }
     }
@@ -240,6 +240,38 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_future_keeps_its_block_while_the_next_call_of_its_size_gets_another() {
+        fn once_pending(value: [u64; 4]) -> impl Future<Output = u64> {
+            let mut first = true;
+            std::future::poll_fn(move |_| {
+                if std::mem::take(&mut first) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(value[0])
+                }
+            })
+        }
+        let mut spare = Spare::default();
+        // A block of this size is kept from a call that completed.
+        let mut done = once_pending([0; 4]);
+        let _ = std::pin::pin!(&mut done).poll(&mut cx());
+        assert!(start(|| done, &mut cx(), &mut spare).is_ok());
+        assert_eq!(spare.kept(), 1);
+        let Err(mut first) = start(|| once_pending([1; 4]), &mut cx(), &mut spare) else {
+            panic!("the first call should have waited");
+        };
+        let Err(mut second) = start(|| once_pending([2; 4]), &mut cx(), &mut spare) else {
+            panic!("the second call should have waited");
+        };
+        assert_ne!(
+            std::ptr::from_ref(&*first).addr(),
+            std::ptr::from_ref(&*second).addr()
+        );
+        assert_eq!(second.as_mut().poll(&mut cx()), Poll::Ready(2));
+        assert_eq!(first.as_mut().poll(&mut cx()), Poll::Ready(1));
+    }
+
+    #[test]
     fn a_panic_while_polling_drops_the_future_and_unwinds() {
         let drops = Arc::new(AtomicUsize::new(0));
         let mut spare = Spare::default();
@@ -257,13 +289,14 @@ mod tests {
         }));
         assert!(caught.is_err());
         assert_eq!(drops.load(Ordering::SeqCst), 1);
-        assert_eq!(spare.kept(), 0);
+        // The block is free again, and kept.
+        assert_eq!(spare.kept(), 1);
         // The spare still works.
         assert_eq!(start(|| async { 5 }, &mut cx(), &mut spare).ok(), Some(5));
     }
 
     #[test]
-    fn a_panic_while_making_the_future_frees_its_block() {
+    fn a_panic_while_making_the_future_leaves_its_block_free_for_the_next_call() {
         let mut spare = Spare::default();
         assert!(start(|| std::future::ready([1u64; 4]), &mut cx(), &mut spare).is_ok());
         assert_eq!(spare.kept(), 1);
@@ -276,8 +309,13 @@ mod tests {
             .is_ok()
         }));
         assert!(caught.is_err());
-        // The kept block of that size was taken, and freed with the panic.
-        assert_eq!(spare.kept(), 0);
+        // The kept block of that size holds nothing, and serves the next call.
+        assert_eq!(spare.kept(), 1);
+        assert_eq!(
+            start(|| std::future::ready([2u64; 4]), &mut cx(), &mut spare).ok(),
+            Some([2; 4])
+        );
+        assert_eq!(spare.kept(), 1);
     }
 
     #[test]
@@ -293,7 +331,7 @@ mod tests {
         assert!(start(|| async move { c[0] }, &mut cx(), &mut spare).is_ok());
         assert!(start(|| async move { d[0] }, &mut cx(), &mut spare).is_ok());
         assert_eq!(spare.kept(), 4);
-        // A fifth size finds no slot: its block is freed, not kept.
+        // A fifth size finds no slot: its future is boxed as it is, and nothing is kept for it.
         assert!(start(|| async move { e[0] }, &mut cx(), &mut spare).is_ok());
         assert_eq!(spare.kept(), 4);
         // A zero-sized future takes no block.
