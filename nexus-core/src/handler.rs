@@ -541,24 +541,38 @@ where
     }
 }
 
-/// A filter's outcome as a whole word: `true` when it consumed the event. Returned in memory,
-/// a `bool` is written as one byte and read back within a larger load, which then waits for the
-/// store to complete instead of taking the value from it.
+/// A filter's outcome as one word, returned in a register: [`PASSED`], [`CONSUMED`], or
+/// [`ASIDE`]. A `bool` or a `Result` returned in memory would be written and read back on every
+/// call.
 pub(crate) type Verdict = usize;
+/// The filter let the event pass.
+pub(crate) const PASSED: Verdict = 0;
+/// The filter consumed the event.
+pub(crate) const CONSUMED: Verdict = 1;
+/// The call failed or has to wait: what it left is in the place it was given ([`Aside`]).
+pub(crate) const ASIDE: Verdict = 2;
+
+/// What a filter's call that gave no verdict at once left behind.
+pub(crate) enum Aside {
+    /// The filter's error.
+    Failed(BoxError),
+    /// The call itself, which has to wait.
+    Waiting(Call<'static, Result<bool, BoxError>>),
+}
 
 impl Started<Result<bool, BoxError>> {
-    /// The outcome of a filter's call done at once; a call that has to wait is put in
-    /// `waiting`, and `Ok(0)` (passed) stands in for its outcome.
+    /// The verdict of a filter's call; a failure or a call that has to wait is put in `aside`.
     #[inline(always)]
-    fn split(
-        self,
-        waiting: &mut Option<Call<'static, Result<bool, BoxError>>>,
-    ) -> Result<Verdict, BoxError> {
+    fn verdict(self, aside: &mut Option<Aside>) -> Verdict {
         match self {
-            Started::Done(done) => done.map(Verdict::from),
+            Started::Done(Ok(consumed)) => Verdict::from(consumed),
+            Started::Done(Err(err)) => {
+                *aside = Some(Aside::Failed(err));
+                ASIDE
+            }
             Started::Waiting(call) => {
-                *waiting = Some(call);
-                Ok(0)
+                *aside = Some(Aside::Waiting(call));
+                ASIDE
             }
         }
     }
@@ -733,7 +747,10 @@ impl<C: EventConsumer> ErasedHandler for ConsumerHandler<C> {
 /// ```
 #[derive(Clone)]
 pub struct Handler {
-    inner: Arc<dyn ErasedHandler>,
+    /// A `Box` inside the `Arc`, so that a call finds the handler at a fixed place: reaching the
+    /// value in an `Arc<dyn _>` takes its alignment from the vtable and rounds an offset with
+    /// it, on every call.
+    inner: Arc<Box<dyn ErasedHandler>>,
     name: &'static str,
     limit: Option<std::time::Duration>,
     /// Whether it is a consumer that fans out ([`EventConsumer::fan_out`]).
@@ -758,7 +775,7 @@ impl Handler {
         M: 'static,
     {
         Self {
-            inner: Arc::new(FnHandler::<F, (R, M)>::new(handler)),
+            inner: Arc::new(Box::new(FnHandler::<F, (R, M)>::new(handler))),
             name: std::any::type_name::<F>(),
             limit: None,
             fans_out: false,
@@ -773,7 +790,7 @@ impl Handler {
         }
         Self {
             fans_out: consumer.fan_out().is_some(),
-            inner: Arc::new(ConsumerHandler(Arc::new(consumer))),
+            inner: Arc::new(Box::new(ConsumerHandler(Arc::new(consumer)))),
             name: std::any::type_name::<C>(),
             limit: None,
         }
@@ -1041,18 +1058,17 @@ impl Future for HandlerCall {
 pub(crate) trait ErasedFilter: Send + Sync + 'static {
     fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>>;
 
-    /// Calls and polls once, as [`ErasedHandler::start_in`] does: `Ok(true)` when the filter
-    /// consumed the event. A call that has to wait is put in `waiting` (and `Ok(false)`
-    /// returned). The outcome comes back as a whole word ([`Verdict`]).
+    /// Calls and polls once, as [`ErasedHandler::start_in`] does: the filter's [`Verdict`]. A
+    /// failure, or a call that has to wait, is put in `aside` ([`ASIDE`] returned).
     fn start_in(
         &self,
         event: &Event,
         queue: &EventQueue,
         cx: &mut Context<'_>,
         _spare: &mut Spare,
-        waiting: &mut Option<Call<'static, Result<bool, BoxError>>>,
-    ) -> Result<Verdict, BoxError> {
-        Started::poll(self.call(event, queue), cx).split(waiting)
+        aside: &mut Option<Aside>,
+    ) -> Verdict {
+        Started::poll(self.call(event, queue), cx).verdict(aside)
     }
 }
 
@@ -1073,9 +1089,9 @@ where
         queue: &EventQueue,
         cx: &mut Context<'_>,
         spare: &mut Spare,
-        waiting: &mut Option<Call<'static, Result<bool, BoxError>>>,
-    ) -> Result<Verdict, BoxError> {
-        R::start(|| (self.f)(event, queue), cx, spare).split(waiting)
+        aside: &mut Option<Aside>,
+    ) -> Verdict {
+        R::start(|| (self.f)(event, queue), cx, spare).verdict(aside)
     }
 }
 

@@ -537,7 +537,7 @@ impl AsyncEventNexus {
         M: 'static,
     {
         self.insert_filter(FilterEntry {
-            filter: Arc::new(FnHandler::<F, (R, M)>::new(filter)),
+            filter: Arc::new(Box::new(FnHandler::<F, (R, M)>::new(filter))),
             name: std::any::type_name::<F>(),
         });
     }
@@ -550,7 +550,7 @@ impl AsyncEventNexus {
         filter: for<'a> fn(&'a Event, &'a EventQueue) -> FilterFuture<'a>,
     ) {
         self.insert_filter(FilterEntry {
-            filter: Arc::new(BorrowingFilter(filter)),
+            filter: Arc::new(Box::new(BorrowingFilter(filter))),
             name,
         });
     }

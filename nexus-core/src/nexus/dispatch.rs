@@ -26,7 +26,7 @@ use crate::early::Early;
 use crate::error::{BoxError, NexusError};
 use crate::event::{Cause, Event, EventType, swap_current_cause};
 use crate::fan::FanCopies;
-use crate::handler::{Call, Outcome, Started, Verdict, handler_error};
+use crate::handler::{ASIDE, Aside, CONSUMED, Call, Outcome, PASSED, Started, handler_error};
 use crate::policy::ErrorPolicy;
 use crate::spare::Spare;
 
@@ -272,21 +272,6 @@ fn call_handler(
         (false, Some(event)) => start_and_poll(|| entry.start_copy(event, queue, cx, spare)),
         // An empty slot is no call (`start_in` says so); the caller has seen the event there.
         _ => start_and_poll(|| entry.start_in(slot, queue, cx, spare)),
-    }
-}
-
-/// Starts a filter's call, which polls it once, guarded: its outcome, or the call itself when it
-/// has to wait (which `start` puts in the place it is given).
-#[inline(always)]
-fn start_filter(
-    start: impl FnOnce(&mut Option<Call<'static, Result<bool, BoxError>>>) -> Result<Verdict, BoxError>,
-) -> Result<Result<bool, Call<'static, Result<bool, BoxError>>>, Failure> {
-    let mut waiting = None;
-    let outcome = caught(|| start(&mut waiting))?;
-    match (outcome, waiting) {
-        (_, Some(call)) => Ok(Err(call)),
-        (Ok(consumed), None) => Ok(Ok(consumed != 0)),
-        (Err(err), None) => Err(Failure::Error(err)),
     }
 }
 
@@ -573,40 +558,45 @@ impl Cursor {
                 // to wait (a call that completes at once cannot be interrupted).
                 let queue = &inner.queue;
                 let mut at = first;
+                // Written by a filter only when it returns `ASIDE`, which ends the loop.
+                let mut aside = None;
                 while let Some(entry) = table.filters.get(at) {
                     at += 1;
-                    match start_filter(|waiting| {
-                        entry.filter.start_in(event, queue, cx, spare, waiting)
-                    }) {
-                        Ok(Ok(false)) => {}
-                        Ok(Ok(true)) => {
-                            count(inner, Counted::Filtered, &event.event_type);
-                            self.event = None;
-                            return Poll::Ready(());
-                        }
-                        Ok(Err(call)) => {
-                            self.at = At::Filter(at);
-                            let waiting = Waiting {
-                                call: Flight::Filter(call),
-                                name: entry.name,
-                                limit: None,
-                                span: None,
-                                id: event.id,
-                                event_type: event.event_type.clone(),
-                                kept: None,
-                                fan: None,
-                            };
-                            return self.wait(inner, Box::new(waiting), cx, first_error);
-                        }
-                        Err(failure) => {
-                            let err =
-                                failure_error(failure, event.id, &event.event_type, entry.name);
-                            let event_type = event.event_type.clone();
-                            let kept = self.event.take().filter(|_| keeps);
-                            failed(inner, first_error, &event_type, err, kept);
-                            return Poll::Ready(());
-                        }
-                    }
+                    let failure =
+                        match caught(|| entry.filter.start_in(event, queue, cx, spare, &mut aside))
+                        {
+                            Ok(PASSED) => continue,
+                            Ok(CONSUMED) => {
+                                count(inner, Counted::Filtered, &event.event_type);
+                                self.event = None;
+                                return Poll::Ready(());
+                            }
+                            Ok(verdict) => match (verdict, aside.take()) {
+                                (ASIDE, Some(Aside::Waiting(call))) => {
+                                    self.at = At::Filter(at);
+                                    let waiting = Waiting {
+                                        call: Flight::Filter(call),
+                                        name: entry.name,
+                                        limit: None,
+                                        span: None,
+                                        id: event.id,
+                                        event_type: event.event_type.clone(),
+                                        kept: None,
+                                        fan: None,
+                                    };
+                                    return self.wait(inner, Box::new(waiting), cx, first_error);
+                                }
+                                (ASIDE, Some(Aside::Failed(err))) => Failure::Error(err),
+                                // No filter gives another verdict, nor `ASIDE` with nothing aside.
+                                _ => continue,
+                            },
+                            Err(failure) => failure,
+                        };
+                    let err = failure_error(failure, event.id, &event.event_type, entry.name);
+                    let event_type = event.event_type.clone();
+                    let kept = self.event.take().filter(|_| keeps);
+                    failed(inner, first_error, &event_type, err, kept);
+                    return Poll::Ready(());
                 }
                 0
             }

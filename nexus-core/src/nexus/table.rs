@@ -15,7 +15,10 @@ pub(crate) use crate::handler::Handler as HandlerEntry;
 
 #[derive(Clone)]
 pub(crate) struct FilterEntry {
-    pub(crate) filter: Arc<dyn ErasedFilter>,
+    /// Shared by the table's copies. A `Box` inside the `Arc`, so that a call finds the filter
+    /// at a fixed place: reaching the value in an `Arc<dyn _>` takes its alignment from the
+    /// vtable and rounds an offset with it, on every call.
+    pub(crate) filter: Arc<Box<dyn ErasedFilter>>,
     pub(crate) name: &'static str,
 }
 
