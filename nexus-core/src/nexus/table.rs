@@ -29,6 +29,11 @@ type Slot = Vec<HandlerEntry>;
 pub(crate) struct Table {
     pub(crate) filters: Vec<FilterEntry>,
     ints: FxHashMap<i64, Slot>,
+    /// The same slots as `ints`, in a list indexed by type from `base`, while the int types lie
+    /// within [`DENSE`] of each other: found with a subtraction and a bounds check, where the
+    /// map hashes and probes. Empty otherwise (then `ints` is asked).
+    dense: Vec<Slot>,
+    base: i64,
     named: FxHashMap<Text, Slot>,
     /// Inclusive ranges in registration order; the first that holds a type wins.
     ranges: Vec<(i64, i64, Slot)>,
@@ -45,6 +50,9 @@ pub(crate) struct Table {
 /// The bits an event type can be: event types are `i64`, so bit 63 is none.
 const BITS: usize = 63;
 
+/// How far apart the int types of a table may lie for their slots to be kept in a list.
+const DENSE: u64 = 256;
+
 impl Table {
     /// The handlers for an event of type `event_type`: its exact type's, else the first range
     /// holding it, else the default's. Empty when unhandled.
@@ -52,7 +60,16 @@ impl Table {
     pub(crate) fn lookup(&self, event_type: &EventType) -> &[HandlerEntry] {
         let exact = match event_type {
             EventType::Int(i) => {
-                if let Some(slot) = self.ints.get(i) {
+                let exact = if self.dense.is_empty() {
+                    self.ints.get(i)
+                } else {
+                    // Below `base`, the difference wraps past every index.
+                    usize::try_from(i.wrapping_sub(self.base) as u64)
+                        .ok()
+                        .and_then(|at| self.dense.get(at))
+                        .filter(|slot| !slot.is_empty())
+                };
+                if let Some(slot) = exact {
                     return slot;
                 }
                 if !self.by_bit.is_empty()
@@ -139,7 +156,26 @@ impl Table {
         if masked {
             self.index_bits(multiple);
         }
+        self.index_ints();
         Ok(())
+    }
+
+    /// Lists the int types' slots by type, when the types lie close enough together.
+    fn index_ints(&mut self) {
+        self.dense = Vec::new();
+        let (Some(&low), Some(&high)) = (self.ints.keys().min(), self.ints.keys().max()) else {
+            return;
+        };
+        let span = high.abs_diff(low);
+        if span >= DENSE {
+            return;
+        }
+        let mut dense = vec![Slot::new(); span as usize + 1];
+        for (i, slot) in &self.ints {
+            dense[i.abs_diff(low) as usize].clone_from(slot);
+        }
+        self.dense = dense;
+        self.base = low;
     }
 
     /// Sorts the mask handlers by bit, for lookup.
@@ -267,4 +303,85 @@ fn flatten<'a>(selector: &'a Selector, out: &mut Vec<&'a Selector>) -> Result<()
         other => out.push(other),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, EventQueue};
+
+    fn table(selectors: &[(Selector, &'static str)]) -> Table {
+        let mut table = Table::default();
+        for (selector, name) in selectors {
+            let entry = HandlerEntry::new(|_: Event, _: EventQueue| ()).named(name);
+            table.insert(selector, entry, false, false).unwrap();
+        }
+        table
+    }
+
+    fn found(table: &Table, event_type: i64) -> Vec<&'static str> {
+        table
+            .lookup(&EventType::Int(event_type))
+            .iter()
+            .map(HandlerEntry::name)
+            .collect()
+    }
+
+    #[test]
+    fn int_types_are_found_whether_they_lie_close_together_or_far_apart() {
+        let close = table(&[
+            (Selector::from(-3), "minus three"),
+            (Selector::from(5), "five"),
+            (Selector::from(200), "two hundred"),
+            (Selector::Range(10, 20), "ten to twenty"),
+            (Selector::Default, "default"),
+        ]);
+        // Listed by type: the slots are found without the map.
+        assert!(!close.dense.is_empty());
+        assert_eq!(found(&close, -3), ["minus three"]);
+        assert_eq!(found(&close, 5), ["five"]);
+        assert_eq!(found(&close, 200), ["two hundred"]);
+        // Between and around the listed types: the range, then the default.
+        assert_eq!(found(&close, 15), ["ten to twenty"]);
+        for other in [-4, 0, 4, 6, 199, 201, 1_000, i64::MIN, i64::MAX] {
+            assert_eq!(found(&close, other), ["default"], "type {other}");
+        }
+
+        let far = table(&[
+            (Selector::from(i32::MIN), "low"),
+            (Selector::from(1), "one"),
+            (Selector::from(i32::MAX), "high"),
+        ]);
+        assert!(far.dense.is_empty());
+        assert_eq!(found(&far, i64::from(i32::MIN)), ["low"]);
+        assert_eq!(found(&far, 1), ["one"]);
+        assert_eq!(found(&far, i64::from(i32::MAX)), ["high"]);
+        assert!(found(&far, 2).is_empty());
+    }
+
+    #[test]
+    fn the_extreme_int_types_are_listed_without_wrapping_onto_each_other() {
+        let high = table(&[
+            (Selector::from(i64::MAX), "max"),
+            (Selector::from(i64::MAX - 2), "max - 2"),
+        ]);
+        assert!(!high.dense.is_empty());
+        assert_eq!(found(&high, i64::MAX), ["max"]);
+        assert_eq!(found(&high, i64::MAX - 2), ["max - 2"]);
+        for other in [
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MIN + 2,
+            0,
+            i64::MAX - 1,
+            i64::MAX - 3,
+        ] {
+            assert!(found(&high, other).is_empty(), "type {other}");
+        }
+        let low = table(&[(Selector::from(i64::MIN), "min")]);
+        assert_eq!(found(&low, i64::MIN), ["min"]);
+        for other in [i64::MAX, i64::MIN + 1, 0, -1] {
+            assert!(found(&low, other).is_empty(), "type {other}");
+        }
+    }
 }
