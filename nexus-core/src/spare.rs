@@ -28,7 +28,39 @@ const SLOTS: usize = 4;
 /// and [`FilterReturn`](crate::FilterReturn).
 #[doc(hidden)]
 pub struct Spare {
-    slots: [Option<(Layout, NonNull<u8>)>; SLOTS],
+    slots: [Kept; SLOTS],
+}
+
+/// One slot of a [`Spare`]: a free block and its layout, or nothing (`key` 0).
+#[derive(Clone, Copy)]
+struct Kept {
+    /// The block's layout as one word ([`key`]), so that a call finds its block with one compare.
+    key: usize,
+    layout: Layout,
+    block: NonNull<u8>,
+}
+
+impl Kept {
+    const EMPTY: Self = Self {
+        key: 0,
+        layout: Layout::new::<()>(),
+        block: NonNull::dangling(),
+    };
+
+    fn is_empty(&self) -> bool {
+        self.key == 0
+    }
+}
+
+/// A layout as one word, distinct for every layout kept: its size above, the base-2 logarithm of
+/// its alignment (at most 29) in the low six bits. `None` for a zero size (nothing to keep) and
+/// for sizes too large to shift (such futures are boxed as they are).
+const fn key(layout: Layout) -> Option<usize> {
+    let size = layout.size();
+    if size == 0 || size > usize::MAX >> 6 {
+        return None;
+    }
+    Some(size << 6 | layout.align().trailing_zeros() as usize)
 }
 
 // SAFETY: a `Spare` owns its blocks, which hold no value between calls; moving it to another
@@ -38,34 +70,31 @@ unsafe impl Send for Spare {}
 impl Default for Spare {
     fn default() -> Self {
         Self {
-            slots: [None; SLOTS],
+            slots: [Kept::EMPTY; SLOTS],
         }
     }
 }
 
 impl std::fmt::Debug for Spare {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kept: Vec<usize> = self.slots.iter().flatten().map(|(l, _)| l.size()).collect();
+        let kept: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|kept| !kept.is_empty())
+            .map(|kept| kept.layout.size())
+            .collect();
         f.debug_struct("Spare").field("kept", &kept).finish()
     }
 }
 
 impl Spare {
-    /// The kept block of exactly `layout` and its slot: one is kept, or made now while a slot
-    /// is free; `None` when every slot holds a block of another layout.
+    /// The kept block of the layout whose key is `key`, and its slot: one is kept, or made now
+    /// while a slot is free; `None` when every slot holds a block of another layout.
     #[inline(always)]
-    fn block(&mut self, layout: Layout) -> Option<(usize, NonNull<u8>)> {
-        let found = self
-            .slots
-            .iter()
-            .enumerate()
-            .find_map(|(at, slot)| match slot {
-                Some((kept, block)) if *kept == layout => Some((at, *block)),
-                _ => None,
-            });
-        match found {
-            Some(found) => Some(found),
-            None => self.make(layout),
+    fn block(&mut self, key: usize, layout: Layout) -> Option<(usize, NonNull<u8>)> {
+        match self.slots.iter().position(|kept| kept.key == key) {
+            Some(at) => Some((at, self.slots[at].block)),
+            None => self.make(key, layout),
         }
     }
 
@@ -73,26 +102,26 @@ impl Spare {
     /// call that finds its block has no call to save its registers around.
     #[cold]
     #[inline(never)]
-    fn make(&mut self, layout: Layout) -> Option<(usize, NonNull<u8>)> {
-        let at = self.slots.iter().position(Option::is_none)?;
+    fn make(&mut self, key: usize, layout: Layout) -> Option<(usize, NonNull<u8>)> {
+        let at = self.slots.iter().position(Kept::is_empty)?;
         let block = fresh(layout);
-        self.slots[at] = Some((layout, block));
+        self.slots[at] = Kept { key, layout, block };
         Some((at, block))
     }
 
     /// How many blocks are kept.
     #[cfg(test)]
     fn kept(&self) -> usize {
-        self.slots.iter().flatten().count()
+        self.slots.iter().filter(|kept| !kept.is_empty()).count()
     }
 }
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        for (layout, block) in self.slots.iter_mut().filter_map(Option::take) {
+        for kept in self.slots.iter().filter(|kept| !kept.is_empty()) {
             // SAFETY: the block was allocated by the global allocator with `layout`, and holds no
             // value: a `Spare` is borrowed whole while a call runs in one of its blocks.
-            unsafe { alloc::dealloc(block.as_ptr(), layout) };
+            unsafe { alloc::dealloc(kept.block.as_ptr(), kept.layout) };
         }
     }
 }
@@ -131,13 +160,13 @@ pub(crate) fn start<F: Future>(
     spare: &mut Spare,
 ) -> Result<F::Output, Pin<Box<F>>> {
     let layout = Layout::new::<F>();
-    let found = if layout.size() == 0 {
-        None
-    } else {
-        spare.block(layout)
+    let found = match key(layout) {
+        Some(key) => spare.block(key, layout),
+        None => None,
     };
     let Some((slot, block)) = found else {
-        // Zero-sized (a box of it owns no memory), or no slot left: boxed as it is.
+        // Zero-sized (a box of it owns no memory), too large to keep, or no slot left: boxed as
+        // it is.
         let mut boxed = Box::pin(make());
         return match boxed.as_mut().poll(cx) {
             Poll::Ready(output) => Ok(output),
@@ -163,7 +192,7 @@ pub(crate) fn start<F: Future>(
         }
         Poll::Pending => {
             std::mem::forget(placed);
-            spare.slots[slot] = None;
+            spare.slots[slot] = Kept::EMPTY;
             // SAFETY: the block was allocated by the global allocator with `Layout::new::<F>()`
             // and holds a live `F`, which is exactly what a `Box<F>` owns; it has left `spare`,
             // so nothing else frees or reuses it. The future was pinned, and stays pinned in the
@@ -316,6 +345,31 @@ mod tests {
             Some([2; 4])
         );
         assert_eq!(spare.kept(), 1);
+    }
+
+    #[test]
+    fn every_layout_kept_has_a_key_of_its_own() {
+        let layout = |size, align| Layout::from_size_align(size, align).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for size in [1, 2, 8, 16, 24, 64, 1 << 20, usize::MAX >> 6] {
+            for shift in 0..30 {
+                let align = 1usize << shift;
+                let Ok(l) = Layout::from_size_align(size, align) else {
+                    continue;
+                };
+                let key = key(l).expect("kept");
+                assert_ne!(key, 0, "an empty slot's key");
+                assert!(seen.insert(key), "{l:?} shares its key");
+            }
+        }
+        assert_eq!(key(layout(0, 1)), None);
+        assert_eq!(key(layout(0, 16)), None);
+        assert_eq!(key(layout((usize::MAX >> 6) + 1, 1)), None);
+        // Same size, other alignment: another block.
+        let mut spare = Spare::default();
+        assert!(start(|| std::future::ready(1u64), &mut cx(), &mut spare).is_ok());
+        assert!(start(|| std::future::ready([1u8; 15]), &mut cx(), &mut spare).is_ok());
+        assert_eq!(spare.kept(), 2);
     }
 
     #[test]
