@@ -1193,15 +1193,35 @@ impl<'a, T: Then> Live<'a, T> {
         // Handlers run only under this mark, which tells a call back into this nexus (queued) or
         // into one waiting further up (a cycle) from any other.
         let mark = Mark::push(address(inner), self.cursor.cause);
+        if self.own.is_none() {
+            ready!(
+                self.cursor
+                    .advance(inner, &mut *guard, cx, &mut self.first_error)
+            );
+        } else {
+            ready!(advance_found(&mut self.cursor, inner, guard, cx));
+        }
+        if !T::RUNS && self.own.is_none() && inner.queue.is_empty() {
+            return Poll::Ready(self.first_error.take());
+        }
+        self.drain(cx, mark.cause_before)
+    }
+
+    /// Dispatches what follows the event just done with, under the gate and the thread's mark:
+    /// the secondary events on the queue, the caller's own event set aside, the next events of a
+    /// run. Out of line, so that an event with nothing after it runs straight through.
+    #[inline(never)]
+    fn drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        cause_before: Option<Cause>,
+    ) -> Poll<Option<Box<NexusError>>> {
+        let inner = self.inner;
+        let Stage::Held(guard) = &mut self.stage else {
+            // Not reached: called only while the gate is held.
+            return Poll::Ready(self.first_error.take());
+        };
         loop {
-            if self.own.is_none() {
-                ready!(
-                    self.cursor
-                        .advance(inner, &mut *guard, cx, &mut self.first_error)
-                );
-            } else {
-                ready!(advance_found(&mut self.cursor, inner, guard, cx));
-            }
             match inner.queue.pop() {
                 Some(next) => {
                     guard.refresh(inner);
@@ -1217,7 +1237,7 @@ impl<'a, T: Then> Live<'a, T> {
                             // Arrived now, as an `ingest` of it would, with the cause the
                             // producer's events have outside the mark.
                             bump(&inner.outcomes.arrived);
-                            next.inherit(mark.cause_before);
+                            next.inherit(cause_before);
                             guard.refresh(inner);
                             self.cursor.begin(inner, next);
                         }
@@ -1226,6 +1246,14 @@ impl<'a, T: Then> Live<'a, T> {
                 },
             }
             swap_current_cause(self.cursor.cause);
+            if self.own.is_none() {
+                ready!(
+                    self.cursor
+                        .advance(inner, &mut *guard, cx, &mut self.first_error)
+                );
+            } else {
+                ready!(advance_found(&mut self.cursor, inner, guard, cx));
+            }
         }
     }
 
