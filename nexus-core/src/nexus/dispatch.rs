@@ -495,6 +495,26 @@ fn note_fan_error(first: &mut Option<NexusError>, err: NexusError) {
     }
 }
 
+/// What each handler call of an event's dispatch needs, besides the cursor.
+struct Calls<'a, 'b, 'c> {
+    inner: &'a Inner,
+    fans: &'a mut FanCopies,
+    spare: &'a mut Spare,
+    cx: &'a mut Context<'b>,
+    first_error: &'a mut Option<Box<NexusError>>,
+    keeps: bool,
+    id: u64,
+    event_type: &'c EventType,
+}
+
+/// What a handler's call leaves the event's dispatch to do.
+enum Step {
+    /// On to the event's next handler.
+    Next,
+    /// The dispatch's poll ends here.
+    Over(Poll<()>),
+}
+
 /// The dispatch of one event: through the filters, then to its handlers.
 struct Cursor {
     /// The event while it is still the dispatcher's; the last handler takes it.
@@ -608,81 +628,125 @@ impl Cursor {
             return Poll::Ready(());
         }
         let (id, event_type) = (event.id, event.event_type.clone());
-        for (at, entry) in handlers.iter().enumerate().skip(first) {
-            let last = at + 1 == handlers.len();
-            // A fanout with no handler is called as a consumer: that reports it.
-            if let Some(list) = entry.fan_out()
-                && let handlers = fans.handlers(list)
-                && !handlers.is_empty()
-            {
-                self.at = At::Handler(at + 1);
-                let turn = Turn {
-                    next: 0,
-                    last,
-                    error: None,
-                };
-                match self.fan(
-                    inner,
-                    spare,
-                    cx,
-                    first_error,
-                    handlers,
-                    turn,
-                    None,
-                    id,
-                    &event_type,
-                ) {
-                    Fanned::Continue => continue,
-                    Fanned::Over => return Poll::Ready(()),
-                    Fanned::Waiting => return Poll::Pending,
-                }
+        let mut calls = Calls {
+            inner,
+            fans,
+            spare,
+            cx,
+            first_error,
+            keeps,
+            id,
+            event_type: &event_type,
+        };
+        if first == 0
+            && let [entry] = handlers
+        {
+            // The common case, one handler: called without a loop around it.
+            if let Step::Over(over) = self.call_at(&mut calls, 0, entry, true) {
+                return over;
             }
-            let Some(event) = &self.event else {
-                return Poll::Ready(());
-            };
-            let kept = if last && keeps {
-                Some(event.clone())
-            } else {
-                None
-            };
-            let limit = entry.time_limit().map(Limit::new);
-            let span = dispatch_span(id, &event_type, entry);
-            let polled = call_handler(
-                entry,
-                &mut self.event,
-                last,
-                span.as_ref(),
-                &inner.queue,
-                cx,
-                spare,
-            );
-            match polled {
-                Ok(Ok(())) => {}
-                Ok(Err(call)) => {
-                    self.at = At::Handler(at + 1);
-                    let waiting = Waiting {
-                        call: Flight::Handler(call),
-                        name: entry.name(),
-                        limit,
-                        span,
-                        id,
-                        event_type,
-                        kept,
-                        fan: None,
-                    };
-                    return self.wait(inner, Box::new(waiting), cx, first_error);
-                }
-                Err(failure) => {
-                    let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
-                    self.event = None;
-                    let err = failure_error(failure, id, &event_type, entry.name());
-                    failed(inner, first_error, &event_type, err, kept);
-                    return Poll::Ready(());
+        } else {
+            for (at, entry) in handlers.iter().enumerate().skip(first) {
+                let last = at + 1 == handlers.len();
+                if let Step::Over(over) = self.call_at(&mut calls, at, entry, last) {
+                    return over;
                 }
             }
         }
         count(inner, Counted::Dispatched, &event_type);
         Poll::Ready(())
+    }
+
+    /// Calls the event's handler at `at` (`last` when it is the event's last): a fanout's
+    /// handlers each in turn, any other as one guarded call.
+    #[inline(always)]
+    fn call_at(
+        &mut self,
+        calls: &mut Calls<'_, '_, '_>,
+        at: usize,
+        entry: &HandlerEntry,
+        last: bool,
+    ) -> Step {
+        let Calls {
+            inner,
+            ref mut fans,
+            ref mut spare,
+            ref mut cx,
+            ref mut first_error,
+            keeps,
+            id,
+            event_type,
+        } = *calls;
+        // A fanout with no handler is called as a consumer: that reports it.
+        if let Some(list) = entry.fan_out()
+            && let handlers = fans.handlers(list)
+            && !handlers.is_empty()
+        {
+            self.at = At::Handler(at + 1);
+            let turn = Turn {
+                next: 0,
+                last,
+                error: None,
+            };
+            return match self.fan(
+                inner,
+                spare,
+                cx,
+                first_error,
+                handlers,
+                turn,
+                None,
+                id,
+                event_type,
+            ) {
+                Fanned::Continue => Step::Next,
+                Fanned::Over => Step::Over(Poll::Ready(())),
+                Fanned::Waiting => Step::Over(Poll::Pending),
+            };
+        }
+        let Some(event) = &self.event else {
+            return Step::Over(Poll::Ready(()));
+        };
+        let kept = if last && keeps {
+            Some(event.clone())
+        } else {
+            None
+        };
+        let limit = entry.time_limit().map(Limit::new);
+        let span = dispatch_span(id, event_type, entry);
+        let polled = call_handler(
+            entry,
+            &mut self.event,
+            last,
+            span.as_ref(),
+            &inner.queue,
+            cx,
+            spare,
+        );
+        match polled {
+            Ok(Ok(())) => Step::Next,
+            Ok(Err(waits)) => {
+                self.at = At::Handler(at + 1);
+                let waiting = Waiting {
+                    call: Flight::Handler(waits),
+                    name: entry.name(),
+                    limit,
+                    span,
+                    id,
+                    event_type: event_type.clone(),
+                    kept,
+                    fan: None,
+                };
+                Step::Over(self.wait(inner, Box::new(waiting), cx, first_error))
+            }
+            Err(failure) => {
+                let kept = kept.or_else(|| self.event.take().filter(|_| keeps));
+                self.event = None;
+                let err = failure_error(failure, id, event_type, entry.name());
+                failed(inner, first_error, event_type, err, kept);
+                Step::Over(Poll::Ready(()))
+            }
+        }
     }
 
     /// Polls the call that had to wait: `Some` with the poll's end when the event is done with
