@@ -128,7 +128,8 @@ impl Drop for Spare {
 
 /// A new block of `layout`.
 fn fresh(layout: Layout) -> NonNull<u8> {
-    // SAFETY: `layout` has a non-zero size (the one caller, `start`, makes sure of it).
+    // SAFETY: `layout` has a non-zero size: the one caller, `Spare::make`, is given only layouts
+    // that have a key, and `key` gives none for a zero size.
     let raw = unsafe { alloc::alloc(layout) };
     NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
 }
