@@ -11,7 +11,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use nexus::{AsyncEventNexus, Event, EventQueue};
+use nexus::{AsyncEventNexus, Event, EventQueue, filter, handler};
 
 struct Counting;
 
@@ -45,6 +45,31 @@ fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
 
+/// Registered by attribute: a nexus built by `nexus::registered()` has it, the others do not.
+#[handler(event_type = 4)]
+async fn by_attribute(event: Event, _queue: EventQueue) {
+    std::hint::black_box(event.payload.as_int());
+}
+
+/// Registered by attribute; its future borrows the event and the queue handle.
+#[filter]
+async fn filter_by_attribute(event: &Event, _queue: &EventQueue) -> bool {
+    event.id == u64::MAX
+}
+
+/// Allocations per event over 10,000 ingests of `make`'s events, after 100 to set up what the
+/// nexus keeps.
+async fn allocations_per_event(nexus: &AsyncEventNexus, make: impl Fn(u64) -> Event) -> f64 {
+    for i in 0..100 {
+        nexus.ingest(make(i)).await.unwrap();
+    }
+    let before = allocations();
+    for i in 0..10_000 {
+        nexus.ingest(make(i)).await.unwrap();
+    }
+    (allocations() - before) as f64 / 10_000.0
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_event() {
     let nexus = AsyncEventNexus::new();
@@ -72,22 +97,18 @@ async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_e
     tokio::task::yield_now().await;
 
     // The first events set up what is kept (the handler table's snapshot, the memory blocks).
-    for i in 0..100 {
-        nexus
-            .ingest(Event::new(i, 1 + (i % 2) as i64, 0, 1))
-            .await
-            .unwrap();
-    }
-    let before = allocations();
-    for i in 0..10_000 {
-        nexus
-            .ingest(Event::new(i, 1 + (i % 2) as i64, 0, 1))
-            .await
-            .unwrap();
-    }
-    let per_event = (allocations() - before) as f64 / 10_000.0;
+    let per_event =
+        allocations_per_event(&nexus, |i| Event::new(i, 1 + (i % 2) as i64, 0, 1)).await;
     assert_eq!(per_event, 0.0, "allocations per event");
     assert_eq!(nexus.stats().dispatched, 100 + 10_000 + (100 + 10_000) / 2);
+
+    // The same of a handler and a filter registered by attribute.
+    let registered = nexus::registered().build().unwrap();
+    let _registered_running = registered.start().unwrap();
+    tokio::task::yield_now().await;
+    let per_event = allocations_per_event(&registered, |i| Event::new(i, 4, 0, 1)).await;
+    assert_eq!(per_event, 0.0, "allocations per event, by attribute");
+    assert_eq!(registered.stats().dispatched, 100 + 10_000);
 
     // A call that waits still works, and costs two boxes: its future's and the dispatch's note
     // of where it stopped.

@@ -48,8 +48,10 @@ async fn alarm(event: Event, _queue: EventQueue) {
     seen(format!("alarm:{}", event.id));
 }
 
+/// Waits first, so that its call outlives the dispatch's first poll.
 #[handler(event_type = 1000..=1999)]
 async fn thousands(event: Event, queue: EventQueue) -> Result<(), NexusError> {
+    tokio::task::yield_now().await;
     seen(format!("thousands:{}", event.id));
     if event.id == 7 {
         queue.put(Event::new(8, 2, 0, "secondary"))?;
@@ -66,6 +68,18 @@ async fn two_or_three(event: Event, _queue: EventQueue) {
 async fn drops_empty(event: &Event, _queue: &EventQueue) -> bool {
     seen(format!("drops_empty:{}", event.id));
     event.payload.is_empty()
+}
+
+/// Waits before it reads the event, so that its call outlives the dispatch's first poll and
+/// reads a copy the call owns. Fails on the payload "refused".
+#[filter(order = 1)]
+async fn waits_then_reads(event: &Event, _queue: &EventQueue) -> Result<bool, &'static str> {
+    tokio::task::yield_now().await;
+    seen(format!("waits_then_reads:{}", event.id));
+    if event.payload.as_str() == Some("refused") {
+        return Err("refused");
+    }
+    Ok(false)
 }
 
 #[filter]
@@ -104,6 +118,7 @@ async fn every_selector_form_receives_its_events_after_the_filters_in_order() {
             7 => vec![
                 "thousands:7",
                 "first_filter:8",
+                "waits_then_reads:8",
                 "drops_empty:8",
                 "two_or_three:8",
             ],
@@ -111,9 +126,21 @@ async fn every_selector_form_receives_its_events_after_the_filters_in_order() {
             10 => vec![],
             _ => unreachable!(),
         };
-        let mut expected = vec![format!("first_filter:{id}"), format!("drops_empty:{id}")];
+        let mut expected = vec![
+            format!("first_filter:{id}"),
+            format!("waits_then_reads:{id}"),
+            format!("drops_empty:{id}"),
+        ];
         expected.extend(expected_handler.into_iter().map(String::from));
         assert_eq!(lines, expected, "event {id}");
+    }
+    // A filter's error names the filter by its path, and the event.
+    let failed = nexus.ingest(Event::new(11, 1, 0, "refused")).await;
+    match failed {
+        Err(NexusError::Handler {
+            handler, id: 11, ..
+        }) => assert_eq!(handler, format!("{}::waits_then_reads", module_path!())),
+        other => panic!("expected the filter's error, got {other:?}"),
     }
     nexus.stop();
 
@@ -156,6 +183,7 @@ fn the_listing_shows_everything_registered() {
         filters,
         [
             format!("0 {here}::first_filter"),
+            format!("1 {here}::waits_then_reads"),
             format!("2 {here}::drops_empty")
         ]
     );

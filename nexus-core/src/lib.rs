@@ -98,9 +98,7 @@ pub use nexus_macros::{event_source, filter, handler};
 pub mod __private {
     pub use crate::fan::FanList;
     pub use crate::handler::marker;
-    pub use crate::handler::{
-        FilterFuture, FilterOutput, Handler, HandlerOutput, Selector, Started,
-    };
+    pub use crate::handler::{FilterOutput, Handler, HandlerOutput, Selector, Started};
     pub use crate::nexus::AsyncEventNexus;
     pub use crate::registry::{FilterRecord, HandlerRecord, SourceRecord};
     pub use crate::source::{SourceBoxPublic, source_marker};
@@ -135,18 +133,29 @@ pub mod __private {
         Selector::List(items.into())
     }
 
-    /// Boxes a borrowing filter's future, converting its output of type `O`.
-    pub fn boxed_filter<'a, O, F>(filter: F) -> FilterFuture<'a>
+    /// The handler of a `#[handler]` function: `handler` calls it and returns its future as it
+    /// is, to be made in the nexus's memory for calls. `O` is the function's return type,
+    /// checked here, where the macro points the error at it.
+    pub fn handler_fn<O, R, F>(handler: F) -> Handler
     where
-        O: FilterOutput,
-        F: Future<Output = O> + Send + 'a,
+        O: HandlerOutput,
+        R: Future<Output = O> + Send + 'static,
+        F: Fn(Event, EventQueue) -> R + Send + Sync + 'static,
     {
-        Box::pin(async move { filter.await.into_result() })
+        Handler::new(handler)
     }
 
-    /// Converts what a `#[handler]` function returned (checking its type).
-    pub fn handler_result<T: HandlerOutput>(output: T) -> Result<(), crate::BoxError> {
-        output.into_result()
+    /// Registers a `#[filter]` function, named `name` in errors: `filter` copies the event and
+    /// the queue handle into the future it returns, so that the future is made in the nexus's
+    /// memory for calls, not boxed. `O` is the function's return type, checked here, where the
+    /// macro points the error at it.
+    pub fn add_named_filter<O, R, F>(nexus: &AsyncEventNexus, name: &'static str, filter: F)
+    where
+        O: FilterOutput,
+        R: Future<Output = O> + Send + 'static,
+        F: Fn(&Event, &EventQueue) -> R + Send + Sync + 'static,
+    {
+        nexus.add_filter_named(name, filter);
     }
 
     /// Registers an `#[event_source]` instance as whichever kind of source it is.

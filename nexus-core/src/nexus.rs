@@ -536,14 +536,26 @@ impl AsyncEventNexus {
         R: FilterReturn<M>,
         M: 'static,
     {
+        self.add_filter_named(std::any::type_name::<F>(), filter);
+    }
+
+    /// [`add_filter`](Self::add_filter), named `name` in errors.
+    pub(crate) fn add_filter_named<F, R, M>(&self, name: &'static str, filter: F)
+    where
+        F: Fn(&Event, &EventQueue) -> R + Send + Sync + 'static,
+        R: FilterReturn<M>,
+        M: 'static,
+    {
         self.insert_filter(FilterEntry {
             filter: Arc::new(Box::new(FnHandler::<F, (R, M)>::new(filter))),
-            name: std::any::type_name::<F>(),
+            name,
         });
     }
 
-    /// Registers a filter whose future borrows the event and the queue (what `#[filter]` on an
-    /// `async fn(&Event, &EventQueue) -> bool` registers). `name` names it in errors.
+    /// Registers a filter whose future borrows the event and the queue, such as an
+    /// `async fn(&Event, &EventQueue) -> bool`. `name` names it in errors. Each call boxes the
+    /// future and gives it a copy of the event; [`add_filter`](Self::add_filter) with a closure
+    /// that copies what its future needs boxes nothing for a call that completes at once.
     pub fn add_borrowing_filter(
         &self,
         name: &'static str,

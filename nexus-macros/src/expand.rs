@@ -169,7 +169,7 @@ fn expand_handler(args: TokenStream, item: &TokenStream, via: Via) -> syn::Resul
     let output = return_type(&function);
     let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event::<#event_ty>(event));
     let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue::<#queue_ty>(queue));
-    let result = quote_spanned!(output.span()=> #private::handler_result::<#output>);
+    let handler_fn = quote_spanned!(output.span()=> #private::handler_fn::<#output, _, _>);
     Ok(quote! {
         #function
 
@@ -181,11 +181,11 @@ fn expand_handler(args: TokenStream, item: &TokenStream, via: Via) -> syn::Resul
             fn __nexus_register(
                 nexus: &#private::AsyncEventNexus,
             ) -> #private::Result<(), #private::NexusError> {
-                let handler = #private::Handler::new(
-                    |event: #private::Event, queue: #private::EventQueue| async move {
-                        #result(#name(#event_arg, #queue_arg).await)
-                    },
-                );
+                // The function's own future is the call's, made in the nexus's memory for calls:
+                // no future around it to copy the event into it.
+                let handler = #handler_fn(|event: #private::Event, queue: #private::EventQueue| {
+                    #name(#event_arg, #queue_arg)
+                });
                 nexus.add_consumer(
                     __nexus_selector(),
                     handler.named(::core::concat!(::core::module_path!(), "::", #name_text)),
@@ -238,24 +238,26 @@ fn expand_filter(args: TokenStream, item: &TokenStream, via: Via) -> syn::Result
     let name_text = name.to_string();
     let [event_ty, queue_ty] = param_types(&function);
     let output = return_type(&function);
-    let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event_ref::<#event_ty>(event));
-    let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue_ref::<#queue_ty>(queue));
-    let boxed = quote_spanned!(output.span()=> #private::boxed_filter::<#output, _>);
+    let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event_ref::<#event_ty>(&event));
+    let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue_ref::<#queue_ty>(&queue));
+    let add_filter = quote_spanned!(output.span()=> #private::add_named_filter::<#output, _, _>);
     Ok(quote! {
         #function
 
         const _: () = {
-            fn __nexus_filter<'a>(
-                event: &'a #private::Event,
-                queue: &'a #private::EventQueue,
-            ) -> #private::FilterFuture<'a> {
-                #boxed(#name(#event_arg, #queue_arg))
-            }
-
             fn __nexus_register(nexus: &#private::AsyncEventNexus) {
-                nexus.add_borrowing_filter(
+                // The function's future borrows the event and the queue handle: the call owns
+                // copies of them, and is made in the nexus's memory for calls, not boxed.
+                #add_filter(
+                    nexus,
                     ::core::concat!(::core::module_path!(), "::", #name_text),
-                    __nexus_filter,
+                    |event: &#private::Event, queue: &#private::EventQueue| {
+                        let (event, queue) = (
+                            #private::Event::clone(event),
+                            #private::EventQueue::clone(queue),
+                        );
+                        async move { #name(#event_arg, #queue_arg).await }
+                    },
                 );
             }
 
