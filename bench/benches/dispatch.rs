@@ -21,7 +21,9 @@
 //! a `std::sync::Mutex` locked for each event, what one-at-a-time dispatch from any thread adds
 //! at least (an uncontended lock and unlock, two locked instructions). And nexus has one case
 //! more there and on the filter path, `nexus_plain`: its handler (or filters) plain closures, as
-//! the dynamic floor's are, where `nexus` and the static floor call async ones.
+//! the dynamic floor's are, where `nexus` and the static floor call async ones; and one more on
+//! the single path, `nexus_async_fn`: its handler an `async fn`, registered as `#[handler]`
+//! registers one.
 //!
 //! Each round runs every case once, so that machine noise falls on all of them alike; the table
 //! gives the median over the rounds of the nanoseconds per event, and each ratio is taken between
@@ -167,6 +169,19 @@ async fn nexus_single(n: u64) -> Duration {
             body(&event)
         })
         .expect("handler");
+    timed_ingests(&nexus, n, event).await
+}
+
+/// The benchmark's handler as an `async fn`, the shape `#[handler]` takes.
+async fn async_fn_handler(event: Event, _queue: EventQueue) {
+    body(&event)
+}
+
+/// The single path with the handler an `async fn`, registered as `#[handler]` registers one:
+/// the function itself, its call the function's own future.
+async fn nexus_single_async_fn(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::new();
+    nexus.add_handler(TYPE, async_fn_handler).expect("handler");
     timed_ingests(&nexus, n, event).await
 }
 
@@ -1069,6 +1084,7 @@ fn main() {
     let mut cases = vec![
         case("single", "nexus", n, nexus_single),
         case("single", "nexus_plain", n, nexus_single_plain),
+        case("single", "nexus_async_fn", n, nexus_single_async_fn),
         case("single", "naive", n, floor_single),
         case("single", "dynamic", n, dynamic_single),
         case("single", "static", n, static_single),
@@ -1204,6 +1220,7 @@ fn main() {
     for (name, what) in [
         ("single", "nexus"),
         ("single", "nexus_plain"),
+        ("single", "nexus_async_fn"),
         ("filters4", "nexus"),
         ("filters4", "nexus_plain"),
         ("chain10", "nexus"),
