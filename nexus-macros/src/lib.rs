@@ -19,10 +19,16 @@ use proc_macro::TokenStream;
 
 /// Registers a free `async fn(event: Event, queue: EventQueue)` as the handler for the event
 /// types `event_type` names: an integer (`99`), `-1` for the default handler, a name (`"log"`),
-/// a named type (`Ping`, which states its name with `EventKind`), an integer constant (`Demo::Ping as i64`), a range (`1000..=1999`) or a
-/// list (`[1, 2, 3]`). It returns `()` or `Result<(), E>`.
+/// a named type (`Ping`, which states its name with `EventKind`), an integer constant
+/// (`Demo::Ping as i64`), a range (`1000..=1999`) or a list (`[1, 2, 3]`). It returns `()` or
+/// `Result<(), E>`.
 ///
-/// The function stays an ordinary function, callable directly.
+/// The function stays an ordinary function, callable directly. Each call of it is the function's
+/// own future, made in memory the nexus keeps: nothing is allocated for a call that completes when
+/// first polled. An `async fn`'s future copies its arguments, the event among them, into its body
+/// when first polled; where that copy matters, a closure returning an `async move` block
+/// (`nexus.add_handler(99, |event, queue| async move { … })`) reads the event where it lies (the
+/// README's Performance section measures both).
 ///
 /// ```
 /// use nexus_core::{Event, EventQueue, NexusError, handler};
@@ -48,6 +54,10 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Registers a free `async fn(event: &Event, queue: &EventQueue) -> bool` as a filter: it sees
 /// every event before the handlers and returns `true` when it consumed it. Filters run in the
 /// order of their `order` key (default 0), then of their paths.
+///
+/// Each call owns a copy of the event and of the queue handle, which the function's future
+/// borrows, and is made in memory the nexus keeps: nothing is allocated for a call that completes
+/// when first polled.
 ///
 /// ```
 /// use nexus_core::{Event, EventQueue, filter};
