@@ -22,7 +22,14 @@ use std::sync::Arc;
 /// assert_eq!(event.payload.as_str(), Some("TEAPOT!"));
 /// assert_eq!(event.to_string(), "Event(id=1001, type=99, priority=0, payload=TEAPOT!)");
 /// ```
+// Laid out in the order declared, so that the cause's tag, where an `Option<Event>` marks
+// `None`, lies near the end: moving an event out of such an `Option` (as the call of its last
+// handler takes it) copies the words before the tag in 16-byte pieces from the start, the pieces
+// in which an `async fn`'s future, when first polled, reads its arguments back. With the tag
+// first, as the compiler's own order put it, each of those reads spanned two of the writes just
+// made and waited for them: about 6 ns per call of an `async fn` handler in the bench.
 #[derive(Clone, Debug, PartialEq)]
+#[repr(C)]
 pub struct Event {
     /// The event's id, chosen by its source (see [`EventFactory`](crate::EventFactory)).
     pub id: u64,
