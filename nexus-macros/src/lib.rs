@@ -25,10 +25,7 @@ use proc_macro::TokenStream;
 ///
 /// The function stays an ordinary function, callable directly. Each call of it is the function's
 /// own future, made in memory the nexus keeps: nothing is allocated for a call that completes when
-/// first polled. An `async fn`'s future copies its arguments, the event among them, into its body
-/// when first polled; where that copy matters, a closure returning an `async move` block
-/// (`nexus.add_handler(99, |event, queue| async move { … })`) reads the event where it lies (the
-/// README's Performance section measures both).
+/// first polled.
 ///
 /// ```
 /// use nexus_core::{Event, EventQueue, NexusError, handler};
