@@ -401,9 +401,6 @@ where
 /// What a filter may return: `bool` or `Result<bool, E>`, at once or as a future.
 pub trait FilterReturn<M>: Send + 'static {
     #[doc(hidden)]
-    fn into_call(self) -> Call<'static, Result<bool, BoxError>>;
-
-    #[doc(hidden)]
     /// Makes the call and polls it once, as [`HandlerReturn`] does.
     fn start(
         make: impl FnOnce() -> Self,
@@ -472,10 +469,6 @@ impl<E: Into<BoxError>> FilterOutput for Result<bool, E> {
 }
 
 impl<R: FilterOutput + Send + 'static> FilterReturn<marker::Immediate> for R {
-    fn into_call(self) -> Call<'static, Result<bool, BoxError>> {
-        Call::Ready(Some(self.into_result()))
-    }
-
     #[inline(always)]
     fn start(
         make: impl FnOnce() -> Self,
@@ -491,10 +484,6 @@ where
     F: Future + Send + 'static,
     F::Output: FilterOutput,
 {
-    fn into_call(self) -> Call<'static, Result<bool, BoxError>> {
-        F::Output::boxed(self)
-    }
-
     #[inline(always)]
     fn start(
         make: impl FnOnce() -> Self,
@@ -1056,8 +1045,6 @@ impl Future for HandlerCall {
 
 /// A registered filter with its kind erased. As for handlers, a call owns all it uses.
 pub(crate) trait ErasedFilter: Send + Sync + 'static {
-    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>>;
-
     /// Calls and polls once, as [`ErasedHandler::start_in`] does: the filter's [`Verdict`]. A
     /// failure, or a call that has to wait, is put in `aside` ([`ASIDE`] returned).
     fn start_in(
@@ -1065,11 +1052,9 @@ pub(crate) trait ErasedFilter: Send + Sync + 'static {
         event: &Event,
         queue: &EventQueue,
         cx: &mut Context<'_>,
-        _spare: &mut Spare,
+        spare: &mut Spare,
         aside: &mut Option<Aside>,
-    ) -> Verdict {
-        Started::poll(self.call(event, queue), cx).verdict(aside)
-    }
+    ) -> Verdict;
 }
 
 impl<F, R, M> ErasedFilter for FnHandler<F, (R, M)>
@@ -1078,10 +1063,6 @@ where
     R: FilterReturn<M>,
     M: 'static,
 {
-    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>> {
-        (self.f)(event, queue).into_call()
-    }
-
     #[inline]
     fn start_in(
         &self,
@@ -1092,24 +1073,6 @@ where
         aside: &mut Option<Aside>,
     ) -> Verdict {
         R::start(|| (self.f)(event, queue), cx, spare).verdict(aside)
-    }
-}
-
-/// The future of a filter that borrows the event and the queue (an `async fn` taking
-/// `&Event, &EventQueue`, as `#[filter]` registers it).
-pub type FilterFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, BoxError>> + Send + 'a>>;
-
-/// A filter function whose future borrows its arguments.
-pub(crate) struct BorrowingFilter(
-    pub(crate) for<'a> fn(&'a Event, &'a EventQueue) -> FilterFuture<'a>,
-);
-
-impl ErasedFilter for BorrowingFilter {
-    /// The future borrows its arguments, so the call owns a copy of the event (a reference
-    /// count for a text or value payload) and a copy of the queue handle.
-    fn call(&self, event: &Event, queue: &EventQueue) -> Call<'static, Result<bool, BoxError>> {
-        let (filter, event, queue) = (self.0, event.clone(), queue.clone());
-        Call::Boxed(Box::pin(async move { filter(&event, &queue).await }))
     }
 }
 

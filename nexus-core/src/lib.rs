@@ -73,8 +73,8 @@ pub use error::{BoxError, LoopState, Malformed, NexusError};
 pub use event::{AnyValue, Cause, Event, EventKind, EventType, Kind, Payload, Text};
 pub use factory::{EventFactory, EventId};
 pub use handler::{
-    Call, ConsumerFuture, EventConsumer, FilterFuture, FilterOutput, FilterReturn, Handler,
-    HandlerOutput, HandlerReturn, Selector,
+    Call, ConsumerFuture, EventConsumer, FilterOutput, FilterReturn, Handler, HandlerOutput,
+    HandlerReturn, Selector,
 };
 pub use nexus::{AsyncEventNexus, NexusBuilder, ShutdownReport, WeakNexus};
 pub use policy::{DeadLetter, ErrorPolicy, NexusStats, TypeCounts};

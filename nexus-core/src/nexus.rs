@@ -16,9 +16,7 @@ use tokio::task::JoinHandle;
 use crate::error::{LoopState, NexusError};
 use crate::event::{Event, EventType, Payload};
 use crate::factory::{EventFactory, EventId};
-use crate::handler::{
-    BorrowingFilter, FilterFuture, FilterReturn, FnHandler, Handler, HandlerReturn, Selector,
-};
+use crate::handler::{FilterReturn, FnHandler, Handler, HandlerReturn, Selector};
 use crate::policy::{ErrorPolicy, NexusStats, TypeCounts};
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox, SourceCounters};
@@ -548,21 +546,6 @@ impl AsyncEventNexus {
     {
         self.insert_filter(FilterEntry {
             filter: Arc::new(Box::new(FnHandler::<F, (R, M)>::new(filter))),
-            name,
-        });
-    }
-
-    /// Registers a filter whose future borrows the event and the queue, such as an
-    /// `async fn(&Event, &EventQueue) -> bool`. `name` names it in errors. Each call boxes the
-    /// future and gives it a copy of the event; [`add_filter`](Self::add_filter) with a closure
-    /// that copies what its future needs boxes nothing for a call that completes at once.
-    pub fn add_borrowing_filter(
-        &self,
-        name: &'static str,
-        filter: for<'a> fn(&'a Event, &'a EventQueue) -> FilterFuture<'a>,
-    ) {
-        self.insert_filter(FilterEntry {
-            filter: Arc::new(Box::new(BorrowingFilter(filter))),
             name,
         });
     }
