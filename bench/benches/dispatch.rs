@@ -25,6 +25,9 @@
 //! the single path, `nexus_async_fn`: its handler an `async fn`, registered as `#[handler]`
 //! registers one.
 //!
+//! The `decode` path reads messages as a network receiver does (`wire::decode`), beside
+//! `serde_json` reading them into a struct of the same fields with its `Deserialize` derived.
+//!
 //! Each round runs every case once, so that machine noise falls on all of them alike; the table
 //! gives the median over the rounds of the nanoseconds per event, and each ratio is taken between
 //! medians of the same run. Peers are timed to the completion of their handlers, not to the
@@ -68,7 +71,14 @@ use tokio::sync::Notify;
 const TYPE: i64 = 99;
 /// The cases that are floors or references, not nexus or a peer: no ratio of their own, grey in
 /// the chart.
-const FLOORS: [&str; 5] = ["naive", "dynamic", "static", "dynamic_locked", "floor_mpsc"];
+const FLOORS: [&str; 6] = [
+    "naive",
+    "dynamic",
+    "static",
+    "dynamic_locked",
+    "floor_mpsc",
+    "serde_derive",
+];
 /// How many secondary events a chain dispatches per ingest (the first included).
 const CHAIN: i64 = 10;
 /// How many handlers a fanout calls.
@@ -685,6 +695,49 @@ async fn floor_mpsc(n: u64) -> Duration {
     took
 }
 
+/// Messages as a network receiver reads them: events as `wire::encode` writes them, each with an
+/// id and a text of its own.
+fn messages() -> Vec<Vec<u8>> {
+    (0..1024_u64)
+        .map(|i| {
+            let event = Event::new(i * 7919, TYPE, 0, format!("order {i}"));
+            nexus::wire::encode(&event).expect("encode")
+        })
+        .collect()
+}
+
+/// Reads each of `n` messages into an event with `wire::decode`, as a network receiver does.
+async fn nexus_decode(n: u64) -> Duration {
+    let messages = messages();
+    let start = Instant::now();
+    for message in messages.iter().cycle().take(n as usize) {
+        let event = nexus::wire::decode(black_box(message), Default::default()).expect("decode");
+        black_box(&event);
+    }
+    start.elapsed()
+}
+
+/// The same messages read by `serde_json` into a struct of the same fields, its
+/// `Deserialize` derived: what a program reading only this one shape would write.
+#[derive(serde::Deserialize)]
+struct Wire {
+    id: u64,
+    #[serde(rename = "type")]
+    event_type: i64,
+    priority: i32,
+    payload: String,
+}
+
+async fn serde_decode(n: u64) -> Duration {
+    let messages = messages();
+    let start = Instant::now();
+    for message in messages.iter().cycle().take(n as usize) {
+        let wire: Wire = serde_json::from_slice(black_box(message)).expect("decode");
+        black_box((&wire.id, &wire.event_type, &wire.priority, &wire.payload));
+    }
+    start.elapsed()
+}
+
 /// Events ingested into one nexus cross an AsyncEventBoundary into a second, whose handler
 /// counts them.
 async fn nexus_boundary(n: u64) -> Duration {
@@ -1108,6 +1161,8 @@ fn main() {
         case("producer", "floor_mpsc", n, floor_mpsc),
         case("boundary", "nexus", n, nexus_boundary),
         case("boundary", "nexus_ranked", n, nexus_boundary_ranked),
+        case("decode", "nexus", n, nexus_decode),
+        case("decode", "serde_derive", n, serde_decode),
         case("peers1", "tokio_events", peer_n, |n| tokio_events(n, 1)),
         case("peers8", "tokio_events", peer_n, |n| {
             tokio_events(n, FANOUT)
@@ -1200,6 +1255,7 @@ fn main() {
             }
             ("peers1", _) => format!("{} inline, {} producer", ratio(single), ratio(producer)),
             ("peers8", _) => format!("{} nexus 8", ratio(fanout)),
+            ("decode", "nexus") => format!("{} serde_derive", ratio(ns("decode", "serde_derive"))),
             ("single", "dynamic_locked") => {
                 format!("{:.2}x dynamic", value / ns("single", "dynamic"))
             }
@@ -1248,6 +1304,11 @@ fn main() {
         3,
     );
     push("producer_vs_mpsc", ns("producer", "nexus") / mpsc, 3);
+    push(
+        "decode_vs_serde_derive",
+        ns("decode", "nexus") / ns("decode", "serde_derive"),
+        3,
+    );
     push("boundary_vs_mpsc", ns("boundary", "nexus") / mpsc, 3);
     // Priority on, every priority equal, beside the same path in arrival order.
     for name in ["producer", "boundary"] {
