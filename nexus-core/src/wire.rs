@@ -255,6 +255,20 @@ fn decode_checked(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusErro
     })
 }
 
+/// The keys of an event's object, and any other.
+#[derive(serde::Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    Id,
+    Type,
+    Priority,
+    Payload,
+    Cause,
+    Root,
+    #[serde(other)]
+    Other,
+}
+
 /// The event as [`encode`] and Python's `json.dumps` write it, read by hand: an object of only
 /// the keys `id`, `type`, `priority`, `payload`, `cause` and `root`, with numbers that are
 /// integers and strings without escapes; first with the keys in the order `encode` writes them,
@@ -263,6 +277,7 @@ fn decode_checked(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusErro
 mod plain {
     use std::sync::Arc;
 
+    use super::Field as Key;
     use crate::event::{Cause, Event, EventType, Payload};
 
     pub(super) fn decode(bytes: &[u8]) -> Option<Event> {
@@ -323,6 +338,8 @@ mod plain {
                 Key::Payload => payload = Some(input.payload()?),
                 Key::Cause => cause = input.or_null(Input::unsigned)?,
                 Key::Root => root = input.or_null(Input::unsigned)?,
+                // Not given by `key`, which refuses other keys.
+                Key::Other => return None,
             }
             match input.next()? {
                 b',' => {}
@@ -347,16 +364,6 @@ mod plain {
             payload: payload.unwrap_or(Payload::Empty),
             cause,
         })
-    }
-
-    /// The keys of an event's object.
-    enum Key {
-        Id,
-        Type,
-        Priority,
-        Payload,
-        Cause,
-        Root,
     }
 
     /// What is left to read.
@@ -529,6 +536,7 @@ mod fast {
     use serde::Deserializer;
     use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
+    use super::Field;
     use crate::event::{Cause, Event, EventType, Payload};
 
     pub(super) fn decode(bytes: &[u8]) -> Option<Event> {
@@ -536,19 +544,6 @@ mod fast {
         let event = (&mut de).deserialize_map(EventVisitor).ok()?;
         de.end().ok()?;
         event
-    }
-
-    #[derive(serde::Deserialize)]
-    #[serde(field_identifier, rename_all = "lowercase")]
-    enum Field {
-        Id,
-        Type,
-        Priority,
-        Payload,
-        Cause,
-        Root,
-        #[serde(other)]
-        Other,
     }
 
     /// `type`: an integer or a name.
