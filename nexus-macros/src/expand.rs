@@ -4,7 +4,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, Item, ItemFn, ItemStruct, ReturnType, Type};
+use syn::{Expr, FnArg, Ident, Item, ItemFn, ItemStruct, ReturnType, Type};
 
 use crate::args;
 use crate::selector;
@@ -138,6 +138,12 @@ pub(crate) fn handler(args: TokenStream, item: TokenStream, via: Via) -> TokenSt
     }
 }
 
+/// A binding of the expansion's own, which the user's tokens (the function's name, a `new`
+/// expression) neither see nor shadow: a function may be named `event`, `queue` or `nexus`.
+fn own(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
 fn expand_handler(args: TokenStream, item: &TokenStream, via: Via) -> syn::Result<TokenStream> {
     let mut krate: Option<TokenStream> = None;
     let mut event_type: Option<Expr> = None;
@@ -167,8 +173,9 @@ fn expand_handler(args: TokenStream, item: &TokenStream, via: Via) -> syn::Resul
     let name_text = name.to_string();
     let [event_ty, queue_ty] = param_types(&function);
     let output = return_type(&function);
-    let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event::<#event_ty>(event));
-    let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue::<#queue_ty>(queue));
+    let (event, queue, nexus) = (own("event"), own("queue"), own("nexus"));
+    let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event::<#event_ty>(#event));
+    let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue::<#queue_ty>(#queue));
     let handler_fn = quote_spanned!(output.span()=> #private::handler_fn::<#output, _, _>);
     Ok(quote! {
         #function
@@ -179,14 +186,14 @@ fn expand_handler(args: TokenStream, item: &TokenStream, via: Via) -> syn::Resul
             }
 
             fn __nexus_register(
-                nexus: &#private::AsyncEventNexus,
+                #nexus: &#private::AsyncEventNexus,
             ) -> #private::Result<(), #private::NexusError> {
                 // The function's own future is the call's, made in the nexus's memory for calls:
                 // no future around it to copy the event into it.
-                let handler = #handler_fn(|event: #private::Event, queue: #private::EventQueue| {
+                let handler = #handler_fn(|#event: #private::Event, #queue: #private::EventQueue| {
                     #name(#event_arg, #queue_arg)
                 });
-                nexus.add_consumer(
+                #nexus.add_consumer(
                     __nexus_selector(),
                     handler.named(::core::concat!(::core::module_path!(), "::", #name_text)),
                 )
@@ -238,23 +245,26 @@ fn expand_filter(args: TokenStream, item: &TokenStream, via: Via) -> syn::Result
     let name_text = name.to_string();
     let [event_ty, queue_ty] = param_types(&function);
     let output = return_type(&function);
-    let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event_ref::<#event_ty>(&event));
-    let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue_ref::<#queue_ty>(&queue));
+    let (event, queue, nexus) = (own("event"), own("queue"), own("nexus"));
+    let event_arg =
+        quote_spanned!(event_ty.span()=> #private::cast_event_ref::<#event_ty>(&#event));
+    let queue_arg =
+        quote_spanned!(queue_ty.span()=> #private::cast_queue_ref::<#queue_ty>(&#queue));
     let add_filter = quote_spanned!(output.span()=> #private::add_named_filter::<#output, _, _>);
     Ok(quote! {
         #function
 
         const _: () = {
-            fn __nexus_register(nexus: &#private::AsyncEventNexus) {
+            fn __nexus_register(#nexus: &#private::AsyncEventNexus) {
                 // The function's future borrows the event and the queue handle: the call owns
                 // copies of them, and is made in the nexus's memory for calls, not boxed.
                 #add_filter(
-                    nexus,
+                    #nexus,
                     ::core::concat!(::core::module_path!(), "::", #name_text),
-                    |event: &#private::Event, queue: &#private::EventQueue| {
-                        let (event, queue) = (
-                            #private::Event::clone(event),
-                            #private::EventQueue::clone(queue),
+                    |#event: &#private::Event, #queue: &#private::EventQueue| {
+                        let (#event, #queue) = (
+                            #private::Event::clone(#event),
+                            #private::EventQueue::clone(#queue),
                         );
                         async move { #name(#event_arg, #queue_arg).await }
                     },
@@ -320,15 +330,16 @@ fn expand_source(args: TokenStream, item: &TokenStream, via: Via) -> syn::Result
         Some(expr) => expr.into_token_stream(),
         None => quote_spanned!(name.span()=> <#name as ::core::default::Default>::default()),
     };
+    let nexus = own("nexus");
     let register = quote_spanned!(name.span()=> #private::register_source::<#name, _>);
     Ok(quote! {
         #parsed
 
         const _: () = {
             fn __nexus_register(
-                nexus: &#private::AsyncEventNexus,
+                #nexus: &#private::AsyncEventNexus,
             ) -> #private::Result<(), #private::NexusError> {
-                #register(nexus, #instance)
+                #register(#nexus, #instance)
             }
 
             #private::inventory::submit! {

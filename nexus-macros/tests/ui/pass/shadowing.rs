@@ -27,6 +27,27 @@ async fn first(_event: &Event, _queue: &EventQueue) -> bool {
     false
 }
 
+// Functions named as the expansion's own bindings.
+#[handler(event_type = 30)]
+async fn event(_event: Event, _queue: EventQueue) {}
+
+#[filter]
+async fn queue(_event: &Event, _queue: &EventQueue) -> bool {
+    false
+}
+
+#[handler(event_type = 31)]
+async fn nexus(_event: Event, _queue: EventQueue) {}
+
+mod filters {
+    use nexus_core::{Event, EventQueue, filter};
+
+    #[filter(order = 1)]
+    async fn nexus(_event: &Event, _queue: &EventQueue) -> bool {
+        false
+    }
+}
+
 #[event_source(new = Producer { link: ProducerLink::new() })]
 struct Producer {
     link: ProducerLink,
@@ -41,5 +62,6 @@ impl EventProducer for Producer {
 }
 
 fn main() {
-    ::std::assert_eq!(nexus_core::registrations().handlers.len(), 2);
+    ::std::assert_eq!(nexus_core::registrations().handlers.len(), 4);
+    ::std::assert_eq!(nexus_core::registrations().filters.len(), 3);
 }
