@@ -12,7 +12,7 @@ struct Some;
 struct Ok;
 struct Default;
 
-use nexus_core::{Event, EventQueue, EventSource, NexusError, ProducerLink, EventProducer, event_source, filter, handler};
+use nexus_core::{Event, EventQueue, NexusError, filter, handler};
 
 #[handler(event_type = [1, 2])]
 async fn listed(_event: Event, _queue: EventQueue) {}
@@ -48,20 +48,30 @@ mod filters {
     }
 }
 
-#[event_source(new = Producer { link: ProducerLink::new() })]
-struct Producer {
-    link: ProducerLink,
-}
+mod sources {
+    use nexus_core::{EventProducer, EventSource, ProducerLink, event_source};
 
-impl EventSource for Producer {}
+    fn nexus() -> ProducerLink {
+        ProducerLink::new()
+    }
 
-impl EventProducer for Producer {
-    fn link(&self) -> &ProducerLink {
-        &self.link
+    // `nexus` here is the function above, not the expansion's own binding.
+    #[event_source(new = Producer { link: nexus() })]
+    struct Producer {
+        link: ProducerLink,
+    }
+
+    impl EventSource for Producer {}
+
+    impl EventProducer for Producer {
+        fn link(&self) -> &ProducerLink {
+            &self.link
+        }
     }
 }
 
 fn main() {
     ::std::assert_eq!(nexus_core::registrations().handlers.len(), 4);
     ::std::assert_eq!(nexus_core::registrations().filters.len(), 3);
+    ::std::assert_eq!(nexus_core::registrations().sources.len(), 1);
 }
