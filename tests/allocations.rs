@@ -11,7 +11,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use nexus::{AsyncEventNexus, Event, EventQueue, filter, handler};
+use nexus::bus::EventFanout;
+use nexus::{AsyncEventNexus, Event, EventQueue, Handler, filter, handler};
 
 struct Counting;
 
@@ -109,6 +110,40 @@ async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_e
     let per_event = allocations_per_event(&registered, |i| Event::new(i, 4, 0, 1)).await;
     assert_eq!(per_event, 0.0, "allocations per event, by attribute");
     assert_eq!(registered.stats().dispatched, 100 + 10_000);
+
+    // With no filter: an event whose one handler is all there is to it, one whose handler
+    // queues a secondary event, and one handed to a fanout of two handlers.
+    let plain = AsyncEventNexus::new();
+    plain
+        .add_handler(1, |event: Event, _queue: EventQueue| async move {
+            std::hint::black_box(event.payload.as_int());
+        })
+        .unwrap();
+    plain
+        .add_handler(2, |event: Event, queue: EventQueue| async move {
+            queue.put(Event::new(event.id, 1, 0, 7))
+        })
+        .unwrap();
+    let fanout = EventFanout::new();
+    for _ in 0..2 {
+        fanout.register(Handler::new(
+            |event: Event, _queue: EventQueue| async move {
+                std::hint::black_box(event.payload.as_int());
+            },
+        ));
+    }
+    plain.add_consumer(3, fanout).unwrap();
+    let _plain_running = plain.start().unwrap();
+    tokio::task::yield_now().await;
+    let per_event =
+        allocations_per_event(&plain, |i| Event::new(i, 1 + (i % 3) as i64, 0, 1)).await;
+    assert_eq!(per_event, 0.0, "allocations per event, no filter");
+    // Each event is dispatched, and each of type 2 leads to one more.
+    let dispatched = |n: u64| n + (0..n).filter(|i| i % 3 == 1).count() as u64;
+    assert_eq!(
+        plain.stats().dispatched,
+        dispatched(100) + dispatched(10_000)
+    );
 
     // A call that waits still works, and costs two boxes: its future's and the dispatch's note
     // of where it stopped.

@@ -5,33 +5,56 @@
 //! this, the whole drop of what the future may hold is a call after every `.await`, and the
 //! future's output is copied aside to live across that call.
 //!
+//! It may also start empty and be given its value later ([`Early::set`]), so that an owner that
+//! usually finishes without it never writes it.
+//!
 //! One of the crate's three `unsafe` modules (with `nexus::gate` and `spare`): the value is in a
-//! `ManuallyDrop`, dropped at most once, as the flag records.
+//! `MaybeUninit`, there exactly while the flag is set, and dropped at most once.
 #![allow(unsafe_code)]
 
-use std::mem::ManuallyDrop;
+use std::mem::MaybeUninit;
 
 /// A value that is dropped by [`drop_now`](Self::drop_now), or else with its owner.
 pub(crate) struct Early<T> {
-    value: ManuallyDrop<T>,
-    /// Whether `value` is still there to use and to drop.
+    value: MaybeUninit<T>,
+    /// Whether `value` is there to use and to drop.
     live: bool,
 }
 
 impl<T> Early<T> {
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn new(value: T) -> Self {
         Self {
-            value: ManuallyDrop::new(value),
+            value: MaybeUninit::new(value),
             live: true,
         }
+    }
+
+    /// No value yet: nothing is written but the flag.
+    #[inline(always)]
+    pub(crate) fn empty() -> Self {
+        Self {
+            value: MaybeUninit::uninit(),
+            live: false,
+        }
+    }
+
+    /// Gives it `value` (dropping the one it had, if any); the value, to use.
+    #[inline(always)]
+    pub(crate) fn set(&mut self, value: T) -> &mut T {
+        self.drop_now();
+        let value = self.value.write(value);
+        self.live = true;
+        value
     }
 
     /// The value, unless it was dropped.
     #[inline]
     pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
         if self.live {
-            Some(&mut self.value)
+            // SAFETY: the flag is set only while the value is there (`new`, `set`), and cleared
+            // before it is dropped.
+            Some(unsafe { self.value.assume_init_mut() })
         } else {
             None
         }
@@ -61,17 +84,17 @@ impl<T> Early<T> {
             self.live = false;
             // SAFETY: the flag was set, so the value is there and was never dropped; cleared
             // first, it is never dropped again, even should this drop panic.
-            unsafe { ManuallyDrop::drop(&mut self.value) };
+            unsafe { self.value.assume_init_drop() };
         }
     }
 }
 
 /// Drops a value whose flag was just cleared (see [`Early::drop_now`]).
 #[inline(never)]
-fn drop_value<T>(value: &mut ManuallyDrop<T>) {
+fn drop_value<T>(value: &mut MaybeUninit<T>) {
     // SAFETY: called only by `drop_now`, right after it cleared the flag that was set: the value
     // is there, was never dropped, and is never used again.
-    unsafe { ManuallyDrop::drop(value) };
+    unsafe { value.assume_init_drop() };
 }
 
 impl<T> Drop for Early<T> {
@@ -135,6 +158,32 @@ mod tests {
         early.drop_here();
         drop(early);
         assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn an_empty_one_drops_nothing_until_given_a_value() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut early: Early<Counted> = Early::empty();
+        assert!(early.get_mut().is_none());
+        early.drop_now();
+        early.drop_here();
+        early.set(Counted(drops.clone()));
+        assert!(early.get_mut().is_some());
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        // Given another, it drops the one it had.
+        early.set(Counted(drops.clone()));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        drop(early);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+
+        let mut early: Early<Counted> = Early::empty();
+        early.set(Counted(drops.clone()));
+        early.drop_here();
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+        drop(early);
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+        drop(Early::<Counted>::empty());
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
     }
 
     #[test]
