@@ -1421,6 +1421,27 @@ impl<'a, T: Then> Live<'a, T> {
             }
             swap_current_cause(self.cursor.cause);
             if self.own.is_none() {
+                let Dispatcher { table, spare, .. } = &mut **guard;
+                let only = match &self.cursor.event {
+                    Some(event) => only_handler(inner, table, event),
+                    None => None,
+                };
+                if let Some(entry) = only {
+                    let cursor = &mut self.cursor;
+                    if let Some(waiting) = call_only(
+                        entry,
+                        &mut cursor.event,
+                        inner,
+                        cx,
+                        spare,
+                        &mut self.first_error,
+                    ) {
+                        cursor.at = At::Handler(1);
+                        cursor.waiting = Some(waiting);
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
                 ready!(
                     self.cursor
                         .advance(inner, &mut *guard, cx, &mut self.first_error)
@@ -1543,34 +1564,11 @@ fn straight<'a>(
     let Some(entry) = only_handler(inner, table, event) else {
         return Straight::Handover(Entry::Entered(guard));
     };
-    let (id, event_type, cause) = (event.id, event.event_type.clone(), event.as_cause());
-    let name = entry.name();
+    let cause = event.as_cause();
     // Handlers run only under this mark (see `Live::drive`).
     let mark = Mark::push(address(inner), Some(cause));
-    let polled = call_handler(entry, slot, true, None, &inner.queue, cx, spare);
     let mut first_error = None;
-    let waiting = match polled {
-        Ok(Ok(())) => {
-            count(inner, Counted::Dispatched, &event_type);
-            None
-        }
-        Ok(Err(waits)) => Some(Box::new(Waiting {
-            call: Flight::Handler(waits),
-            name,
-            limit: None,
-            span: None,
-            id,
-            event_type,
-            kept: None,
-            fan: None,
-        })),
-        Err(failure) => {
-            *slot = None;
-            let err = failure_error(failure, id, &event_type, name);
-            failed(inner, &mut first_error, &event_type, err, None);
-            None
-        }
-    };
+    let waiting = call_only(entry, slot, inner, cx, spare, &mut first_error);
     drop(mark);
     if waiting.is_none() && inner.queue.is_empty() {
         drop(guard);
@@ -1598,6 +1596,45 @@ fn only_handler<'t>(inner: &Inner, table: &'t Table, event: &Event) -> Option<&'
         && entry.time_limit().is_none()
         && !tracing::level_enabled!(tracing::Level::TRACE);
     plain.then_some(entry)
+}
+
+/// Calls `entry`, the one handler of the event in `slot` and all there is to call
+/// ([`only_handler`]), and counts how the event ended: the call, when it has to wait.
+#[inline(always)]
+fn call_only(
+    entry: &HandlerEntry,
+    slot: &mut Option<Event>,
+    inner: &Inner,
+    cx: &mut Context<'_>,
+    spare: &mut Spare,
+    first_error: &mut Option<Box<NexusError>>,
+) -> Option<Box<Waiting>> {
+    let Some(event) = slot else {
+        return None;
+    };
+    let (id, event_type, name) = (event.id, event.event_type.clone(), entry.name());
+    match call_handler(entry, slot, true, None, &inner.queue, cx, spare) {
+        Ok(Ok(())) => {
+            count(inner, Counted::Dispatched, &event_type);
+            None
+        }
+        Ok(Err(waits)) => Some(Box::new(Waiting {
+            call: Flight::Handler(waits),
+            name,
+            limit: None,
+            span: None,
+            id,
+            event_type,
+            kept: None,
+            fan: None,
+        })),
+        Err(failure) => {
+            *slot = None;
+            let err = failure_error(failure, id, &event_type, name);
+            failed(inner, first_error, &event_type, err, None);
+            None
+        }
+    }
 }
 
 /// A dispatch dropped before it was first polled: its event arrives only to be cancelled.
