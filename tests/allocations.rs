@@ -71,6 +71,21 @@ async fn allocations_per_event(nexus: &AsyncEventNexus, make: impl Fn(u64) -> Ev
     (allocations() - before) as f64 / 10_000.0
 }
 
+/// An async handler for type 1, and one for type 2 that queues an event of type 1.
+fn with_handlers_for_1_and_2(nexus: &AsyncEventNexus) {
+    nexus
+        .add_handler(1, |event: Event, _queue: EventQueue| async move {
+            std::hint::black_box(event.payload.as_int());
+        })
+        .unwrap();
+    nexus
+        .add_handler(2, |event: Event, queue: EventQueue| async move {
+            // A secondary event for type 1: dispatched before `ingest` returns.
+            queue.put(Event::new(event.id, 1, 0, 7))
+        })
+        .unwrap();
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_event() {
     let nexus = AsyncEventNexus::new();
@@ -83,17 +98,7 @@ async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_e
         let big = [event.id; 16];
         async move { big[3] == u64::MAX }
     });
-    nexus
-        .add_handler(1, |event: Event, _queue: EventQueue| async move {
-            std::hint::black_box(event.payload.as_int());
-        })
-        .unwrap();
-    nexus
-        .add_handler(2, |event: Event, queue: EventQueue| async move {
-            // A secondary event for type 1: dispatched before `ingest` returns.
-            queue.put(Event::new(event.id, 1, 0, 7))
-        })
-        .unwrap();
+    with_handlers_for_1_and_2(&nexus);
     let _running = nexus.start().unwrap();
     tokio::task::yield_now().await;
 
@@ -114,16 +119,7 @@ async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_e
     // With no filter: an event whose one handler is all there is to it, one whose handler
     // queues a secondary event, and one handed to a fanout of two handlers.
     let plain = AsyncEventNexus::new();
-    plain
-        .add_handler(1, |event: Event, _queue: EventQueue| async move {
-            std::hint::black_box(event.payload.as_int());
-        })
-        .unwrap();
-    plain
-        .add_handler(2, |event: Event, queue: EventQueue| async move {
-            queue.put(Event::new(event.id, 1, 0, 7))
-        })
-        .unwrap();
+    with_handlers_for_1_and_2(&plain);
     let fanout = EventFanout::new();
     for _ in 0..2 {
         fanout.register(Handler::new(

@@ -579,58 +579,21 @@ impl Cursor {
             return over;
         }
         let keeps = inner.policy.keeps_events();
-        let Some(event) = &self.event else {
-            return Poll::Ready(());
-        };
         let first = match self.at {
             At::Filter(first) => {
-                // The index stays in a register; `self.at` is written only when a call has
-                // to wait (a call that completes at once cannot be interrupted).
-                let queue = &inner.queue;
-                let mut at = first;
-                // Written by a filter only when it returns `ASIDE`, which ends the loop.
-                let mut aside = None;
-                while let Some(entry) = table.filters.get(at) {
-                    at += 1;
-                    let failure =
-                        match caught(|| entry.filter.start_in(event, queue, cx, spare, &mut aside))
-                        {
-                            Ok(PASSED) => continue,
-                            Ok(CONSUMED) => {
-                                count(inner, Counted::Filtered, &event.event_type);
-                                self.event = None;
-                                return Poll::Ready(());
-                            }
-                            Ok(verdict) => match (verdict, aside.take()) {
-                                (ASIDE, Some(Aside::Waiting(call))) => {
-                                    self.at = At::Filter(at);
-                                    let waiting = Waiting {
-                                        call: Flight::Filter(call),
-                                        name: entry.name,
-                                        limit: None,
-                                        span: None,
-                                        id: event.id,
-                                        event_type: event.event_type.clone(),
-                                        kept: None,
-                                        fan: None,
-                                    };
-                                    return self.wait(inner, Box::new(waiting), cx, first_error);
-                                }
-                                (ASIDE, Some(Aside::Failed(err))) => Failure::Error(err),
-                                // No filter gives another verdict, nor `ASIDE` with nothing aside.
-                                _ => continue,
-                            },
-                            Err(failure) => failure,
-                        };
-                    let err = failure_error(failure, event.id, &event.event_type, entry.name);
-                    let event_type = event.event_type.clone();
-                    let kept = self.event.take().filter(|_| keeps);
-                    failed(inner, first_error, &event_type, err, kept);
-                    return Poll::Ready(());
+                match filter_through(inner, table, &mut self.event, first, cx, spare, first_error) {
+                    Filtered::Passed => 0,
+                    Filtered::Over => return Poll::Ready(()),
+                    Filtered::Waits(waiting, at) => {
+                        self.at = At::Filter(at);
+                        return self.wait(inner, waiting, cx, first_error);
+                    }
                 }
-                0
             }
             At::Handler(first) => first,
+        };
+        let Some(event) = &self.event else {
+            return Poll::Ready(());
         };
         let handlers = table.lookup(&event.event_type);
         if handlers.is_empty() {
@@ -1179,10 +1142,14 @@ impl<'a, T: Then> Dispatch<'a, T> {
                 waiting,
                 first_error,
             } => {
+                let (waiting, at) = match waiting {
+                    Some((waiting, at)) => (Some(waiting), at),
+                    None => (None, At::Handler(1)),
+                };
                 let cursor = Cursor {
                     event: self.event.take(),
                     cause: Some(cause),
-                    at: At::Handler(1),
+                    at,
                     waiting,
                 };
                 (Some(guard), cursor, first_error)
@@ -1200,7 +1167,8 @@ impl<'a, T: Then> Dispatch<'a, T> {
         self.drive_live(cx)
     }
 
-    /// Drives the dispatch under way, and drops what it holds once it is over.
+    /// Drives the dispatch under way, and drops what it holds once it is over; `Ready(None)`
+    /// when polled again after it was over.
     #[inline(always)]
     fn drive_live(&mut self, cx: &mut Context<'_>) -> Poll<Option<Box<NexusError>>> {
         let Some(live) = self.live.get_mut() else {
@@ -1214,17 +1182,11 @@ impl<'a, T: Then> Dispatch<'a, T> {
     /// Polls the dispatch: `Ready(None)` when it is over without error (the caller then drops
     /// what it held). Kept out of line, so that the caller's `poll` is small and the common
     /// outcome, `Ok(())`, is known to it.
+    /// What it holds is dropped here, out of line already, so that the drop (the gate's
+    /// release) is no call of its own; the caller's `drop_now` then finds nothing left.
     #[inline(never)]
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Box<NexusError>>> {
-        let Some(live) = self.live.get_mut() else {
-            // Polled again after it was over.
-            return Poll::Ready(None);
-        };
-        let done = ready!(live.drive(self.check, cx));
-        // Here, out of line already, so that the drop (the gate's release) is no call of its
-        // own; the caller's `drop_now` then finds nothing left.
-        self.live.drop_here();
-        Poll::Ready(done)
+        self.drive_live(cx)
     }
 }
 
@@ -1423,8 +1385,8 @@ impl<'a, T: Then> Live<'a, T> {
             if self.own.is_none() {
                 let Dispatcher { table, spare, .. } = &mut **guard;
                 let only = match &self.cursor.event {
-                    Some(event) => only_handler(inner, table, event),
-                    None => None,
+                    Some(event) if table.filters.is_empty() => only_handler(inner, table, event),
+                    _ => None,
                 };
                 if let Some(entry) = only {
                     let cursor = &mut self.cursor;
@@ -1512,24 +1474,24 @@ enum Entry<'a> {
     /// As `Queued`, but with nothing queued: the event's filters and handlers to call, and it
     /// does not take the common course (see [`only_handler`]).
     Entered(GateGuard<'a, Dispatcher>),
-    /// The event's one handler called: its call has to wait, or events it led to are queued.
+    /// The event's filters and its one handler called, as far as they went: a call has to
+    /// wait, or events they led to are queued.
     Called {
         guard: GateGuard<'a, Dispatcher>,
-        /// What the event is to the events its handler makes.
+        /// What the event is to the events its filters and handler make.
         cause: Cause,
-        /// The call, when it has to wait.
-        waiting: Option<Box<Waiting>>,
+        /// The call that has to wait, if any, and where the event goes on from after it.
+        waiting: Option<(Box<Waiting>, At)>,
         first_error: Option<Box<NexusError>>,
     },
 }
 
 /// Dispatches the event in `slot` in one go, as the general course would, when it takes the
 /// common course: the nexus running and not in bit mode, the gate free, nothing queued before
-/// it, its one handler all there is to call ([`only_handler`]), and that call complete at once
-/// without queuing events. Anything else is handed over to [`Dispatch::under_way`], with the
-/// event where it stands. Only locals are written until then, where the general course writes
-/// its state into the dispatch and reads it back: on the bench's single path, 436 instructions
-/// per event before and 325 after.
+/// it, its filters then its one handler all there is to call ([`only_handler`]), and each call
+/// complete at once without queuing events. Anything else is handed over to
+/// [`Dispatch::under_way`], with the event where it stands. Only locals are written until then,
+/// where the general course writes its state into the dispatch and reads it back.
 #[inline(always)]
 fn straight<'a>(
     inner: &'a Inner,
@@ -1565,10 +1527,20 @@ fn straight<'a>(
         return Straight::Handover(Entry::Entered(guard));
     };
     let cause = event.as_cause();
-    // Handlers run only under this mark (see `Live::drive`).
+    // Filters and handlers run only under this mark (see `Live::drive`).
     let mark = Mark::push(address(inner), Some(cause));
     let mut first_error = None;
-    let waiting = call_only(entry, slot, inner, cx, spare, &mut first_error);
+    let filtered = if table.filters.is_empty() {
+        Filtered::Passed
+    } else {
+        filter_all(inner, table, slot, cx, spare, &mut first_error)
+    };
+    let waiting = match filtered {
+        Filtered::Passed => call_only(entry, slot, inner, cx, spare, &mut first_error)
+            .map(|waiting| (waiting, At::Handler(1))),
+        Filtered::Over => None,
+        Filtered::Waits(waiting, at) => Some((waiting, At::Filter(at))),
+    };
     drop(mark);
     if waiting.is_none() && inner.queue.is_empty() {
         drop(guard);
@@ -1582,20 +1554,101 @@ fn straight<'a>(
     })
 }
 
-/// The event's one handler, when calling it is all its dispatch takes: no filter, no fanout, no
-/// time limit, no span wanted and no copy kept for a dead-letter handler. Its call then needs
-/// none of the bookkeeping of [`Cursor::run`].
+/// The event's one handler, when calling it is all its dispatch takes once its filters have
+/// passed it: no fanout, no time limit, no span wanted and no copy kept for a dead-letter
+/// handler. Its call then needs none of the bookkeeping of [`Cursor::run`].
 #[inline(always)]
 fn only_handler<'t>(inner: &Inner, table: &'t Table, event: &Event) -> Option<&'t HandlerEntry> {
     let [entry] = table.lookup(&event.event_type) else {
         return None;
     };
-    let plain = table.filters.is_empty()
-        && !inner.policy.keeps_events()
+    let plain = !inner.policy.keeps_events()
         && entry.fan_out().is_none()
         && entry.time_limit().is_none()
         && !tracing::level_enabled!(tracing::Level::TRACE);
     plain.then_some(entry)
+}
+
+/// What an event's filters made of it.
+enum Filtered {
+    /// Every filter passed it.
+    Passed,
+    /// A filter consumed it, or failed: the event is done with, and counted.
+    Over,
+    /// A filter's call has to wait; the index of the filter after it.
+    Waits(Box<Waiting>, usize),
+}
+
+/// Calls the event's filters in registration order from `first`, until one consumes it, fails
+/// or has to wait.
+#[inline(always)]
+fn filter_through(
+    inner: &Inner,
+    table: &Table,
+    slot: &mut Option<Event>,
+    first: usize,
+    cx: &mut Context<'_>,
+    spare: &mut Spare,
+    first_error: &mut Option<Box<NexusError>>,
+) -> Filtered {
+    let Some(event) = &*slot else {
+        return Filtered::Over;
+    };
+    // The index stays in a register (a call that completes at once cannot be interrupted).
+    let queue = &inner.queue;
+    let mut at = first;
+    // Written by a filter only when it returns `ASIDE`, which ends the loop.
+    let mut aside = None;
+    while let Some(entry) = table.filters.get(at) {
+        at += 1;
+        let failure = match caught(|| entry.filter.start_in(event, queue, cx, spare, &mut aside)) {
+            Ok(PASSED) => continue,
+            Ok(CONSUMED) => {
+                count(inner, Counted::Filtered, &event.event_type);
+                *slot = None;
+                return Filtered::Over;
+            }
+            Ok(verdict) => match (verdict, aside.take()) {
+                (ASIDE, Some(Aside::Waiting(call))) => {
+                    let waiting = Waiting {
+                        call: Flight::Filter(call),
+                        name: entry.name,
+                        limit: None,
+                        span: None,
+                        id: event.id,
+                        event_type: event.event_type.clone(),
+                        kept: None,
+                        fan: None,
+                    };
+                    return Filtered::Waits(Box::new(waiting), at);
+                }
+                (ASIDE, Some(Aside::Failed(err))) => Failure::Error(err),
+                // No filter gives another verdict, nor `ASIDE` with nothing aside.
+                _ => continue,
+            },
+            Err(failure) => failure,
+        };
+        let err = failure_error(failure, event.id, &event.event_type, entry.name);
+        let event_type = event.event_type.clone();
+        let kept = slot.take().filter(|_| inner.policy.keeps_events());
+        failed(inner, first_error, &event_type, err, kept);
+        return Filtered::Over;
+    }
+    Filtered::Passed
+}
+
+/// [`filter_through`] from the first filter, out of line: for [`straight`], whose events mostly
+/// meet no filter.
+#[inline(never)]
+fn filter_all(
+    inner: &Inner,
+    table: &Table,
+    slot: &mut Option<Event>,
+    cx: &mut Context<'_>,
+    spare: &mut Spare,
+    first_error: &mut Option<Box<NexusError>>,
+) -> Filtered {
+    filter_through(inner, table, slot, 0, cx, spare, first_error)
 }
 
 /// Calls `entry`, the one handler of the event in `slot` and all there is to call
