@@ -1179,11 +1179,10 @@ impl<'a, T: Then> Dispatch<'a, T> {
         Poll::Ready(done)
     }
 
-    /// Polls the dispatch: `Ready(None)` when it is over without error (the caller then drops
-    /// what it held). Kept out of line, so that the caller's `poll` is small and the common
-    /// outcome, `Ok(())`, is known to it.
-    /// What it holds is dropped here, out of line already, so that the drop (the gate's
-    /// release) is no call of its own; the caller's `drop_now` then finds nothing left.
+    /// Polls the dispatch after its first poll: `Ready(None)` when it is over without error.
+    /// Kept out of line, so that the caller's `poll` is small and the common outcome, `Ok(())`,
+    /// is known to it. What it holds is dropped here, out of line already, so that the drop (the
+    /// gate's release) is no call of its own; the caller's `drop_now` then finds nothing left.
     #[inline(never)]
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Box<NexusError>>> {
         self.drive_live(cx)
@@ -1499,6 +1498,10 @@ fn straight<'a>(
     slot: &mut Option<Event>,
     cx: &mut Context<'_>,
 ) -> Straight<'a> {
+    let Some(event) = slot else {
+        // Not reached: the first poll finds the event in its slot.
+        return Straight::Done(None);
+    };
     if check != Check::Unchecked {
         let raw = inner.state.load(Ordering::Acquire);
         if raw != LOOPING && raw != STARTING {
@@ -1514,10 +1517,6 @@ fn straight<'a>(
     // The event has arrived: counted here, under the gate, apart from its outcome.
     bump(&inner.outcomes.arrived);
     guard.refresh(inner);
-    let Some(event) = slot else {
-        // Not reached: the first poll finds the event in its slot.
-        return Straight::Handover(Entry::Fresh);
-    };
     if !inner.queue.is_empty() {
         return Straight::Handover(Entry::Queued(guard));
     }
