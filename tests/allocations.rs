@@ -141,6 +141,21 @@ async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_e
         dispatched(100) + dispatched(10_000)
     );
 
+    // Two handlers of one type in `multiple` mode.
+    let several = AsyncEventNexus::builder().multiple(true).build();
+    for _ in 0..2 {
+        several
+            .add_handler(1, |event: Event, _queue: EventQueue| async move {
+                std::hint::black_box(event.payload.as_int());
+            })
+            .unwrap();
+    }
+    let _several_running = several.start().unwrap();
+    tokio::task::yield_now().await;
+    let per_event = allocations_per_event(&several, |i| Event::new(i, 1, 0, 1)).await;
+    assert_eq!(per_event, 0.0, "allocations per event, multiple mode");
+    assert_eq!(several.stats().dispatched, 100 + 10_000);
+
     // A call that waits still works, and costs two boxes: its future's and the dispatch's note
     // of where it stopped.
     nexus

@@ -302,9 +302,9 @@ async fn replies_from_the_far_domain_reach_the_sending_domain(make: Make) {
 
 /// Through a nexus, each of a fanout's handlers is called as one of the nexus's own: one that
 /// has to wait is resumed where it left off, one that panics is a failure of that handler only,
-/// and every handler gets its copy either way.
-#[tokio::test]
-async fn a_fanout_in_a_nexus_resumes_waiting_handlers_and_survives_a_panicking_one() {
+/// and every handler gets its copy either way. With `after`, the fanout is not the last
+/// handler of its type.
+async fn fanout_resumes_waiting_handlers_and_survives_a_panicking_one(after: bool) {
     let nexus = AsyncEventNexus::builder().multiple(true).build();
     let probe = Probe::new();
     let fanout = EventFanout::new();
@@ -324,7 +324,9 @@ async fn a_fanout_in_a_nexus_resumes_waiting_handlers_and_survives_a_panicking_o
     );
     fanout.register(Handler::new(probe.handler("c")));
     nexus.add_consumer(100, fanout).unwrap();
-    nexus.add_handler(100, probe.handler("after")).unwrap();
+    if after {
+        nexus.add_handler(100, probe.handler("after")).unwrap();
+    }
     let _task = running(&nexus).await;
 
     nexus.ingest(Event::new(1, 100, 0, ())).await.unwrap();
@@ -340,19 +342,26 @@ async fn a_fanout_in_a_nexus_resumes_waiting_handlers_and_survives_a_panicking_o
         ),
         "{err}"
     );
+    let mut expected = vec![("a", 1), ("waited", 1), ("c", 1)];
+    if after {
+        expected.push(("after", 1));
+    }
+    expected.extend([("a", 2), ("waited", 2), ("c", 2)]);
     assert_eq!(
         probe.handled(),
-        [
-            ("a", 1),
-            ("waited", 1),
-            ("c", 1),
-            ("after", 1),
-            ("a", 2),
-            ("waited", 2),
-            ("c", 2)
-        ],
+        expected,
         "a failed fanout fails the event: later handlers of its type are not called"
     );
     let stats = nexus.stats();
     assert_eq!((stats.dispatched, stats.failed), (1, 1));
+}
+
+#[tokio::test]
+async fn a_fanout_in_a_nexus_resumes_waiting_handlers_and_survives_a_panicking_one() {
+    fanout_resumes_waiting_handlers_and_survives_a_panicking_one(true).await;
+}
+
+#[tokio::test]
+async fn a_fanout_alone_for_its_type_resumes_waiting_handlers_and_survives_a_panicking_one() {
+    fanout_resumes_waiting_handlers_and_survives_a_panicking_one(false).await;
 }

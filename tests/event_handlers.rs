@@ -261,6 +261,27 @@ async fn multiple_mode_runs_every_handler_of_a_type_in_registration_order() {
     assert_eq!(log.lines(), ["a:1", "b:1", "d1:2", "d2:2"]);
 }
 
+#[tokio::test]
+async fn in_multiple_mode_a_failing_handler_ends_the_event_before_the_next() {
+    let nexus = AsyncEventNexus::builder().multiple(true).build();
+    let log = Log::default();
+    nexus.add_handler(1, log.handler("a")).unwrap();
+    let failing = log.handler("b");
+    nexus
+        .add_handler(1, move |e: Event, q: EventQueue| {
+            failing(e, q);
+            Err::<(), _>("b failed")
+        })
+        .unwrap();
+    nexus.add_handler(1, log.handler("c")).unwrap();
+    let _task = running(&nexus).await;
+    let err = nexus.ingest(Event::new(1, 1, 0, ())).await.unwrap_err();
+    assert!(matches!(err, NexusError::Handler { id: 1, .. }), "{err}");
+    assert_eq!(log.lines(), ["a:1", "b:1"]);
+    let stats = nexus.stats();
+    assert_eq!((stats.dispatched, stats.failed), (0, 1));
+}
+
 async fn async_fn_handler(event: Event, _queue: EventQueue) -> Result<(), std::io::Error> {
     if event.payload.as_str() == Some("fail") {
         return Err(std::io::Error::other("kettle boiled dry"));

@@ -87,6 +87,39 @@ async fn dead_letter_receives_each_failed_event_with_its_error() {
     );
 }
 
+/// A failing handler of a fanout (type 1, alone for its type) and of two handlers in `multiple`
+/// mode (type 2): the dead letter gets the event and the failure, as it does for one handler.
+#[tokio::test]
+async fn dead_letter_receives_events_failed_by_a_fanout_handler_or_one_of_several() {
+    let letters: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let l = letters.clone();
+    let nexus = AsyncEventNexus::builder()
+        .multiple(true)
+        .error_policy(ErrorPolicy::dead_letter(move |event, error| {
+            l.lock().unwrap().push((event.id, error.to_string()));
+        }))
+        .build();
+    let broken =
+        || Handler::new(|_e: Event, _q: EventQueue| Err::<(), _>("broken")).named("broken");
+    let fine = || Handler::new(|_e: Event, _q: EventQueue| {});
+    let fanout = nexus::bus::EventFanout::new();
+    fanout.register(fine());
+    fanout.register(broken());
+    nexus.add_consumer(1, fanout).unwrap();
+    nexus.add_consumer(2, broken()).unwrap();
+    nexus.add_consumer(2, fine()).unwrap();
+    let _task = running(&nexus).await;
+    nexus.ingest(Event::new(5, 1, 0, ())).await.unwrap();
+    nexus.ingest(Event::new(6, 2, 0, ())).await.unwrap();
+    let letters = letters.lock().unwrap();
+    let ids: Vec<u64> = letters.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [5, 6]);
+    for (_, error) in letters.iter() {
+        assert!(error.contains("broken"), "{letters:?}");
+    }
+    assert_eq!(nexus.stats().failed, 2);
+}
+
 #[tokio::test]
 async fn a_panicking_handler_is_a_failed_handler_and_the_nexus_goes_on() {
     let nexus = failing(ErrorPolicy::Propagate);
@@ -158,6 +191,38 @@ async fn a_handler_over_its_time_limit_is_cancelled_and_counted_as_failed() {
         "{err}"
     );
     assert_eq!(nexus.stats().failed, 1);
+}
+
+/// The same of a fanout's handler, the fanout alone for its type, and of one of two handlers in
+/// `multiple` mode.
+#[tokio::test(start_paused = true)]
+async fn a_fanout_handler_or_one_of_several_over_its_time_limit_is_cancelled() {
+    let nexus = AsyncEventNexus::builder().multiple(true).build();
+    let slow = || {
+        Handler::new(|_e: Event, _q: EventQueue| tokio::time::sleep(Duration::from_secs(60)))
+            .timeout(Duration::from_secs(2))
+    };
+    let fine = || Handler::new(|_e: Event, _q: EventQueue| {});
+    let fanout = nexus::bus::EventFanout::new();
+    fanout.register(fine());
+    fanout.register(slow());
+    nexus.add_consumer(1, fanout).unwrap();
+    nexus.add_consumer(2, fine()).unwrap();
+    nexus.add_consumer(2, slow()).unwrap();
+    let _task = running(&nexus).await;
+    for (id, event_type) in [(5, 1), (6, 2)] {
+        let started = tokio::time::Instant::now();
+        let err = nexus
+            .ingest(Event::new(id, event_type, 0, ()))
+            .await
+            .unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(
+            matches!(err, NexusError::HandlerTimedOut { id: i, .. } if i == id),
+            "{err}"
+        );
+    }
+    assert_eq!(nexus.stats().failed, 2);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use nexus::bus::EventFanout;
 use nexus::{AsyncEventNexus, Event, EventQueue, Handler, LoopState};
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -33,7 +34,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanRecorder {
     }
 }
 
-/// An event with one handler and nothing else to do, and one that passes a filter first.
+/// An event with one handler and nothing else to do, one that passes a filter first, one whose
+/// handler is a fanout, and one with two handlers in `multiple` mode.
 #[tokio::test]
 async fn each_handler_call_runs_in_a_dispatch_span_naming_the_event_and_the_handler() {
     let spans = Arc::new(Mutex::new(HashMap::new()));
@@ -49,7 +51,13 @@ async fn each_handler_call_runs_in_a_dispatch_span_naming_the_event_and_the_hand
             .and_then(|id| known.lock().unwrap().get(&id.into_u64()).cloned());
         in_handler.lock().unwrap().push(span);
     });
-    nexus.add_consumer(5, handler.named("lone")).unwrap();
+    nexus
+        .add_consumer(5, handler.clone().named("lone"))
+        .unwrap();
+    let fanout = EventFanout::new();
+    fanout.register(handler.clone().named("fanned 1"));
+    fanout.register(handler.clone().named("fanned 2"));
+    nexus.add_consumer(6, fanout).unwrap();
     let running = nexus.start().unwrap();
     while nexus.state() != LoopState::Looping {
         tokio::task::yield_now().await;
@@ -58,13 +66,31 @@ async fn each_handler_call_runs_in_a_dispatch_span_naming_the_event_and_the_hand
     nexus.ingest(Event::new(1, 5, 0, ())).await.unwrap();
     nexus.add_filter(|_e: &Event, _q: &EventQueue| false);
     nexus.ingest(Event::new(2, 5, 0, ())).await.unwrap();
+    nexus.ingest(Event::new(3, 6, 0, ())).await.unwrap();
+
+    let several = AsyncEventNexus::builder().multiple(true).build();
+    several
+        .add_consumer(7, handler.clone().named("first"))
+        .unwrap();
+    several.add_consumer(7, handler.named("second")).unwrap();
+    let running_several = several.start().unwrap();
+    while several.state() != LoopState::Looping {
+        tokio::task::yield_now().await;
+    }
+    several.ingest(Event::new(4, 7, 0, ())).await.unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
         [
             Some(r#"dispatch id=1 event_type=5 handler="lone""#.to_owned()),
             Some(r#"dispatch id=2 event_type=5 handler="lone""#.to_owned()),
+            Some(r#"dispatch id=3 event_type=6 handler="fanned 1""#.to_owned()),
+            Some(r#"dispatch id=3 event_type=6 handler="fanned 2""#.to_owned()),
+            Some(r#"dispatch id=4 event_type=7 handler="first""#.to_owned()),
+            Some(r#"dispatch id=4 event_type=7 handler="second""#.to_owned()),
         ]
     );
     nexus.stop();
+    several.stop();
     running.await.unwrap().unwrap();
+    running_several.await.unwrap().unwrap();
 }

@@ -93,21 +93,47 @@ impl FanList {
 /// of each list, so a list that reuses a dropped one's address cannot be mistaken for it.
 #[derive(Default)]
 pub(crate) struct FanCopies {
-    kept: Vec<(usize, u64, Arc<Vec<Handler>>)>,
+    kept: Vec<Kept>,
+}
+
+/// One list's copy.
+struct Kept {
+    address: usize,
+    generation: u64,
+    handlers: Arc<Vec<Handler>>,
+    /// Whether the list has a handler, and none with a time limit or fanning out itself: each
+    /// is then called as a nexus calls a handler that is all there is to call.
+    plain: bool,
 }
 
 impl FanCopies {
     /// The current handlers of `list`, from the copy kept of it when that is current.
     #[inline(always)]
     pub(crate) fn handlers(&mut self, list: &FanList) -> &Arc<Vec<Handler>> {
+        let at = self.current(list);
+        &self.kept[at].handlers
+    }
+
+    /// As [`handlers`](Self::handlers), only when the list has a handler and none with a time
+    /// limit or fanning out itself.
+    #[inline(always)]
+    pub(crate) fn plain(&mut self, list: &FanList) -> Option<&Arc<Vec<Handler>>> {
+        let at = self.current(list);
+        let copy = &self.kept[at];
+        copy.plain.then_some(&copy.handlers)
+    }
+
+    /// The index of the current copy of `list`.
+    #[inline(always)]
+    fn current(&mut self, list: &FanList) -> usize {
         let address = std::ptr::from_ref(list) as usize;
         let generation = list.generation();
         match self
             .kept
             .iter()
-            .position(|(a, g, _)| *a == address && *g == generation)
+            .position(|copy| copy.address == address && copy.generation == generation)
         {
-            Some(at) => &self.kept[at].2,
+            Some(at) => at,
             None => self.take(list, address),
         }
     }
@@ -116,10 +142,16 @@ impl FanCopies {
     /// copy is taken once per change of it.
     #[cold]
     #[inline(never)]
-    fn take(&mut self, list: &FanList, address: usize) -> &Arc<Vec<Handler>> {
+    fn take(&mut self, list: &FanList, address: usize) -> usize {
         let (generation, handlers) = list.current();
-        let copy = (address, generation, handlers);
-        let at = match self.kept.iter().position(|(a, _, _)| *a == address) {
+        let plain = !handlers.is_empty() && handlers.iter().all(Handler::is_plain);
+        let copy = Kept {
+            address,
+            generation,
+            handlers,
+            plain,
+        };
+        match self.kept.iter().position(|kept| kept.address == address) {
             Some(at) => {
                 self.kept[at] = copy;
                 at
@@ -128,8 +160,7 @@ impl FanCopies {
                 self.kept.push(copy);
                 self.kept.len() - 1
             }
-        };
-        &self.kept[at].2
+        }
     }
 
     /// Forgets every copy (when the handler table changes, the lists it held may be gone).
@@ -170,6 +201,37 @@ mod tests {
         assert_eq!(copies.handlers(&a).len(), 1);
         assert_eq!(copies.handlers(&b).len(), 0);
         assert_eq!(copies.handlers(&a).len(), 1);
+    }
+
+    #[test]
+    fn a_list_is_plain_with_a_handler_and_none_timed_or_fanning_out() {
+        let list = FanList::new();
+        let mut copies = FanCopies::default();
+        assert!(copies.plain(&list).is_none(), "an empty list");
+        list.update(|h| h.push(handler()));
+        assert_eq!(copies.plain(&list).map(|h| h.len()), Some(1));
+        list.update(|h| h.push(handler().timeout(std::time::Duration::from_secs(1))));
+        assert!(copies.plain(&list).is_none(), "a handler with a time limit");
+        list.update(|h| h.truncate(1));
+        assert!(copies.plain(&list).is_some());
+        let inner = FanList::new();
+        inner.update(|h| h.push(handler()));
+        list.update(|h| h.push(Handler::consumer(Fans(inner))));
+        assert!(copies.plain(&list).is_none(), "a handler that fans out");
+    }
+
+    /// A consumer fanning out to its own list.
+    struct Fans(FanList);
+
+    #[async_trait::async_trait]
+    impl crate::EventConsumer for Fans {
+        async fn handle(&self, _event: Event, _queue: EventQueue) -> Result<(), crate::BoxError> {
+            Ok(())
+        }
+
+        fn fan_out(&self) -> Option<&FanList> {
+            Some(&self.0)
+        }
     }
 
     #[test]

@@ -887,6 +887,12 @@ impl Handler {
         }
     }
 
+    /// Whether a call of it is one call: it has no time limit and does not fan out.
+    #[inline(always)]
+    pub(crate) fn is_plain(&self) -> bool {
+        !self.fans_out && self.limit.is_none()
+    }
+
     /// The handlers a fanout consumer calls in turn, for the dispatcher to call itself: only
     /// for a fanout without a time limit of its own (a limit covers the whole fanout call).
     #[inline]

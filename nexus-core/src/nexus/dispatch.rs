@@ -619,6 +619,33 @@ impl Cursor {
                 return over;
             }
         } else {
+            // Handlers that need none of `call_at`'s bookkeeping are called in one loop, up to
+            // the first that does.
+            let mut first = first;
+            if !keeps && !tracing::level_enabled!(tracing::Level::TRACE) {
+                let Calls {
+                    ref mut spare,
+                    ref mut cx,
+                    ref mut first_error,
+                    ..
+                } = calls;
+                match call_each(
+                    handlers,
+                    first,
+                    &mut self.event,
+                    inner,
+                    cx,
+                    spare,
+                    first_error,
+                ) {
+                    None => return Poll::Ready(()),
+                    Some(Halt::Waits(waiting, next)) => {
+                        self.at = At::Handler(next);
+                        return self.wait(inner, waiting, cx, first_error);
+                    }
+                    Some(Halt::Before(at)) => first = at,
+                }
+            }
             for (at, entry) in handlers.iter().enumerate().skip(first) {
                 let last = at + 1 == handlers.len();
                 if let Step::Over(over) = self.call_at(&mut calls, at, entry, last) {
@@ -650,6 +677,19 @@ impl Cursor {
             id,
             event_type,
         } = *calls;
+        // A fanout whose handlers need none of `fan`'s bookkeeping is called in one loop.
+        if let Some(list) = entry.fan_out()
+            && last
+            && !keeps
+            && !tracing::level_enabled!(tracing::Level::TRACE)
+            && let Some(handlers) = fans.plain(list)
+        {
+            self.at = At::Handler(at + 1);
+            return match call_fan(handlers, &mut self.event, inner, cx, spare, first_error) {
+                None => Step::Over(Poll::Ready(())),
+                Some(waiting) => Step::Over(self.wait(inner, waiting, cx, first_error)),
+            };
+        }
         // A fanout with no handler is called as a consumer: that reports it.
         if let Some(list) = entry.fan_out()
             && let handlers = fans.handlers(list)
@@ -1670,16 +1710,7 @@ fn call_only(
             count(inner, Counted::Dispatched, &event_type);
             None
         }
-        Ok(Err(waits)) => Some(Box::new(Waiting {
-            call: Flight::Handler(waits),
-            name,
-            limit: None,
-            span: None,
-            id,
-            event_type,
-            kept: None,
-            fan: None,
-        })),
+        Ok(Err(waits)) => Some(waiting_call(waits, entry, id, event_type, None)),
         Err(failure) => {
             *slot = None;
             let err = failure_error(failure, id, &event_type, name);
@@ -1687,6 +1718,130 @@ fn call_only(
             None
         }
     }
+}
+
+/// A call of `entry` that has to wait, for the general course to poll.
+#[inline(always)]
+fn waiting_call(
+    call: Call<'static, Result<(), BoxError>>,
+    entry: &HandlerEntry,
+    id: u64,
+    event_type: EventType,
+    fan: Option<Fan>,
+) -> Box<Waiting> {
+    Box::new(Waiting {
+        call: Flight::Handler(call),
+        name: entry.name(),
+        limit: None,
+        span: None,
+        id,
+        event_type,
+        kept: None,
+        fan,
+    })
+}
+
+/// Calls `handlers`, those of a fanout that is the event's last handler and whose handlers
+/// are plain ([`FanCopies::plain`]), as [`Cursor::fan`] does when no span is wanted and no
+/// copy kept: a copy each but the last, which gets the event, and the first error the event's
+/// once all were called. Counts how the event ended; the call, when one has to wait (the
+/// fanout's state with it).
+#[inline(never)]
+fn call_fan(
+    handlers: &Arc<Vec<HandlerEntry>>,
+    slot: &mut Option<Event>,
+    inner: &Inner,
+    cx: &mut Context<'_>,
+    spare: &mut Spare,
+    first_error: &mut Option<Box<NexusError>>,
+) -> Option<Box<Waiting>> {
+    let Some(event) = slot else {
+        return None;
+    };
+    let (id, event_type) = (event.id, event.event_type.clone());
+    let mut error = None;
+    let mut next = 0;
+    while let Some(entry) = handlers.get(next) {
+        next += 1;
+        let last = next == handlers.len();
+        let failure = match call_handler(entry, slot, last, None, &inner.queue, cx, spare) {
+            Ok(Ok(())) => continue,
+            Ok(Err(call)) => {
+                let turn = Turn {
+                    next,
+                    last: true,
+                    error,
+                };
+                let fan = Fan {
+                    handlers: Arc::clone(handlers),
+                    turn,
+                };
+                return Some(waiting_call(call, entry, id, event_type, Some(fan)));
+            }
+            Err(failure) => failure,
+        };
+        note_fan_error(
+            &mut error,
+            failure_error(failure, id, &event_type, entry.name()),
+        );
+    }
+    match error {
+        Some(err) => {
+            *slot = None;
+            failed(inner, first_error, &event_type, err, None);
+        }
+        None => count(inner, Counted::Dispatched, &event_type),
+    }
+    None
+}
+
+/// Where [`call_each`] stopped for an event not done with.
+enum Halt {
+    /// A call has to wait; the index of the handler after it.
+    Waits(Box<Waiting>, usize),
+    /// Before the handler at this index, which is not plain.
+    Before(usize),
+}
+
+/// Calls the event's `handlers` from `first` on, as [`Cursor::run`] does when no span is
+/// wanted and no copy kept: in turn, a copy each but the last, until one fails. Stops before a
+/// handler that is not plain ([`HandlerEntry::is_plain`]). Counts how the event ended, when
+/// it is done with.
+#[inline(never)]
+fn call_each(
+    handlers: &[HandlerEntry],
+    first: usize,
+    slot: &mut Option<Event>,
+    inner: &Inner,
+    cx: &mut Context<'_>,
+    spare: &mut Spare,
+    first_error: &mut Option<Box<NexusError>>,
+) -> Option<Halt> {
+    let Some(event) = slot else {
+        return None;
+    };
+    let (id, event_type) = (event.id, event.event_type.clone());
+    for (at, entry) in handlers.iter().enumerate().skip(first) {
+        if !entry.is_plain() {
+            return Some(Halt::Before(at));
+        }
+        let last = at + 1 == handlers.len();
+        match call_handler(entry, slot, last, None, &inner.queue, cx, spare) {
+            Ok(Ok(())) => {}
+            Ok(Err(call)) => {
+                let waiting = waiting_call(call, entry, id, event_type, None);
+                return Some(Halt::Waits(waiting, at + 1));
+            }
+            Err(failure) => {
+                *slot = None;
+                let err = failure_error(failure, id, &event_type, entry.name());
+                failed(inner, first_error, &event_type, err, None);
+                return None;
+            }
+        }
+    }
+    count(inner, Counted::Dispatched, &event_type);
+    None
 }
 
 /// A dispatch dropped before it was first polled: its event arrives only to be cancelled.
