@@ -207,7 +207,8 @@ pub struct NexusBuilder {
 
 impl NexusBuilder {
     /// Allows several handlers per event type, run in registration order (default `false`:
-    /// a second handler for a type is an error).
+    /// a second handler for a type is an error). Each but the last gets a copy of the event.
+    /// A handler that fails fails the event: the handlers after it are not called for it.
     pub fn multiple(mut self, multiple: bool) -> Self {
         self.multiple = multiple;
         self
