@@ -1408,3 +1408,55 @@ async fn a_run_dropped_midway_holds_only_the_event_it_was_dispatching() {
     assert_eq!(link.delivered(), 2);
     assert_balanced(&stats, 2);
 }
+
+/// An `ingest` dropped while a fanout's handler waits (the fanout alone for its type), or one of
+/// several handlers in `multiple` mode: its event is cancelled, the handlers after the waiting
+/// one are not called for it, and the next events go through whole.
+#[tokio::test(start_paused = true)]
+async fn an_ingest_cancelled_while_a_fanouts_or_one_of_several_handlers_waits_is_counted() {
+    let nexus = AsyncEventNexus::builder().multiple(true).build();
+    let log = Log::default();
+    // Waits a minute on odd ids.
+    let sleeps = |log: &Log| {
+        let log = log.clone();
+        Handler::new(move |e: Event, _q: EventQueue| {
+            let log = log.clone();
+            async move {
+                if e.id % 2 == 1 {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                log.push(format!("sleeps:{}", e.id));
+            }
+        })
+    };
+    let fanout = nexus::bus::EventFanout::new();
+    fanout.register(Handler::new(log.handler("a")));
+    fanout.register(sleeps(&log));
+    fanout.register(Handler::new(log.handler("c")));
+    nexus.add_consumer(1, fanout).unwrap();
+    nexus
+        .add_consumer(2, Handler::new(log.handler("x")))
+        .unwrap();
+    nexus.add_consumer(2, sleeps(&log)).unwrap();
+    nexus
+        .add_consumer(2, Handler::new(log.handler("z")))
+        .unwrap();
+    let _task = running(&nexus).await;
+
+    for (id, event_type) in [(1, 1), (3, 2)] {
+        let ingest = nexus.ingest(Event::new(id, event_type, 0, ()));
+        let cut = tokio::time::timeout(Duration::from_secs(1), ingest).await;
+        assert!(cut.is_err(), "event {id} should have waited");
+    }
+    nexus.ingest(Event::new(2, 1, 0, ())).await.unwrap();
+    nexus.ingest(Event::new(4, 2, 0, ())).await.unwrap();
+    assert_eq!(
+        log.lines(),
+        [
+            "a:1", "x:3", "a:2", "sleeps:2", "c:2", "x:4", "sleeps:4", "z:4"
+        ]
+    );
+    let stats = nexus.stats();
+    assert_eq!((stats.cancelled, stats.dispatched), (2, 2));
+    assert_balanced(&stats, 4);
+}
