@@ -87,6 +87,19 @@ async fn dead_letter_receives_each_failed_event_with_its_error() {
     );
 }
 
+/// Registers on `nexus` (in `multiple` mode) a fanout for type 1, alone for its type, of a
+/// handler that does nothing then one `failing` makes; and for type 2, the two as handlers of
+/// their own.
+fn fanout_and_several(nexus: &AsyncEventNexus, failing: impl Fn() -> Handler) {
+    let fine = || Handler::new(|_e: Event, _q: EventQueue| {});
+    let fanout = nexus::bus::EventFanout::new();
+    fanout.register(fine());
+    fanout.register(failing());
+    nexus.add_consumer(1, fanout).unwrap();
+    nexus.add_consumer(2, fine()).unwrap();
+    nexus.add_consumer(2, failing()).unwrap();
+}
+
 /// A failing handler of a fanout (type 1, alone for its type) and of two handlers in `multiple`
 /// mode (type 2): the dead letter gets the event and the failure, as it does for one handler.
 #[tokio::test]
@@ -99,15 +112,9 @@ async fn dead_letter_receives_events_failed_by_a_fanout_handler_or_one_of_severa
             l.lock().unwrap().push((event.id, error.to_string()));
         }))
         .build();
-    let broken =
-        || Handler::new(|_e: Event, _q: EventQueue| Err::<(), _>("broken")).named("broken");
-    let fine = || Handler::new(|_e: Event, _q: EventQueue| {});
-    let fanout = nexus::bus::EventFanout::new();
-    fanout.register(fine());
-    fanout.register(broken());
-    nexus.add_consumer(1, fanout).unwrap();
-    nexus.add_consumer(2, broken()).unwrap();
-    nexus.add_consumer(2, fine()).unwrap();
+    fanout_and_several(&nexus, || {
+        Handler::new(|_e: Event, _q: EventQueue| Err::<(), _>("broken")).named("broken")
+    });
     let _task = running(&nexus).await;
     nexus.ingest(Event::new(5, 1, 0, ())).await.unwrap();
     nexus.ingest(Event::new(6, 2, 0, ())).await.unwrap();
@@ -198,17 +205,10 @@ async fn a_handler_over_its_time_limit_is_cancelled_and_counted_as_failed() {
 #[tokio::test(start_paused = true)]
 async fn a_fanout_handler_or_one_of_several_over_its_time_limit_is_cancelled() {
     let nexus = AsyncEventNexus::builder().multiple(true).build();
-    let slow = || {
+    fanout_and_several(&nexus, || {
         Handler::new(|_e: Event, _q: EventQueue| tokio::time::sleep(Duration::from_secs(60)))
             .timeout(Duration::from_secs(2))
-    };
-    let fine = || Handler::new(|_e: Event, _q: EventQueue| {});
-    let fanout = nexus::bus::EventFanout::new();
-    fanout.register(fine());
-    fanout.register(slow());
-    nexus.add_consumer(1, fanout).unwrap();
-    nexus.add_consumer(2, fine()).unwrap();
-    nexus.add_consumer(2, slow()).unwrap();
+    });
     let _task = running(&nexus).await;
     for (id, event_type) in [(5, 1), (6, 2)] {
         let started = tokio::time::Instant::now();
