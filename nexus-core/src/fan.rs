@@ -107,20 +107,14 @@ struct Kept {
 }
 
 impl FanCopies {
-    /// The current handlers of `list`, from the copy kept of it when that is current.
+    /// The current handlers of `list`, from the copy kept of it when that is current, and
+    /// whether they are plain: the list has a handler, and none with a time limit or fanning
+    /// out itself.
     #[inline(always)]
-    pub(crate) fn handlers(&mut self, list: &FanList) -> &Arc<Vec<Handler>> {
-        let at = self.current(list);
-        &self.kept[at].handlers
-    }
-
-    /// As [`handlers`](Self::handlers), only when the list has a handler and none with a time
-    /// limit or fanning out itself.
-    #[inline(always)]
-    pub(crate) fn plain(&mut self, list: &FanList) -> Option<&Arc<Vec<Handler>>> {
+    pub(crate) fn handlers(&mut self, list: &FanList) -> (&Arc<Vec<Handler>>, bool) {
         let at = self.current(list);
         let copy = &self.kept[at];
-        copy.plain.then_some(&copy.handlers)
+        (&copy.handlers, copy.plain)
     }
 
     /// The index of the current copy of `list`.
@@ -183,12 +177,12 @@ mod tests {
         let list = FanList::new();
         list.update(|h| h.push(handler()));
         let mut copies = FanCopies::default();
-        let first = Arc::clone(copies.handlers(&list));
+        let first = Arc::clone(copies.handlers(&list).0);
         assert_eq!(first.len(), 1);
         // Unchanged: the very same copy.
-        assert!(Arc::ptr_eq(&first, copies.handlers(&list)));
+        assert!(Arc::ptr_eq(&first, copies.handlers(&list).0));
         list.update(|h| h.push(handler()));
-        let second = copies.handlers(&list);
+        let second = copies.handlers(&list).0;
         assert_eq!(second.len(), 2);
         assert!(!Arc::ptr_eq(&first, second));
     }
@@ -198,26 +192,27 @@ mod tests {
         let (a, b) = (FanList::new(), FanList::new());
         a.update(|h| h.push(handler()));
         let mut copies = FanCopies::default();
-        assert_eq!(copies.handlers(&a).len(), 1);
-        assert_eq!(copies.handlers(&b).len(), 0);
-        assert_eq!(copies.handlers(&a).len(), 1);
+        assert_eq!(copies.handlers(&a).0.len(), 1);
+        assert_eq!(copies.handlers(&b).0.len(), 0);
+        assert_eq!(copies.handlers(&a).0.len(), 1);
     }
 
     #[test]
     fn a_list_is_plain_with_a_handler_and_none_timed_or_fanning_out() {
         let list = FanList::new();
         let mut copies = FanCopies::default();
-        assert!(copies.plain(&list).is_none(), "an empty list");
+        let mut plain = |list: &FanList| copies.handlers(list).1;
+        assert!(!plain(&list), "an empty list");
         list.update(|h| h.push(handler()));
-        assert_eq!(copies.plain(&list).map(|h| h.len()), Some(1));
+        assert!(plain(&list));
         list.update(|h| h.push(handler().timeout(std::time::Duration::from_secs(1))));
-        assert!(copies.plain(&list).is_none(), "a handler with a time limit");
+        assert!(!plain(&list), "a handler with a time limit");
         list.update(|h| h.truncate(1));
-        assert!(copies.plain(&list).is_some());
+        assert!(plain(&list));
         let inner = FanList::new();
         inner.update(|h| h.push(handler()));
         list.update(|h| h.push(Handler::consumer(Fans(inner))));
-        assert!(copies.plain(&list).is_none(), "a handler that fans out");
+        assert!(!plain(&list), "a handler that fans out");
     }
 
     /// A consumer fanning out to its own list.

@@ -677,25 +677,19 @@ impl Cursor {
             id,
             event_type,
         } = *calls;
-        // A fanout whose handlers need none of `fan`'s bookkeeping is called in one loop.
-        if let Some(list) = entry.fan_out()
-            && last
-            && !keeps
-            && !tracing::level_enabled!(tracing::Level::TRACE)
-            && let Some(handlers) = fans.plain(list)
-        {
-            self.at = At::Handler(at + 1);
-            return match call_fan(handlers, &mut self.event, inner, cx, spare, first_error) {
-                None => Step::Over(Poll::Ready(())),
-                Some(waiting) => Step::Over(self.wait(inner, waiting, cx, first_error)),
-            };
-        }
         // A fanout with no handler is called as a consumer: that reports it.
         if let Some(list) = entry.fan_out()
-            && let handlers = fans.handlers(list)
+            && let (handlers, plain) = fans.handlers(list)
             && !handlers.is_empty()
         {
             self.at = At::Handler(at + 1);
+            // Handlers that need none of `fan`'s bookkeeping are called in one loop.
+            if plain && last && !keeps && !tracing::level_enabled!(tracing::Level::TRACE) {
+                return match call_fan(handlers, &mut self.event, inner, cx, spare, first_error) {
+                    None => Step::Over(Poll::Ready(())),
+                    Some(waiting) => Step::Over(self.wait(inner, waiting, cx, first_error)),
+                };
+            }
             let turn = Turn {
                 next: 0,
                 last,
@@ -1602,8 +1596,7 @@ fn only_handler<'t>(inner: &Inner, table: &'t Table, event: &Event) -> Option<&'
         return None;
     };
     let plain = !inner.policy.keeps_events()
-        && entry.fan_out().is_none()
-        && entry.time_limit().is_none()
+        && entry.is_plain()
         && !tracing::level_enabled!(tracing::Level::TRACE);
     plain.then_some(entry)
 }
@@ -1742,7 +1735,7 @@ fn waiting_call(
 }
 
 /// Calls `handlers`, those of a fanout that is the event's last handler and whose handlers
-/// are plain ([`FanCopies::plain`]), as [`Cursor::fan`] does when no span is wanted and no
+/// are plain ([`FanCopies::handlers`]), as [`Cursor::fan`] does when no span is wanted and no
 /// copy kept: a copy each but the last, which gets the event, and the first error the event's
 /// once all were called. Counts how the event ended; the call, when one has to wait (the
 /// fanout's state with it).
