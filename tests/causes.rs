@@ -84,6 +84,38 @@ async fn a_secondary_event_a_crossing_and_a_reply_carry_their_cause_and_root() {
 }
 
 #[tokio::test]
+async fn each_secondary_event_of_a_chain_is_caused_by_the_one_whose_handler_queued_it() {
+    let nexus = AsyncEventNexus::new();
+    let probe = Probe::new();
+    // An order queues an invoice, whose handler queues a receipt: three generations.
+    nexus
+        .add_handler(ORDER, |e: Event, q: EventQueue| {
+            q.put(Event::new(e.id + 10, INVOICE, 0, ()))
+        })
+        .unwrap();
+    let invoice = probe.wrap("invoice", |e: Event, q: EventQueue| async move {
+        q.put(Event::new(e.id + 10, RECEIPT, 0, ()))
+    });
+    nexus.add_handler(INVOICE, invoice).unwrap();
+    nexus
+        .add_handler(RECEIPT, probe.handler("receipt"))
+        .unwrap();
+    let _task = running(&nexus).await;
+    for id in [1, 5] {
+        nexus.ingest(Event::new(id, ORDER, 0, ())).await.unwrap();
+    }
+    let cause = |id, root| Some(Cause { id, root });
+    assert_eq!(
+        causes(&probe, "invoice"),
+        [(11, cause(1, 1)), (15, cause(5, 5))]
+    );
+    assert_eq!(
+        causes(&probe, "receipt"),
+        [(21, cause(11, 1)), (25, cause(15, 5))]
+    );
+}
+
+#[tokio::test]
 async fn an_event_from_outside_a_handler_has_no_cause_and_a_stated_one_is_kept() {
     let nexus = AsyncEventNexus::new();
     let probe = Probe::new();

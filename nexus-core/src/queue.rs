@@ -345,6 +345,34 @@ impl EventQueue {
         self.pop_locked()
     }
 
+    /// Moves the oldest waiting event into `slot` (what was left there is dropped first), and
+    /// says whether there was one: the event is written where the dispatch keeps it, not handed
+    /// back through a return.
+    ///
+    /// # Safety
+    ///
+    /// As for [`pop`](Self::pop).
+    #[inline(always)]
+    pub(crate) unsafe fn pop_into(&self, slot: &mut Option<Event>) -> bool {
+        if slot.is_some() {
+            // An event left there is dropped first: its drop may run a user's code, which may
+            // put events, and `with_near` runs none.
+            *slot = None;
+        }
+        let near = self.slot.near_len.load(Ordering::Relaxed);
+        if near != 0 {
+            // SAFETY: by the caller's promise, as `with_near` asks.
+            unsafe { self.slot.with_near(|events| *slot = events.pop_front()) };
+            self.slot.near_len.store(near - 1, Ordering::Release);
+            return slot.is_some();
+        }
+        if self.slot.len.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        *slot = self.pop_locked();
+        slot.is_some()
+    }
+
     /// Takes the oldest event of the locked queue.
     #[inline(never)]
     fn pop_locked(&self) -> Option<Event> {
