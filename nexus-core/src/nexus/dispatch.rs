@@ -67,6 +67,8 @@ pub(crate) struct Outcomes {
     /// Events whose dispatch was dropped before it was over (written with a locked add: a
     /// dispatch is cancelled also before it holds the gate).
     pub(crate) cancelled: AtomicU64,
+    /// The id of the event being dispatched (meaningful while the gate is held).
+    pub(crate) current: AtomicU64,
 }
 
 #[inline]
@@ -99,10 +101,6 @@ thread_local! {
 /// This thread's mark for one nexus in its chain of handler calls: taken off again when
 /// dropped, also when what runs under it unwinds. It also holds the cause that events made on
 /// this thread had before, given back when it is dropped.
-///
-/// Pushed only by a dispatch that holds its nexus's gate, and dropped before the gate is given
-/// back: a handler's `EventQueue::put` relies on this (through [`innermost_is`]) to reach the
-/// events kept beside the queue without a lock.
 struct Mark {
     cause_before: Option<Cause>,
 }
@@ -149,22 +147,8 @@ fn pop_deeper() {
     DEEPER.with(|deeper| deeper.borrow_mut().pop());
 }
 
-/// What tells a nexus from every other one alive, in this thread's chain: its queue's key.
 fn address(inner: &Inner) -> usize {
-    inner.queue.key()
-}
-
-/// Whether the innermost nexus whose handlers are being polled on this thread is the one whose
-/// queue has `key`: then the dispatch holding its gate is being polled here.
-#[inline]
-pub(crate) fn innermost_is(key: usize) -> bool {
-    DISPATCHING.with(|chain| {
-        let depth = chain.depth.get();
-        depth
-            .checked_sub(1)
-            .and_then(|at| chain.nexuses.get(at))
-            .is_some_and(|nexus| nexus.get() == key)
-    })
+    std::ptr::from_ref(inner) as usize
 }
 
 /// Where a nexus stands in this thread's chain of handler calls.
@@ -553,18 +537,10 @@ impl Cursor {
         }
     }
 
-    /// Starts on the event `EventQueue::pop_into` put in place.
-    #[inline]
-    fn begin_in_place(&mut self) {
-        if let Some(event) = &self.event {
-            self.cause = Some(event.as_cause());
-        }
-        self.at = At::Filter(0);
-    }
-
     /// Starts on `event`.
     #[inline]
-    fn begin(&mut self, event: Event) {
+    fn begin(&mut self, inner: &Inner, event: Event) {
+        inner.outcomes.current.store(event.id, Ordering::Relaxed);
         self.cause = Some(event.as_cause());
         self.event = Some(event);
         self.at = At::Filter(0);
@@ -1188,7 +1164,7 @@ impl<'a, T: Then> Dispatch<'a, T> {
                 let mark = Mark::push(address(inner), cursor.cause);
                 let ran = cursor.advance(inner, &mut guard, cx, &mut first_error);
                 drop(mark);
-                if ran.is_ready() && !inner.queue.any() {
+                if ran.is_ready() && inner.queue.is_empty() {
                     drop(guard);
                     return Poll::Ready(first_error);
                 }
@@ -1372,8 +1348,10 @@ impl<'a, T: Then> Live<'a, T> {
                 // The event has arrived: counted here, under the gate, apart from its outcome.
                 bump(&inner.outcomes.arrived);
                 guard.refresh(inner);
-                if inner.queue.any() {
+                if !inner.queue.is_empty() {
                     self.set_own_aside();
+                } else if let Some(event) = &self.cursor.event {
+                    inner.outcomes.current.store(event.id, Ordering::Relaxed);
                 }
             }
         }
@@ -1392,7 +1370,7 @@ impl<'a, T: Then> Live<'a, T> {
         } else {
             ready!(advance_found(&mut self.cursor, inner, guard, cx));
         }
-        if !T::RUNS && self.own.is_none() && !inner.queue.any() {
+        if !T::RUNS && self.own.is_none() && inner.queue.is_empty() {
             return Poll::Ready(self.first_error.take());
         }
         self.drain(cx, mark.cause_before)
@@ -1413,18 +1391,15 @@ impl<'a, T: Then> Live<'a, T> {
             return Poll::Ready(self.first_error.take());
         };
         loop {
-            // The cursor's event was taken by its last handler (or the dispatch is over).
-            #[allow(unsafe_code)]
-            // SAFETY: this dispatch holds the gate (`Stage::Held`).
-            match unsafe { inner.queue.pop_into(&mut self.cursor.event) } {
-                true => {
+            match inner.queue.pop() {
+                Some(next) => {
                     guard.refresh(inner);
-                    self.cursor.begin_in_place();
+                    self.cursor.begin(inner, next);
                 }
-                false => match self.own.take() {
+                None => match self.own.take() {
                     Some(own) => {
                         guard.refresh(inner);
-                        self.cursor.begin(*own);
+                        self.cursor.begin(inner, *own);
                     }
                     None => match then(&mut self.then, inner, guard, &self.first_error) {
                         Some(mut next) => {
@@ -1433,7 +1408,7 @@ impl<'a, T: Then> Live<'a, T> {
                             bump(&inner.outcomes.arrived);
                             next.inherit(cause_before);
                             guard.refresh(inner);
-                            self.cursor.begin(next);
+                            self.cursor.begin(inner, next);
                         }
                         None => return Poll::Ready(self.first_error.take()),
                     },
@@ -1476,11 +1451,9 @@ impl<'a, T: Then> Live<'a, T> {
     /// caller's, so they go first, and their failures go to the error policy alone.
     #[cold]
     fn set_own_aside(&mut self) {
-        #[allow(unsafe_code)]
-        // SAFETY: called only while this dispatch holds the gate.
-        if let Some(next) = unsafe { self.inner.queue.pop() } {
+        if let Some(next) = self.inner.queue.pop() {
             self.own = self.cursor.event.take().map(Box::new);
-            self.cursor.begin(next);
+            self.cursor.begin(self.inner, next);
         }
     }
 
@@ -1578,9 +1551,10 @@ fn straight<'a>(
     // The event has arrived: counted here, under the gate, apart from its outcome.
     bump(&inner.outcomes.arrived);
     guard.refresh(inner);
-    if inner.queue.any() {
+    if !inner.queue.is_empty() {
         return Straight::Handover(Entry::Queued(guard));
     }
+    inner.outcomes.current.store(event.id, Ordering::Relaxed);
     let Dispatcher { table, spare, .. } = &mut *guard;
     let Some(entry) = only_handler(inner, table, event) else {
         return Straight::Handover(Entry::Entered(guard));
@@ -1601,7 +1575,7 @@ fn straight<'a>(
         Filtered::Waits(waiting, at) => Some((waiting, At::Filter(at))),
     };
     drop(mark);
-    if waiting.is_none() && !inner.queue.any() {
+    if waiting.is_none() && inner.queue.is_empty() {
         drop(guard);
         return Straight::Done(first_error);
     }
