@@ -214,6 +214,24 @@ impl EventQueue {
         event
     }
 
+    /// Moves the oldest waiting event into `slot`, dropping what was left there first, and says
+    /// whether there was one: the event is written where the dispatch keeps it, rather than
+    /// handed back through a return and copied again.
+    #[inline]
+    pub(crate) fn pop_into(&self, slot: &mut Option<Event>) -> bool {
+        if slot.is_some() {
+            // Dropped before the lock is taken: its drop may run a user's code, which may put.
+            *slot = None;
+        }
+        if self.slot.len.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut items = self.lock();
+        *slot = items.pop();
+        self.slot.len.store(items.len(), Ordering::Release);
+        slot.is_some()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<Event>> {
         // A panic cannot leave the deque half-changed, so a poisoned lock is still sound.
         self.slot

@@ -67,8 +67,6 @@ pub(crate) struct Outcomes {
     /// Events whose dispatch was dropped before it was over (written with a locked add: a
     /// dispatch is cancelled also before it holds the gate).
     pub(crate) cancelled: AtomicU64,
-    /// The id of the event being dispatched (meaningful while the gate is held).
-    pub(crate) current: AtomicU64,
 }
 
 #[inline]
@@ -537,10 +535,16 @@ impl Cursor {
         }
     }
 
+    /// Starts on the event [`EventQueue::pop_into`] put in place.
+    #[inline]
+    fn begin_in_place(&mut self) {
+        self.cause = self.event.as_ref().map(Event::as_cause);
+        self.at = At::Filter(0);
+    }
+
     /// Starts on `event`.
     #[inline]
-    fn begin(&mut self, inner: &Inner, event: Event) {
-        inner.outcomes.current.store(event.id, Ordering::Relaxed);
+    fn begin(&mut self, event: Event) {
         self.cause = Some(event.as_cause());
         self.event = Some(event);
         self.at = At::Filter(0);
@@ -1350,8 +1354,6 @@ impl<'a, T: Then> Live<'a, T> {
                 guard.refresh(inner);
                 if !inner.queue.is_empty() {
                     self.set_own_aside();
-                } else if let Some(event) = &self.cursor.event {
-                    inner.outcomes.current.store(event.id, Ordering::Relaxed);
                 }
             }
         }
@@ -1391,15 +1393,16 @@ impl<'a, T: Then> Live<'a, T> {
             return Poll::Ready(self.first_error.take());
         };
         loop {
-            match inner.queue.pop() {
-                Some(next) => {
+            // The cursor's event was taken by its last handler, or is done with.
+            match inner.queue.pop_into(&mut self.cursor.event) {
+                true => {
                     guard.refresh(inner);
-                    self.cursor.begin(inner, next);
+                    self.cursor.begin_in_place();
                 }
-                None => match self.own.take() {
+                false => match self.own.take() {
                     Some(own) => {
                         guard.refresh(inner);
-                        self.cursor.begin(inner, *own);
+                        self.cursor.begin(*own);
                     }
                     None => match then(&mut self.then, inner, guard, &self.first_error) {
                         Some(mut next) => {
@@ -1408,7 +1411,7 @@ impl<'a, T: Then> Live<'a, T> {
                             bump(&inner.outcomes.arrived);
                             next.inherit(cause_before);
                             guard.refresh(inner);
-                            self.cursor.begin(inner, next);
+                            self.cursor.begin(next);
                         }
                         None => return Poll::Ready(self.first_error.take()),
                     },
@@ -1453,7 +1456,7 @@ impl<'a, T: Then> Live<'a, T> {
     fn set_own_aside(&mut self) {
         if let Some(next) = self.inner.queue.pop() {
             self.own = self.cursor.event.take().map(Box::new);
-            self.cursor.begin(self.inner, next);
+            self.cursor.begin(next);
         }
     }
 
@@ -1554,7 +1557,6 @@ fn straight<'a>(
     if !inner.queue.is_empty() {
         return Straight::Handover(Entry::Queued(guard));
     }
-    inner.outcomes.current.store(event.id, Ordering::Relaxed);
     let Dispatcher { table, spare, .. } = &mut *guard;
     let Some(entry) = only_handler(inner, table, event) else {
         return Straight::Handover(Entry::Entered(guard));
