@@ -656,6 +656,36 @@ async fn closing_a_nexus_whose_boundary_producer_never_started_hands_back_what_w
     assert_eq!(handed_back(closed), [1, 2]);
 }
 
+with_both_lanes! { #[tokio::test(start_paused = true)] a_boundary_producer_given_up_before_its_task_first_ran_hands_back_what_waits }
+async fn a_boundary_producer_given_up_before_its_task_first_ran_hands_back_what_waits(make: Make) {
+    let boundary = make(4);
+    let b = AsyncEventNexus::new();
+    let mut producer = boundary.producer();
+    // The producer's link reaches this nexus; the test keeps the producer to drive it itself.
+    nexus::ProducerLink::add_nexus(nexus::EventProducer::link(&producer), &b);
+    let _b = running(&b).await;
+    let handler = boundary.handler();
+    for id in 1..=3 {
+        nexus::EventConsumer::handle(&handler, Event::new(id, 1, 0, ()), b.queue().clone())
+            .await
+            .unwrap();
+    }
+    producer.start().await.unwrap();
+    // A shutdown whose deadline has passed gives the drain up at its first wait, before the
+    // producer's task has run once (nothing here has yielded to it): the task is aborted.
+    let given_up = tokio::time::timeout(Duration::ZERO, producer.drain()).await;
+    assert!(
+        given_up.is_err(),
+        "the drain waited for the task: {given_up:?}"
+    );
+    // What waits on the boundary is neither delivered nor lost: closing hands it back.
+    let closed = tokio::time::timeout(Duration::from_secs(60), producer.close())
+        .await
+        .expect("closing waited forever for events the aborted task never took");
+    assert_eq!(handed_back(closed), [1, 2, 3]);
+    assert_eq!(b.stats().dispatched, 0);
+}
+
 with_both_lanes! { #[tokio::test(start_paused = true)] after_a_stop_cleanup_hands_back_what_a_boundary_kept }
 async fn after_a_stop_cleanup_hands_back_what_a_boundary_kept(make: Make) {
     let log = Log::default();

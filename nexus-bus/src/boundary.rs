@@ -649,13 +649,16 @@ impl EventSource for BoundaryProducer {
         lane.wake();
         let (boundary, direction, link) =
             (self.boundary.clone(), self.direction, self.link.clone());
+        // Made before the task, so that a task aborted before it first runs (a shutdown's
+        // deadline passing at once) still settles, in `Pending`'s drop, what waits on the lane.
+        let pending = Pending {
+            rx,
+            kept: None,
+            boundary: boundary.clone(),
+            direction,
+        };
         self.task = Some(tokio::spawn(async move {
-            let mut pending = Pending {
-                rx,
-                kept: None,
-                boundary: boundary.clone(),
-                direction,
-            };
+            let mut pending = pending;
             let lane = boundary.lane(direction);
             let mut stop = lane.stop.subscribe();
             let mut changed = lane.changed.subscribe();
