@@ -475,6 +475,32 @@ async fn closing_a_channel_producer_finishes_the_delivery_under_way_and_counts_t
     assert_balanced(&stats, 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_channel_producer_given_up_before_its_task_first_ran_counts_what_waits() {
+    let log = Log::default();
+    let nexus = slow_nexus(&log);
+    let (mut producer, sender) = ChannelProducer::new(16);
+    nexus::ProducerLink::add_nexus(nexus::EventProducer::link(&producer), &nexus);
+    let _task = running(&nexus).await;
+    for id in 1..=3 {
+        sender.send(Event::new(id, 1, 0, ())).await.unwrap();
+    }
+    producer.start().await.unwrap();
+    // As a shutdown whose deadline has passed: the drain is given up at its first wait, and the
+    // producer's task, which has not run yet, is aborted.
+    let given_up = tokio::time::timeout(Duration::ZERO, producer.drain()).await;
+    assert!(
+        given_up.is_err(),
+        "the drain waited for the task: {given_up:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(60), producer.close())
+        .await
+        .expect("closing waited forever")
+        .unwrap();
+    assert_eq!(nexus::EventProducer::link(&producer).dropped(), 3);
+    assert!(log.lines().is_empty());
+}
+
 /// Domain A sends type 1 across a boundary to domain B, whose handler takes 50 ms.
 async fn across_a_boundary(log: &Log, make: Make) -> (AsyncEventNexus, AsyncEventNexus) {
     let boundary = make(32);
