@@ -447,13 +447,21 @@ async fn a_short_shutdown_names_the_timer_event_it_cut_short() {
     assert_balanced(&stats, 3);
 }
 
+/// A channel producer whose link reaches `nexus`, kept by the test to start, drain and close
+/// it itself.
+fn kept_channel_producer(
+    nexus: &AsyncEventNexus,
+) -> (ChannelProducer, nexus::sources::EventSender) {
+    let (producer, sender) = ChannelProducer::new(16);
+    nexus::ProducerLink::add_nexus(nexus::EventProducer::link(&producer), nexus);
+    (producer, sender)
+}
+
 #[tokio::test(start_paused = true)]
 async fn closing_a_channel_producer_finishes_the_delivery_under_way_and_counts_the_rest() {
     let log = Log::default();
     let nexus = slow_nexus(&log);
-    let (mut producer, sender) = ChannelProducer::new(16);
-    // The producer's link reaches this nexus; the test keeps the producer to close it itself.
-    nexus::ProducerLink::add_nexus(nexus::EventProducer::link(&producer), &nexus);
+    let (mut producer, sender) = kept_channel_producer(&nexus);
     let _task = running(&nexus).await;
     producer.start().await.unwrap();
     for id in 1..=5 {
@@ -479,8 +487,7 @@ async fn closing_a_channel_producer_finishes_the_delivery_under_way_and_counts_t
 async fn a_channel_producer_given_up_before_its_task_first_ran_counts_what_waits() {
     let log = Log::default();
     let nexus = slow_nexus(&log);
-    let (mut producer, sender) = ChannelProducer::new(16);
-    nexus::ProducerLink::add_nexus(nexus::EventProducer::link(&producer), &nexus);
+    let (mut producer, sender) = kept_channel_producer(&nexus);
     let _task = running(&nexus).await;
     for id in 1..=3 {
         sender.send(Event::new(id, 1, 0, ())).await.unwrap();
