@@ -205,22 +205,19 @@ impl EventQueue {
     /// Takes the oldest waiting event. Only the dispatcher, which owns the queue, takes events.
     #[inline]
     pub(crate) fn pop(&self) -> Option<Event> {
-        if self.slot.len.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let mut items = self.lock();
-        let event = items.pop();
-        self.slot.len.store(items.len(), Ordering::Release);
+        let mut event = None;
+        self.pop_into(&mut event);
         event
     }
 
     /// Moves the oldest waiting event into `slot`, dropping what was left there first, and says
     /// whether there was one: the event is written where the dispatch keeps it, rather than
     /// handed back through a return and copied again.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop_into(&self, slot: &mut Option<Event>) -> bool {
         if slot.is_some() {
-            // Dropped before the lock is taken: its drop may run a user's code, which may put.
+            // Dropped before the lock is taken: its drop may run a user's code, which may put
+            // on this queue.
             *slot = None;
         }
         if self.slot.len.load(Ordering::Acquire) == 0 {
