@@ -174,12 +174,11 @@ async fn raw(url: &str, round: usize, progress: Arc<Progress>) -> Duration {
         Instant::now()
     });
     let start = Instant::now();
+    // The subject as a literal would give it: handed to the client without a copy or a count.
+    let subject: &'static str = Box::leak(subject.into_boxed_str());
     for i in 0..N {
         let bytes = nexus::wire::encode(&event(i)).unwrap();
-        publisher
-            .publish(subject.clone(), bytes.into())
-            .await
-            .unwrap();
+        publisher.publish(subject, bytes.into()).await.unwrap();
         progress.sent(i + 1);
     }
     received.await.unwrap() - start

@@ -400,14 +400,16 @@ impl NatsPublisher {
             let trace = trace::current();
             // A message with nothing more to say than its event has no headers.
             let published = if event.cause.is_none() && trace.is_none() {
-                client.publish(subject, payload).await
+                client.publish(Handed::new(subject), payload).await
             } else {
                 let mut headers = async_nats::HeaderMap::new();
                 write_cause(&mut headers, event);
                 if let Some(trace) = &trace {
                     trace::write(&mut headers, trace);
                 }
-                client.publish_with_headers(subject, headers, payload).await
+                client
+                    .publish_with_headers(Handed::new(subject), headers, payload)
+                    .await
             };
             return published
                 .map_err(|err| transport(format!("event {} not published: {err}", event.id)));
@@ -466,6 +468,27 @@ impl NatsPublisher {
                 }
             }
         }
+    }
+}
+
+/// A subject handed to the client as it is. The client's own `ToSubject` for `Subject` clones
+/// the subject it is given, one more count on the subject's shared bytes, which the client's
+/// connection drops on another thread.
+struct Handed(std::cell::Cell<Option<async_nats::Subject>>);
+
+impl Handed {
+    fn new(subject: async_nats::Subject) -> Self {
+        Self(std::cell::Cell::new(Some(subject)))
+    }
+}
+
+impl async_nats::ToSubject for Handed {
+    /// The subject; asked for again (the client asks once), the empty subject, which the
+    /// client refuses as invalid.
+    fn to_subject(&self) -> async_nats::Subject {
+        self.0
+            .take()
+            .unwrap_or_else(|| async_nats::Subject::from_static(""))
     }
 }
 
@@ -1207,5 +1230,24 @@ impl EventSource for NatsSubscriber {
 impl EventProducer for NatsSubscriber {
     fn link(&self) -> &ProducerLink {
         &self.link
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::ToSubject;
+
+    use super::Handed;
+
+    #[test]
+    fn a_handed_subject_is_the_subject_itself_once() {
+        let subject = async_nats::Subject::from("app.events.7".to_owned());
+        let handed = Handed::new(subject.clone());
+        let given = handed.to_subject();
+        assert_eq!(given, subject);
+        // The same bytes, not a copy of them.
+        assert_eq!(given.as_str().as_ptr(), subject.as_str().as_ptr());
+        // Asked again: the empty subject, which the client refuses, never a panic.
+        assert_eq!(handed.to_subject().as_str(), "");
     }
 }
