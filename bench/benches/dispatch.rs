@@ -1350,19 +1350,32 @@ fn main() {
     }
     // Taken in turns within each round, each round starting with the next, so that a noisy
     // spell falls on every figure alike rather than on one of them.
-    let [one, two] = in_turns(
-        rounds,
-        [1, 2].map(|nexuses| move || parallel_nexuses(nexuses, n)),
-    );
+    // One nexus also on a runtime of one worker, where its producer task and the task feeding it
+    // never hand events from one core to the other: what one core moves at best. And two such
+    // runtimes, one nexus each, on threads of their own: a runtime per core.
+    let runs: [fn(u64) -> f64; 4] = [
+        |n| parallel_nexuses(1, 2, n),
+        |n| parallel_nexuses(2, 2, n),
+        |n| parallel_nexuses(1, 1, n),
+        nexuses_apart,
+    ];
+    let [one, two, one_alone, two_apart] = in_turns(rounds, runs.map(|run| move || run(n)));
     println!(
-        "\ntwo-worker runtime, producer-fed nexuses: one {:.0} events/s, two at once {:.0} events/s ({:.2}x)",
-        one,
-        two,
-        two / one
+        "\ntwo-worker runtime, producer-fed nexuses: one {one:.0} events/s, two at once {two:.0} \
+         events/s ({:.2}x); one on a one-worker runtime {one_alone:.0} events/s (two at once \
+         {:.2}x that); two, each on a one-worker runtime of its own thread, {two_apart:.0} \
+         events/s ({:.2}x one on one worker)",
+        two / one,
+        two / one_alone,
+        two_apart / one_alone,
     );
     push("one_nexus_eps", one, 0);
     push("two_nexuses_eps", two, 0);
     push("two_nexuses_speedup", two / one, 2);
+    push("one_nexus_one_worker_eps", one_alone, 0);
+    push("two_nexuses_vs_one_worker", two / one_alone, 2);
+    push("two_nexuses_apart_eps", two_apart, 0);
+    push("two_nexuses_apart_vs_one_worker", two_apart / one_alone, 2);
     let mut line = String::from("one nexus fed through one ChannelProducer by plain threads:");
     let senders = in_turns(
         rounds,
@@ -1427,9 +1440,9 @@ fn main() {
 
 // ----- more than one core ----------------------------------------------------------------------
 
-fn two_workers() -> tokio::runtime::Runtime {
+fn workers(count: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(count)
         .enable_all()
         .build()
         .expect("runtime")
@@ -1458,49 +1471,80 @@ fn counted_nexus(
     (nexus, running, sender)
 }
 
-/// Events per second through `nexuses` nexuses at once on a two-worker runtime, each fed by a
-/// producer task of its own with `n` events.
-fn parallel_nexuses(nexuses: usize, n: u64) -> f64 {
-    two_workers().block_on(async {
-        let mut sides = Vec::new();
-        for _ in 0..nexuses {
-            let tally = Arc::new(Tally::default());
-            tally.expect(n);
-            let (nexus, running, sender) = counted_nexus(&tally);
-            sides.push((tally, nexus, running, sender));
-        }
-        settle().await;
-        let start = Instant::now();
-        let feeders: Vec<_> = sides
-            .iter()
-            .map(|(_, _, _, sender)| {
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    for i in 0..n {
-                        sender.send(event(i)).await.expect("send");
-                    }
-                })
-            })
+/// Events per second through `nexuses` nexuses at once on a runtime of `worker_threads`
+/// workers, each fed by a producer task of its own with `n` events.
+fn parallel_nexuses(nexuses: usize, worker_threads: usize, n: u64) -> f64 {
+    let took = workers(worker_threads).block_on(feed_nexuses(nexuses, n, None));
+    (nexuses as u64 * n) as f64 / took.as_secs_f64()
+}
+
+/// Events per second through two nexuses, each with the task feeding it on a one-worker
+/// runtime of its own thread (a runtime per core), the two started together.
+fn nexuses_apart(n: u64) -> f64 {
+    let start_together = std::sync::Barrier::new(2);
+    let took = std::thread::scope(|scope| {
+        let sides: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| workers(1).block_on(feed_nexuses(1, n, Some(&start_together)))))
             .collect();
-        for (tally, ..) in &sides {
-            tally.wait().await;
-        }
-        let took = start.elapsed();
-        for feeder in feeders {
-            feeder.await.expect("feeder");
-        }
-        for (_, nexus, running, _) in sides {
-            nexus.stop();
-            let _ = running.await;
-        }
-        (nexuses as u64 * n) as f64 / took.as_secs_f64()
-    })
+        sides
+            .into_iter()
+            .map(|side| side.join().expect("a runtime's thread"))
+            .max()
+            .unwrap_or_default()
+    });
+    (2 * n) as f64 / took.as_secs_f64()
+}
+
+/// Feeds `n` events into each of `nexuses` nexuses, each through a producer task of its own
+/// from a task of its own, once every side is set up (and `start_together` passed, when
+/// given): the time until every handler has seen its last event.
+async fn feed_nexuses(
+    nexuses: usize,
+    n: u64,
+    start_together: Option<&std::sync::Barrier>,
+) -> Duration {
+    let mut sides = Vec::new();
+    for _ in 0..nexuses {
+        let tally = Arc::new(Tally::default());
+        tally.expect(n);
+        let (nexus, running, sender) = counted_nexus(&tally);
+        sides.push((tally, nexus, running, sender));
+    }
+    settle().await;
+    if let Some(barrier) = start_together {
+        // This runtime's tasks run on its worker meanwhile, not on the thread waiting here.
+        barrier.wait();
+    }
+    let start = Instant::now();
+    let feeders: Vec<_> = sides
+        .iter()
+        .map(|(_, _, _, sender)| {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                for i in 0..n {
+                    sender.send(event(i)).await.expect("send");
+                }
+            })
+        })
+        .collect();
+    for (tally, ..) in &sides {
+        tally.wait().await;
+    }
+    let took = start.elapsed();
+    for feeder in feeders {
+        feeder.await.expect("feeder");
+    }
+    for (_, nexus, running, _) in sides {
+        nexus.stop();
+        let _ = running.await;
+    }
+    took
 }
 
 /// Events per second into one nexus from `threads` plain threads sending through one
 /// `ChannelProducer` (`blocking_send`), `n` events in all.
 fn many_senders(threads: u64, n: u64) -> f64 {
-    let rt = two_workers();
+    let rt = workers(2);
     let tally = Arc::new(Tally::default());
     tally.expect(n / threads * threads);
     let (nexus, running, sender) = rt.block_on(async {
