@@ -522,13 +522,16 @@ fn keep(link: &ProducerLink, events: &mut VecDeque<Event>, event: Event) {
 /// the channel to senders, who get [`NexusError::Closed`] with their event as during a drain,
 /// keeps what the producer holds, and waits for the mode to move on from `began_under`. `true`
 /// when the producer is to drain what it holds; `false` when it is to stop, or is gone.
+///
+/// A stop that came as the run began (`began_under` is `STOP` already) ends the wait at once:
+/// no mode comes after it, and `close` waits for this task.
 async fn keep_while_stopped(
     channel: &Bounded<Event>,
     mode: &mut watch::Receiver<u8>,
     began_under: u8,
 ) -> bool {
     channel.close();
-    mode.wait_for(|m| *m > began_under)
+    mode.wait_for(|m| *m > began_under || *m == STOP)
         .await
         .is_ok_and(|m| *m != STOP)
 }
@@ -617,5 +620,46 @@ impl EventSource for ChannelProducer {
 impl EventProducer for ChannelProducer {
     fn link(&self) -> &ProducerLink {
         &self.link
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The producer's task read the mode as a run began, just after `close` set it to `STOP`
+    /// from another thread, and found its nexus stopped: it must end, since `close` waits for
+    /// it and no mode comes after `STOP`.
+    #[tokio::test(start_paused = true)]
+    async fn keeping_events_while_stopped_ends_when_the_stop_came_as_the_run_began() {
+        let channel = Bounded::new(4, Overflow::Wait);
+        let (_mode, mut watching) = watch::channel(STOP);
+        let kept = tokio::time::timeout(
+            Duration::from_secs(60),
+            keep_while_stopped(&channel, &mut watching, STOP),
+        )
+        .await;
+        assert_eq!(kept, Ok(false), "the wait must end at once, told to stop");
+    }
+
+    /// Stopped under `RUN` or `DRAIN`, the producer keeps its events until the mode moves on:
+    /// to drain them (`true`), or to stop (`false`).
+    #[tokio::test(start_paused = true)]
+    async fn keeping_events_while_stopped_waits_for_the_next_mode() {
+        for (began_under, next, drains) in
+            [(RUN, DRAIN, true), (RUN, STOP, false), (DRAIN, STOP, false)]
+        {
+            let channel = Bounded::new(4, Overflow::Wait);
+            let (mode, mut watching) = watch::channel(began_under);
+            let mut kept = std::pin::pin!(keep_while_stopped(&channel, &mut watching, began_under));
+            assert!(
+                tokio::time::timeout(Duration::from_secs(60), kept.as_mut())
+                    .await
+                    .is_err(),
+                "under {began_under} the wait goes on until the mode moves"
+            );
+            mode.send_replace(next);
+            assert_eq!(kept.await, drains, "from {began_under} to {next}");
+        }
     }
 }
