@@ -12,7 +12,7 @@ use nexus_core::{
     AbortOnDrop, BoxError, ConsumerFuture, Delivery, Event, EventConsumer, EventProducer,
     EventQueue, EventSource, Handler, NexusError, ProducerLink, async_trait,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Joins two event domains, each with its own nexus.
@@ -69,74 +69,19 @@ struct Shared {
     replies: Lane,
 }
 
-/// The sending end of a lane's queue: tokio's channel, in arrival order, or a channel ranked by
-/// priority.
-#[derive(Debug)]
-enum LaneTx {
-    Fifo(mpsc::Sender<Event>),
-    Ranked(Bounded<Event>),
-}
-
-/// The receiving end of a lane's queue.
-#[derive(Debug)]
-enum LaneRx {
-    Fifo(mpsc::Receiver<Event>),
-    Ranked(Bounded<Event>),
-}
-
-impl LaneTx {
-    fn try_send(&self, event: Event) -> Result<(), TrySendError<Event>> {
-        match self {
-            LaneTx::Fifo(tx) => tx.try_send(event).map_err(|err| match err {
-                mpsc::error::TrySendError::Full(event) => TrySendError::Full(event),
-                mpsc::error::TrySendError::Closed(event) => TrySendError::Closed(event),
-            }),
-            // A ranked lane waits when full: it never drops.
-            LaneTx::Ranked(channel) => channel.try_send(event).map(drop),
-        }
-    }
-
-    /// Sends, waiting for room; hands the event back once the queue is closed.
-    async fn send(&self, event: Event) -> Result<(), Event> {
-        match self {
-            LaneTx::Fifo(tx) => tx.send(event).await.map_err(|err| err.0),
-            LaneTx::Ranked(channel) => channel.send(event).await.map(drop),
-        }
-    }
-}
-
-impl LaneRx {
-    /// The next event; `None` once the queue is closed and empty.
-    async fn recv(&mut self) -> Option<Event> {
-        match self {
-            LaneRx::Fifo(rx) => rx.recv().await,
-            LaneRx::Ranked(channel) => channel.recv().await,
-        }
-    }
-
-    fn try_recv(&mut self) -> Option<Event> {
-        match self {
-            LaneRx::Fifo(rx) => rx.try_recv().ok(),
-            LaneRx::Ranked(channel) => channel.try_recv(),
-        }
-    }
-
-    /// Refuses further events; those on the queue can still be received.
-    fn close(&mut self) {
-        match self {
-            LaneRx::Fifo(rx) => rx.close(),
-            LaneRx::Ranked(channel) => channel.close(),
-        }
-    }
-}
+/// A lane's queue, in arrival order or ranked by priority. Its close and its sends take the
+/// same lock, so once it is closed nothing more gets in: what a drain after the close finds is
+/// all there will ever be.
+type Queue = Bounded<Event>;
 
 /// One direction of the boundary.
 #[derive(Debug)]
 struct Lane {
     closed: AtomicBool,
-    tx: LaneTx,
-    /// Taken by the producer that starts; still here if none ever did.
-    rx: Mutex<Option<LaneRx>>,
+    tx: Queue,
+    /// The receiving handle of `tx`: taken by the producer that starts; still here if none
+    /// ever did.
+    rx: Mutex<Option<Queue>>,
     /// Producers of this direction in existence (registered somewhere, or about to be).
     producers: AtomicUsize,
     /// Events accepted: counted before the check of `closed`, and uncounted again when that
@@ -154,19 +99,15 @@ impl Lane {
     /// A lane holding `capacity` events, ranked by priority with aging after `max_wait` if
     /// given.
     fn new(capacity: usize, max_wait: Option<Duration>) -> Self {
-        let (tx, rx) = match max_wait {
-            None => {
-                let (tx, rx) = mpsc::channel(capacity.max(1));
-                (LaneTx::Fifo(tx), LaneRx::Fifo(rx))
-            }
+        let tx = match max_wait {
+            None => Bounded::new(capacity, Overflow::Wait),
             Some(max_wait) => {
-                let channel =
-                    Bounded::ranked(capacity, Overflow::Wait, max_wait, |event: &Event| {
-                        i64::from(event.priority)
-                    });
-                (LaneTx::Ranked(channel.clone()), LaneRx::Ranked(channel))
+                Bounded::ranked(capacity, Overflow::Wait, max_wait, |event: &Event| {
+                    i64::from(event.priority)
+                })
             }
         };
+        let rx = tx.clone();
         Self {
             closed: AtomicBool::new(false),
             tx,
@@ -190,7 +131,8 @@ impl Lane {
             return Err(closed_error(event));
         }
         match self.tx.try_send(event) {
-            Ok(()) => Ok(None),
+            // A queue that waits when full drops nothing.
+            Ok(_) => Ok(None),
             Err(TrySendError::Full(event)) => Ok(Some(event)),
             Err(TrySendError::Closed(event)) => {
                 self.uncount();
@@ -245,7 +187,7 @@ impl Lane {
             })
             .await;
         let unstarted = lock(&self.rx).take();
-        if let Some(mut rx) = unstarted {
+        if let Some(rx) = unstarted {
             rx.close();
             while let Some(event) = rx.try_recv() {
                 self.settle(Err(NexusError::Closed {
@@ -273,7 +215,7 @@ impl Owed {
     async fn send(mut self, event: Event) -> Result<(), NexusError> {
         let sent = self.boundary.lane(self.direction).tx.send(event).await;
         match sent {
-            Ok(()) => {
+            Ok(_) => {
                 self.sent = true;
                 Ok(())
             }
@@ -305,7 +247,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// there when the producer's task ends early (aborted at a shutdown's deadline) is settled as
 /// not delivered, each event handed back, the kept one first.
 struct Pending {
-    rx: LaneRx,
+    rx: Queue,
     kept: Option<Event>,
     boundary: AsyncEventBoundary,
     direction: Direction,
@@ -357,7 +299,7 @@ impl Drop for InFlight<'_> {
 async fn deliver(
     lane: &Lane,
     delivery: &Delivery<'_>,
-    rx: &mut LaneRx,
+    rx: &Queue,
     first: Event,
     keeps: bool,
 ) -> Option<Event> {
@@ -680,7 +622,7 @@ impl EventSource for BoundaryProducer {
                 let refused = if keeps && !delivery.takes_events() {
                     Some(event)
                 } else {
-                    deliver(lane, &delivery, &mut pending.rx, event, keeps).await
+                    deliver(lane, &delivery, &pending.rx, event, keeps).await
                 };
                 drop(delivery);
                 let Some(event) = refused else { continue };
@@ -750,5 +692,105 @@ impl EventSource for BoundaryProducer {
 impl EventProducer for BoundaryProducer {
     fn link(&self) -> &ProducerLink {
         &self.link
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lane whose producer has started: its receiver, as the producer's task holds it.
+    fn started(boundary: &AsyncEventBoundary) -> Pending {
+        let rx = lock(&boundary.shared.forward.rx)
+            .take()
+            .expect("not started");
+        Pending {
+            rx,
+            kept: None,
+            boundary: boundary.clone(),
+            direction: Direction::Forward,
+        }
+    }
+
+    /// A sender on another thread puts events in as fast as it can while the producer is
+    /// given up: every event the lane accepted is then settled, none left on a queue no one
+    /// reads. (Closing a queue whose senders check for room and then put in, as two steps,
+    /// lets one put in after the close and its drain.)
+    #[test]
+    fn every_event_accepted_as_the_producer_is_given_up_is_settled() {
+        for round in 0..50_000 {
+            let boundary = AsyncEventBoundary::new(1_024);
+            let pending = started(&boundary);
+            let go = Arc::new(std::sync::Barrier::new(2));
+            let sender = std::thread::spawn({
+                let (boundary, go) = (boundary.clone(), go.clone());
+                move || {
+                    go.wait();
+                    let lane = boundary.lane(Direction::Forward);
+                    for id in 0.. {
+                        match lane.offer(Event::new(id, 7, 0, "")) {
+                            Ok(None) => {}
+                            // Full: not accepted after all; tried again.
+                            Ok(Some(_)) => lane.uncount(),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            });
+            go.wait();
+            // The producer is given up while the sender is putting events in.
+            let lane = boundary.lane(Direction::Forward);
+            while lane.accepted.load(SeqCst) < 1 + round % 32 {
+                std::hint::spin_loop();
+            }
+            drop(pending);
+            sender.join().expect("the sender");
+            assert_eq!(
+                lane.settled.load(SeqCst),
+                lane.accepted.load(SeqCst),
+                "round {round}: an accepted event was left unsettled"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_event_a_waiting_sender_puts_in_as_the_producer_is_given_up_is_handed_back() {
+        let boundary = AsyncEventBoundary::new(1);
+        let lane = boundary.lane(Direction::Forward);
+        let pending = started(&boundary);
+        boundary
+            .cross(Direction::Forward, Event::new(1, 7, 0, "first"))
+            .await
+            .expect("room for the first");
+        // The lane is full: the second waits for room.
+        let mut waiting =
+            Box::pin(boundary.cross(Direction::Forward, Event::new(2, 7, 0, "second")));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        // The producer takes the first and delivers it, which makes room for the second...
+        let first = pending.rx.try_recv().expect("the first waits");
+        assert_eq!(first.id, 1);
+        lane.settle(Ok(()));
+        // ... but is given up before the second's sender runs again.
+        drop(pending);
+        // The second is handed back to its sender, or settled as not delivered: never lost.
+        let sent = waiting.as_mut().poll(&mut cx);
+        let handed_back = match sent {
+            Poll::Ready(Err(NexusError::Closed { event, .. })) => Some(event.id),
+            Poll::Ready(Ok(())) => None,
+            other => panic!("the sender should have finished: {other:?}"),
+        };
+        let closed = tokio::time::timeout(Duration::from_secs(60), lane.close())
+            .await
+            .expect("the close waits for an event no one holds");
+        let failed: Vec<u64> = closed
+            .into_iter()
+            .filter_map(|err| err.into_event().map(|event| event.id))
+            .collect();
+        assert_eq!(
+            handed_back.into_iter().chain(failed).collect::<Vec<_>>(),
+            [2],
+            "the second is handed back once"
+        );
     }
 }

@@ -361,7 +361,9 @@ impl<T> Bounded<T> {
         item
     }
 
-    /// Refuses further items; those already in it can still be received.
+    /// Refuses further items; those already in it can still be received. Sends check for
+    /// room and put in under the same lock as the close, so once it returns no send gets an
+    /// item in: receiving until empty then takes every item that will ever be in it.
     pub fn close(&self) {
         self.lock().closed = true;
         self.shared.items.notify_waiters();
