@@ -599,8 +599,9 @@ async fn the_queues_capacity_holds_events_put_by_a_handler_and_by_other_threads_
     assert_eq!(probe.ids("twos"), [10, 20, 50, 60]);
 }
 
-/// Run natively, the two puts rarely meet closely enough to race. Under Miri it takes fewer
-/// rounds, and Miri lets a load see an older store wherever the memory orders allow it.
+/// Run natively, the two puts rarely meet closely enough to race; run under Miri, which lets a
+/// load see an older store where the memory orders allow it, this test fails when the two
+/// courses of `put` order their counts less strictly than sequentially consistent.
 #[tokio::test]
 async fn a_handler_and_another_thread_putting_at_once_into_the_last_place_are_not_both_taken() {
     const ROUNDS: u64 = if cfg!(miri) { 40 } else { 2_000 };

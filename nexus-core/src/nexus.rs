@@ -21,8 +21,8 @@ use crate::policy::{ErrorPolicy, NexusStats, TypeCounts};
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox, SourceCounters};
 
-pub(crate) use dispatch::Counted;
 use dispatch::{Check, Dispatcher};
+pub(crate) use dispatch::{Counted, innermost_is};
 use table::{FilterEntry, HandlerEntry, Table};
 
 const READY: u8 = 0;
@@ -1102,7 +1102,9 @@ impl AsyncEventNexus {
         // Secondary events nobody will dispatch now go back to the caller.
         let mut undelivered = Vec::new();
         if let Some(_idle) = inner.dispatcher.try_lock() {
-            while let Some(event) = inner.queue.pop() {
+            #[allow(unsafe_code)]
+            // SAFETY: this shutdown holds the gate (`_idle`).
+            while let Some(event) = unsafe { inner.queue.pop() } {
                 undelivered.push(event);
             }
         }

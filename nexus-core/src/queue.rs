@@ -1,7 +1,17 @@
 //! The bounded queue of secondary events that handlers are given: [`EventQueue`].
+//!
+//! Events put from anywhere wait on a queue behind a lock. Events a handler puts during its
+//! call, while nothing waits there, are kept beside it instead, in a list that only the
+//! dispatch holding the nexus's gate reaches, without a lock: that is the common case (a handler
+//! answering its event), and it spares each such event a lock taken and given back twice.
+//!
+//! One of the crate's four `unsafe` modules (with `nexus::gate`, `spare` and `early`): the list
+//! beside the queue is reached through an `UnsafeCell`, by the holder of the gate alone.
+#![allow(unsafe_code)]
 
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -66,6 +76,41 @@ struct Slot {
     /// Events ever put on the queue in this lease (written under the lock, read at any time).
     accepted: AtomicU64,
     items: Mutex<Waiting<Event>>,
+    /// Whether the owner's handlers may put beside the queue, into `near` (first-in-first-out
+    /// queues only); set with the lease, under `items`' lock.
+    near_open: AtomicBool,
+    /// How many events are in `near`; written only by the owner's dispatch (see `near`).
+    near_len: AtomicUsize,
+    /// Events ever put into `near` in this lease; written only as `near_len` is.
+    near_accepted: AtomicU64,
+    /// Events put by a handler of the owner while it is being polled, with nothing on the
+    /// locked queue: they are ahead of everything there, and taken first. Only the owner's
+    /// dispatch reaches it, without a lock: it holds the owner's gate, and polls the handlers
+    /// that put here on its own thread (see [`Slot::with_near`]).
+    near: UnsafeCell<VecDeque<Event>>,
+}
+
+// SAFETY: every field but `near` is `Sync` (`Event` is `Send`). `near` is reached only through
+// `with_near`, whose callers hold the gate of the slot's owner (one dispatch at a time, polled
+// by one thread at a time), or own the slot alone (its owner's drop).
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    /// Runs `f` on the events beside the queue.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the dispatch that holds the gate of the slot's owner, and runs on the
+    /// thread polling it: it takes events under the gate, or is a handler of the owner put
+    /// under the owner's mark, innermost on this thread (`crate::nexus::innermost_is`), which
+    /// only that dispatch sets while it polls its handlers. Or the caller owns the slot alone
+    /// (its owner's drop, once no dispatch of it can be). `f` runs no code of a user.
+    #[inline]
+    unsafe fn with_near<R>(&self, f: impl FnOnce(&mut VecDeque<Event>) -> R) -> R {
+        // SAFETY: by the caller's promise, no other thread reaches `near` now, and no other
+        // reference to it is live on this one (`f` calls nothing that could make one).
+        f(unsafe { &mut *self.near.get() })
+    }
 }
 
 /// Slots whose nexus was dropped, ready for the next one.
@@ -85,6 +130,10 @@ impl OwnedQueue {
                 len: AtomicUsize::new(0),
                 accepted: AtomicU64::new(0),
                 items: Mutex::new(Waiting::default()),
+                near_open: AtomicBool::new(false),
+                near_len: AtomicUsize::new(0),
+                near_accepted: AtomicU64::new(0),
+                near: UnsafeCell::new(VecDeque::new()),
             }))
         });
         let lease = {
@@ -95,6 +144,8 @@ impl OwnedQueue {
                     Waiting::ranked(max_wait, |event: &Event| i64::from(event.priority))
                 }
             };
+            // Events ranked by priority all go through the lock, where they are ranked.
+            slot.near_open.store(priority.is_none(), Ordering::Relaxed);
             slot.lease.load(Ordering::Relaxed)
         };
         Self(EventQueue {
@@ -124,7 +175,13 @@ impl Drop for OwnedQueue {
                 .store(self.0.lease.wrapping_add(1), Ordering::Release);
             slot.len.store(0, Ordering::Release);
             slot.accepted.store(0, Ordering::Relaxed);
-            std::mem::take(&mut *items)
+            slot.near_open.store(false, Ordering::Relaxed);
+            slot.near_len.store(0, Ordering::Release);
+            slot.near_accepted.store(0, Ordering::Relaxed);
+            // SAFETY: the owner is being dropped, so no dispatch of it is left to reach `near`;
+            // the slot is not handed on before this drop gives it back below.
+            let near = unsafe { slot.with_near(std::mem::take) };
+            (std::mem::take(&mut *items), near)
         };
         FREE.lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -140,6 +197,12 @@ impl EventQueue {
     #[inline]
     fn live(&self) -> bool {
         self.slot.lease.load(Ordering::Acquire) == self.lease
+    }
+
+    /// What tells this queue's nexus from every other one alive: the address of its slot.
+    #[inline]
+    pub(crate) fn key(&self) -> usize {
+        std::ptr::from_ref(self.slot) as usize
     }
 
     /// Puts a secondary event on the queue. Put by a handler during its call, an event with no
@@ -158,6 +221,51 @@ impl EventQueue {
                 event: Box::new(event),
             });
         }
+        if self.reserve_near() {
+            // SAFETY: `reserve_near` found a handler of this queue's nexus being polled on this
+            // thread, innermost, with a handle of the lease in force: the dispatch holding the
+            // nexus's gate polls it here, and nothing else reaches `near` meanwhile.
+            unsafe { self.slot.with_near(|events| events.push_back(event)) };
+            let accepted = &self.slot.near_accepted;
+            accepted.store(accepted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.put_locked(event)
+    }
+
+    /// Whether an event may be put beside the queue, without its lock: when a handler of its own
+    /// nexus puts it during its call (the common case), the queue is first in first out, and
+    /// nothing is on the locked queue (so that the event is behind nothing put there). When it
+    /// may, its place is counted. Whenever the event might be refused, the locked course
+    /// decides.
+    #[inline(always)]
+    fn reserve_near(&self) -> bool {
+        let slot = self.slot;
+        if !slot.near_open.load(Ordering::Relaxed)
+            || !crate::nexus::innermost_is(self.key())
+            || !self.live()
+        {
+            return false;
+        }
+        let near = slot.near_len.load(Ordering::Relaxed);
+        if near >= self.capacity {
+            return false;
+        }
+        // Counted before it is looked whether the locked queue is empty, as `put_locked` counts
+        // its own before it looks at this count (both sequentially consistent): of a put here
+        // and one there at the same time, at least one sees the other, so the two never take
+        // the last place in the queue together.
+        slot.near_len.store(near + 1, Ordering::SeqCst);
+        if slot.len.load(Ordering::SeqCst) != 0 {
+            slot.near_len.store(near, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Puts `event` on the locked queue.
+    #[inline(never)]
+    fn put_locked(&self, event: Event) -> Result<(), NexusError> {
         let mut items = self.lock();
         if !self.live() {
             return Err(NexusError::Closed {
@@ -165,14 +273,20 @@ impl EventQueue {
                 event: Box::new(event),
             });
         }
-        if items.len() >= self.capacity {
+        let len = items.len();
+        let full = len >= self.capacity || {
+            // See `put_near`.
+            self.slot.len.store(len + 1, Ordering::SeqCst);
+            len + 1 + self.slot.near_len.load(Ordering::SeqCst) > self.capacity
+        };
+        if full {
+            self.slot.len.store(len, Ordering::Release);
             return Err(NexusError::QueueFull {
                 event: Box::new(event),
                 capacity: self.capacity,
             });
         }
         items.push(event);
-        self.slot.len.store(items.len(), Ordering::Release);
         let accepted = &self.slot.accepted;
         accepted.store(accepted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         Ok(())
@@ -181,7 +295,8 @@ impl EventQueue {
     /// How many events are waiting (none once its nexus was dropped).
     #[inline]
     pub fn len(&self) -> usize {
-        let len = self.slot.len.load(Ordering::Acquire);
+        let len =
+            self.slot.near_len.load(Ordering::Acquire) + self.slot.len.load(Ordering::Acquire);
         // Read after the length: a slot handed to another nexus in between reads as closed.
         if self.live() { len } else { 0 }
     }
@@ -192,6 +307,13 @@ impl EventQueue {
         self.len() == 0
     }
 
+    /// Whether an event is waiting, asked by the dispatcher, which owns the queue (so the lease
+    /// is its own).
+    #[inline(always)]
+    pub(crate) fn any(&self) -> bool {
+        (self.slot.near_len.load(Ordering::Acquire) | self.slot.len.load(Ordering::Acquire)) != 0
+    }
+
     /// How many events the queue holds at most.
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -199,34 +321,65 @@ impl EventQueue {
 
     /// How many events were ever put on the queue.
     pub(crate) fn accepted(&self) -> u64 {
-        self.slot.accepted.load(Ordering::Relaxed)
+        self.slot.near_accepted.load(Ordering::Relaxed) + self.slot.accepted.load(Ordering::Relaxed)
     }
 
-    /// Takes the oldest waiting event. Only the dispatcher, which owns the queue, takes events.
-    #[inline]
-    pub(crate) fn pop(&self) -> Option<Event> {
-        let mut event = None;
-        self.pop_into(&mut event);
-        event
-    }
-
-    /// Moves the oldest waiting event into `slot`, dropping what was left there first, and says
-    /// whether there was one: the event is written where the dispatch keeps it, rather than
-    /// handed back through a return and copied again.
+    /// Takes the oldest waiting event.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the gate of this queue's nexus (it is the dispatcher, which alone takes
+    /// events), or is the only user of a queue no nexus owns.
     #[inline(always)]
-    pub(crate) fn pop_into(&self, slot: &mut Option<Event>) -> bool {
+    pub(crate) unsafe fn pop(&self) -> Option<Event> {
+        let near = self.slot.near_len.load(Ordering::Relaxed);
+        if near != 0 {
+            // SAFETY: by the caller's promise, as `with_near` asks.
+            let event = unsafe { self.slot.with_near(VecDeque::pop_front) };
+            self.slot.near_len.store(near - 1, Ordering::Release);
+            return event;
+        }
+        if self.slot.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.pop_locked()
+    }
+
+    /// Moves the oldest waiting event into `slot` (what was left there is dropped first), and
+    /// says whether there was one: the event is written where the dispatch keeps it, not handed
+    /// back through a return.
+    ///
+    /// # Safety
+    ///
+    /// As for [`pop`](Self::pop).
+    #[inline(always)]
+    pub(crate) unsafe fn pop_into(&self, slot: &mut Option<Event>) -> bool {
         if slot.is_some() {
-            // Dropped before the lock is taken: its drop may run a user's code, which may put
-            // on this queue.
+            // An event left there is dropped first: its drop may run a user's code, which may
+            // put events, and `with_near` runs none.
             *slot = None;
+        }
+        let near = self.slot.near_len.load(Ordering::Relaxed);
+        if near != 0 {
+            // SAFETY: by the caller's promise, as `with_near` asks.
+            unsafe { self.slot.with_near(|events| *slot = events.pop_front()) };
+            self.slot.near_len.store(near - 1, Ordering::Release);
+            return slot.is_some();
         }
         if self.slot.len.load(Ordering::Acquire) == 0 {
             return false;
         }
-        let mut items = self.lock();
-        *slot = items.pop();
-        self.slot.len.store(items.len(), Ordering::Release);
+        *slot = self.pop_locked();
         slot.is_some()
+    }
+
+    /// Takes the oldest event of the locked queue.
+    #[inline(never)]
+    fn pop_locked(&self) -> Option<Event> {
+        let mut items = self.lock();
+        let event = items.pop();
+        self.slot.len.store(items.len(), Ordering::Release);
+        event
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<Event>> {
@@ -251,6 +404,12 @@ impl std::fmt::Debug for EventQueue {
 mod tests {
     use super::*;
 
+    /// Takes the oldest event of a queue no nexus owns.
+    fn pop(queue: &EventQueue) -> Option<Event> {
+        // SAFETY: these queues belong to no nexus, and each test is their only user.
+        unsafe { queue.pop() }
+    }
+
     #[test]
     fn full_queue_hands_the_event_back_and_keeps_the_rest() {
         let queue = OwnedQueue::new(2, false, None);
@@ -258,9 +417,9 @@ mod tests {
         queue.put(Event::new(2, 1, 0, ())).unwrap();
         let err = queue.put(Event::new(3, 1, 0, ())).unwrap_err();
         assert_eq!(err.into_event().map(|e| e.id), Some(3));
-        assert_eq!(queue.pop().map(|e| e.id), Some(1));
-        assert_eq!(queue.pop().map(|e| e.id), Some(2));
-        assert!(queue.pop().is_none());
+        assert_eq!(pop(&queue).map(|e| e.id), Some(1));
+        assert_eq!(pop(&queue).map(|e| e.id), Some(2));
+        assert!(pop(&queue).is_none());
     }
 
     #[test]
@@ -295,7 +454,7 @@ mod tests {
                 "round {round}: nothing of an old lease got in"
             );
             assert_eq!(owner.accepted(), 1);
-            assert_eq!(owner.pop().map(|e| e.id), Some(round));
+            assert_eq!(pop(&owner).map(|e| e.id), Some(round));
             old.push(owner.clone());
         }
     }
@@ -310,7 +469,7 @@ mod tests {
             let next = OwnedQueue::new(3, false, None);
             assert!(next.is_empty());
             assert_eq!(next.accepted(), 0);
-            assert!(next.pop().is_none());
+            assert!(pop(&next).is_none());
         }
     }
 }

@@ -8,7 +8,7 @@
 //! the `Spare` and becomes the future's box (it was allocated exactly as a `Box` of that type
 //! would be), so a waiting call costs what it always did.
 //!
-//! One of the crate's three `unsafe` modules (with `nexus::gate` and `early`): it places values
+//! One of the crate's four `unsafe` modules (with `nexus::gate`, `early` and `queue`): it places values
 //! in raw memory and hands that memory to a `Box`.
 #![allow(unsafe_code)]
 

@@ -99,6 +99,10 @@ thread_local! {
 /// This thread's mark for one nexus in its chain of handler calls: taken off again when
 /// dropped, also when what runs under it unwinds. It also holds the cause that events made on
 /// this thread had before, given back when it is dropped.
+///
+/// Pushed only by a dispatch that holds its nexus's gate, and dropped before the gate is given
+/// back: a handler's `EventQueue::put` relies on this (through [`innermost_is`]) to reach the
+/// events kept beside the queue without a lock.
 struct Mark {
     cause_before: Option<Cause>,
 }
@@ -145,8 +149,22 @@ fn pop_deeper() {
     DEEPER.with(|deeper| deeper.borrow_mut().pop());
 }
 
+/// What tells a nexus from every other one alive, in this thread's chain: its queue's key.
 fn address(inner: &Inner) -> usize {
-    std::ptr::from_ref(inner) as usize
+    inner.queue.key()
+}
+
+/// Whether the innermost nexus whose handlers are being polled on this thread is the one whose
+/// queue has `key`: then the dispatch holding its gate is being polled here.
+#[inline]
+pub(crate) fn innermost_is(key: usize) -> bool {
+    DISPATCHING.with(|chain| {
+        let depth = chain.depth.get();
+        depth
+            .checked_sub(1)
+            .and_then(|at| chain.nexuses.get(at))
+            .is_some_and(|nexus| nexus.get() == key)
+    })
 }
 
 /// Where a nexus stands in this thread's chain of handler calls.
@@ -535,10 +553,12 @@ impl Cursor {
         }
     }
 
-    /// Starts on the event [`EventQueue::pop_into`] put in place.
+    /// Starts on the event `EventQueue::pop_into` put in place.
     #[inline]
     fn begin_in_place(&mut self) {
-        self.cause = self.event.as_ref().map(Event::as_cause);
+        if let Some(event) = &self.event {
+            self.cause = Some(event.as_cause());
+        }
         self.at = At::Filter(0);
     }
 
@@ -1168,7 +1188,7 @@ impl<'a, T: Then> Dispatch<'a, T> {
                 let mark = Mark::push(address(inner), cursor.cause);
                 let ran = cursor.advance(inner, &mut guard, cx, &mut first_error);
                 drop(mark);
-                if ran.is_ready() && inner.queue.is_empty() {
+                if ran.is_ready() && !inner.queue.any() {
                     drop(guard);
                     return Poll::Ready(first_error);
                 }
@@ -1352,7 +1372,7 @@ impl<'a, T: Then> Live<'a, T> {
                 // The event has arrived: counted here, under the gate, apart from its outcome.
                 bump(&inner.outcomes.arrived);
                 guard.refresh(inner);
-                if !inner.queue.is_empty() {
+                if inner.queue.any() {
                     self.set_own_aside();
                 }
             }
@@ -1372,7 +1392,7 @@ impl<'a, T: Then> Live<'a, T> {
         } else {
             ready!(advance_found(&mut self.cursor, inner, guard, cx));
         }
-        if !T::RUNS && self.own.is_none() && inner.queue.is_empty() {
+        if !T::RUNS && self.own.is_none() && !inner.queue.any() {
             return Poll::Ready(self.first_error.take());
         }
         self.drain(cx, mark.cause_before)
@@ -1393,8 +1413,10 @@ impl<'a, T: Then> Live<'a, T> {
             return Poll::Ready(self.first_error.take());
         };
         loop {
-            // The cursor's event was taken by its last handler, or is done with.
-            match inner.queue.pop_into(&mut self.cursor.event) {
+            // The cursor's event was taken by its last handler (or the dispatch is over).
+            #[allow(unsafe_code)]
+            // SAFETY: this dispatch holds the gate (`Stage::Held`).
+            match unsafe { inner.queue.pop_into(&mut self.cursor.event) } {
                 true => {
                     guard.refresh(inner);
                     self.cursor.begin_in_place();
@@ -1454,7 +1476,9 @@ impl<'a, T: Then> Live<'a, T> {
     /// caller's, so they go first, and their failures go to the error policy alone.
     #[cold]
     fn set_own_aside(&mut self) {
-        if let Some(next) = self.inner.queue.pop() {
+        #[allow(unsafe_code)]
+        // SAFETY: called only while this dispatch holds the gate.
+        if let Some(next) = unsafe { self.inner.queue.pop() } {
             self.own = self.cursor.event.take().map(Box::new);
             self.cursor.begin(next);
         }
@@ -1554,7 +1578,7 @@ fn straight<'a>(
     // The event has arrived: counted here, under the gate, apart from its outcome.
     bump(&inner.outcomes.arrived);
     guard.refresh(inner);
-    if !inner.queue.is_empty() {
+    if inner.queue.any() {
         return Straight::Handover(Entry::Queued(guard));
     }
     let Dispatcher { table, spare, .. } = &mut *guard;
@@ -1577,7 +1601,7 @@ fn straight<'a>(
         Filtered::Waits(waiting, at) => Some((waiting, At::Filter(at))),
     };
     drop(mark);
-    if waiting.is_none() && inner.queue.is_empty() {
+    if waiting.is_none() && !inner.queue.any() {
         drop(guard);
         return Straight::Done(first_error);
     }
