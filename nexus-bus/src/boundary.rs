@@ -753,6 +753,9 @@ mod tests {
         }
     }
 
+    /// The same on one thread, step by step: a sender waiting for room is granted it as the
+    /// producer takes an event, and the producer is given up before the sender runs again. The
+    /// sender's event comes back to it, or in the close's error, and the close returns.
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn an_event_a_waiting_sender_puts_in_as_the_producer_is_given_up_is_handed_back() {
         let boundary = AsyncEventBoundary::new(1);
