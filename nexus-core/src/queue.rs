@@ -275,7 +275,7 @@ impl EventQueue {
         }
         let len = items.len();
         let full = len >= self.capacity || {
-            // See `put_near`.
+            // See `reserve_near`.
             self.slot.len.store(len + 1, Ordering::SeqCst);
             len + 1 + self.slot.near_len.load(Ordering::SeqCst) > self.capacity
         };
@@ -330,19 +330,12 @@ impl EventQueue {
     ///
     /// The caller holds the gate of this queue's nexus (it is the dispatcher, which alone takes
     /// events), or is the only user of a queue no nexus owns.
-    #[inline(always)]
+    #[inline]
     pub(crate) unsafe fn pop(&self) -> Option<Event> {
-        let near = self.slot.near_len.load(Ordering::Relaxed);
-        if near != 0 {
-            // SAFETY: by the caller's promise, as `with_near` asks.
-            let event = unsafe { self.slot.with_near(VecDeque::pop_front) };
-            self.slot.near_len.store(near - 1, Ordering::Release);
-            return event;
-        }
-        if self.slot.len.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        self.pop_locked()
+        let mut event = None;
+        // SAFETY: by the caller's promise, as `pop_into` asks.
+        unsafe { self.pop_into(&mut event) };
+        event
     }
 
     /// Moves the oldest waiting event into `slot` (what was left there is dropped first), and
