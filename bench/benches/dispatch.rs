@@ -19,11 +19,15 @@
 //! Each floor clones the queue handle for each call, as a nexus hands one to each handler. The
 //! single path has one reference more, `dynamic_locked`: the dynamic floor with its table behind
 //! a `std::sync::Mutex` locked for each event, what one-at-a-time dispatch from any thread adds
-//! at least (an uncontended lock and unlock, two locked instructions). And nexus has one case
-//! more there and on the filter path, `nexus_plain`: its handler (or filters) plain closures, as
-//! the dynamic floor's are, where `nexus` and the static floor call async ones; and one more on
-//! the single path, `nexus_async_fn`: its handler an `async fn`, registered as `#[handler]`
-//! registers one.
+//! at least (an uncontended lock and unlock, two locked instructions). The single, filter and
+//! fanout paths have one more, `static_guarded`: the static floor with what a nexus keeps for
+//! each event (the running check, the gate, the counts, the queue looked at, the thread's cause
+//! and mark, each call guarded against a panic), each step as tight as it can be written, its
+//! calls polled once within one poll: what those guarantees cost at least, and how far nexus is
+//! from code that keeps them. And nexus has one case more on the single and filter paths,
+//! `nexus_plain`: its handler (or filters) plain closures, as the dynamic floor's are, where
+//! `nexus` and the static floor call async ones; and one more on the single path,
+//! `nexus_async_fn`: its handler an `async fn`, registered as `#[handler]` registers one.
 //!
 //! The `decode` path reads messages as a network receiver does (`wire::decode`), beside
 //! `serde_json` reading them into a struct of the same fields with its `Deserialize` derived.
@@ -49,13 +53,16 @@
 //! `NEXUS_PYTHON` and `NEXUS_PYTHON_REFERENCE` (an interpreter with async-nexus installed and
 //! the path of `python_reference.py`: the original is then measured in the same run).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::hint::black_box;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use nexus::bus::{AsyncEventBoundary, EventFanout};
@@ -71,11 +78,12 @@ use tokio::sync::Notify;
 const TYPE: i64 = 99;
 /// The cases that are floors or references, not nexus or a peer: no ratio of their own, grey in
 /// the chart.
-const FLOORS: [&str; 6] = [
+const FLOORS: [&str; 7] = [
     "naive",
     "dynamic",
     "static",
     "dynamic_locked",
+    "static_guarded",
     "floor_mpsc",
     "serde_derive",
 ];
@@ -248,6 +256,142 @@ async fn static_single(n: u64) -> Duration {
     start.elapsed()
 }
 
+/// What the guarded floor keeps for each event, as a nexus keeps it: whether it runs, its gate
+/// (and whether another task waits for it), its counts, and its queue's length.
+struct Guards {
+    running: AtomicBool,
+    gate: AtomicBool,
+    waiters: AtomicUsize,
+    arrived: AtomicU64,
+    dispatched: AtomicU64,
+    queued: AtomicUsize,
+}
+
+thread_local! {
+    /// The guarded floor's cause of events made now: the event being handled, and its root.
+    static GUARDED_CAUSE: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    /// The guarded floor's mark of the dispatcher whose handler runs now, that a call back
+    /// into it is told by.
+    static GUARDED_INSIDE: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Guards {
+    /// Takes the gate for an event, as a nexus does before calling its handler.
+    #[inline(always)]
+    fn enter(&self) {
+        if !self.running.load(Ordering::Acquire) {
+            unreachable!("running throughout");
+        }
+        if self
+            .gate
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            unreachable!("one task");
+        }
+        let arrived = self.arrived.load(Ordering::Relaxed);
+        self.arrived.store(arrived + 1, Ordering::Relaxed);
+        if self.queued.load(Ordering::Acquire) != 0 {
+            unreachable!("nothing queued");
+        }
+    }
+
+    /// Gives the gate back after an event's handler, as a nexus does.
+    #[inline(always)]
+    fn leave(&self) {
+        let dispatched = self.dispatched.load(Ordering::Relaxed);
+        self.dispatched.store(dispatched + 1, Ordering::Relaxed);
+        if self.queued.load(Ordering::Acquire) != 0 {
+            unreachable!("nothing queued");
+        }
+        self.gate.store(false, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            unreachable!("no task waits");
+        }
+    }
+
+    /// Sets the thread's cause of events made now (`event`) and its mark of the dispatcher
+    /// whose handlers run, as a nexus does around its handlers' calls; the values before.
+    #[inline(always)]
+    fn mark(&self, event: &Event) -> (Option<(u64, u64)>, usize) {
+        (
+            GUARDED_CAUSE.replace(Some((event.id, event.id))),
+            GUARDED_INSIDE.replace(std::ptr::from_ref(self) as usize),
+        )
+    }
+
+    /// Gives back the thread's cause and mark that [`mark`](Self::mark) found.
+    #[inline(always)]
+    fn unmark((cause, inside): (Option<(u64, u64)>, usize)) {
+        GUARDED_INSIDE.set(inside);
+        GUARDED_CAUSE.set(cause);
+    }
+
+    fn new() -> Self {
+        Self {
+            running: AtomicBool::new(true),
+            gate: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
+            arrived: AtomicU64::new(0),
+            dispatched: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// Holds that `n` events arrived and were dispatched.
+    fn check(self, n: u64) {
+        assert_eq!(
+            (self.arrived.into_inner(), self.dispatched.into_inner()),
+            (n, n)
+        );
+    }
+}
+
+/// `call` polled once, guarded against a panic, as a nexus calls each handler and filter: its
+/// output (the guarded floors' calls complete at once).
+#[inline(always)]
+fn guarded<F: Future>(call: F, cx: &mut Context<'_>) -> F::Output {
+    let mut call = std::pin::pin!(call);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+        Ok(Poll::Ready(output)) => output,
+        Ok(Poll::Pending) => unreachable!("completes at once"),
+        Err(_) => unreachable!("no panic"),
+    }
+}
+
+/// The guarded floor: the static floor with what a nexus keeps for each event, each step as
+/// tight as it can be written: whether it runs (a load), its gate taken and given back (a
+/// compare-and-swap, then a swap and a load: the two locked instructions), the event counted as
+/// it arrives and as it ends, its queue looked at before the call and after it, the cause that
+/// events made by the handler get and the mark that tells a call back from the handler (two
+/// thread-locals set, then given back), and the call guarded against a panic. Nothing is looked
+/// up at run time: its difference from the static floor is what those guarantees cost at
+/// least, and a nexus's difference from it is the rest.
+async fn guarded_single(n: u64) -> Duration {
+    let guards = Guards::new();
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        // One poll, in which the event is made and dispatched, its handler polled once.
+        std::future::poll_fn(|cx| {
+            let event = event(i);
+            guards.enter();
+            let before = guards.mark(&event);
+            match event.event_type.as_int() {
+                Some(TYPE) => guarded(direct_handler(event, queue.clone()), cx),
+                _ => unreachable!("one type"),
+            }
+            Guards::unmark(before);
+            guards.leave();
+            Poll::Ready(())
+        })
+        .await;
+    }
+    let took = start.elapsed();
+    guards.check(n);
+    took
+}
+
 type SyncHandler = Box<dyn Fn(Event, EventQueue) + Send + Sync>;
 
 /// The dynamic floor: handlers chosen at run time from a fast map of `dyn Fn`, called without a
@@ -368,6 +512,38 @@ async fn static_filters(n: u64) -> Duration {
         }
     }
     start.elapsed()
+}
+
+/// The static floor of four filters with what a nexus keeps for each event (see
+/// [`guarded_single`]), each filter's call guarded against a panic as the handler's is.
+async fn guarded_filters(n: u64) -> Duration {
+    let guards = Guards::new();
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        std::future::poll_fn(|cx| {
+            let event = event(i);
+            guards.enter();
+            let before = guards.mark(&event);
+            let consumed = guarded(passing_filter(&event), cx)
+                || guarded(passing_filter(&event), cx)
+                || guarded(passing_filter(&event), cx)
+                || guarded(passing_filter(&event), cx);
+            if !consumed {
+                match event.event_type.as_int() {
+                    Some(TYPE) => guarded(direct_handler(event, queue.clone()), cx),
+                    _ => unreachable!("one type"),
+                }
+            }
+            Guards::unmark(before);
+            guards.leave();
+            Poll::Ready(())
+        })
+        .await;
+    }
+    let took = start.elapsed();
+    guards.check(n);
+    took
 }
 
 type SyncFilter = Box<dyn Fn(&Event) -> bool + Send + Sync>;
@@ -586,6 +762,37 @@ async fn static_fanout(n: u64) -> Duration {
         }
     }
     start.elapsed()
+}
+
+/// The static floor of a fanout to eight with what a nexus keeps for each event (see
+/// [`guarded_single`]), each handler's call guarded against a panic.
+async fn guarded_fanout(n: u64) -> Duration {
+    let guards = Guards::new();
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        std::future::poll_fn(|cx| {
+            let event = event(i);
+            guards.enter();
+            let before = guards.mark(&event);
+            match event.event_type.as_int() {
+                Some(TYPE) => {
+                    for _ in 1..FANOUT {
+                        guarded(direct_handler(event.clone(), queue.clone()), cx);
+                    }
+                    guarded(direct_handler(event, queue.clone()), cx);
+                }
+                _ => unreachable!("one type"),
+            }
+            Guards::unmark(before);
+            guards.leave();
+            Poll::Ready(())
+        })
+        .await;
+    }
+    let took = start.elapsed();
+    guards.check(n);
+    took
 }
 
 async fn dynamic_fanout(n: u64) -> Duration {
@@ -1142,11 +1349,13 @@ fn main() {
         case("single", "dynamic", n, dynamic_single),
         case("single", "static", n, static_single),
         case("single", "dynamic_locked", n, locked_single),
+        case("single", "static_guarded", n, guarded_single),
         case("filters4", "nexus", n, nexus_filters),
         case("filters4", "nexus_plain", n, nexus_filters_plain),
         case("filters4", "naive", n, floor_filters),
         case("filters4", "dynamic", n, dynamic_filters),
         case("filters4", "static", n, static_filters),
+        case("filters4", "static_guarded", n, guarded_filters),
         case("chain10", "nexus", n, nexus_chain),
         case("chain10", "naive", n, floor_chain),
         case("chain10", "dynamic", n, dynamic_chain),
@@ -1156,6 +1365,7 @@ fn main() {
         case("fanout8", "naive", n, floor_fanout),
         case("fanout8", "dynamic", n, dynamic_fanout),
         case("fanout8", "static", n, static_fanout),
+        case("fanout8", "static_guarded", n, guarded_fanout),
         case("producer", "nexus", n, nexus_producer),
         case("producer", "nexus_ranked", n, nexus_producer_ranked),
         case("producer", "floor_mpsc", n, floor_mpsc),
@@ -1259,6 +1469,12 @@ fn main() {
             ("single", "dynamic_locked") => {
                 format!("{:.2}x dynamic", value / ns("single", "dynamic"))
             }
+            (_, "static_guarded") => {
+                format!("{:.2}x static", value / ns(c.name, "static"))
+            }
+            ("single" | "filters4" | "fanout8", _) if c.what.starts_with("nexus") => {
+                format!("{} guarded", ratio(ns(c.name, "static_guarded")))
+            }
             _ => String::new(),
         };
         println!(
@@ -1288,12 +1504,12 @@ fn main() {
         } else {
             format!("{name}_{what}")
         };
-        for floor in ["naive", "dynamic", "static"] {
-            push(
-                &format!("{prefix}_vs_{floor}"),
-                ns(name, what) / ns(name, floor),
-                3,
-            );
+        for floor in ["naive", "dynamic", "static", "static_guarded"] {
+            let ratio = ns(name, what) / ns(name, floor);
+            // The chain has no guarded floor: what a nexus keeps for it includes its queue's.
+            if ratio.is_finite() || floor != "static_guarded" {
+                push(&format!("{prefix}_vs_{floor}"), ratio, 3);
+            }
         }
     }
     // What an uncontended lock around each event adds to the dynamic floor: the least a
@@ -1303,6 +1519,14 @@ fn main() {
         ns("single", "dynamic_locked") / ns("single", "dynamic"),
         3,
     );
+    // What the guarantees a nexus keeps for each event cost the static floor at least.
+    for name in ["single", "filters4", "fanout8"] {
+        push(
+            &format!("{name}_static_guarded_vs_static"),
+            ns(name, "static_guarded") / ns(name, "static"),
+            3,
+        );
+    }
     push("producer_vs_mpsc", ns("producer", "nexus") / mpsc, 3);
     push(
         "decode_vs_serde_derive",
