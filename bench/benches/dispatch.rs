@@ -19,12 +19,13 @@
 //! Each floor clones the queue handle for each call, as a nexus hands one to each handler. The
 //! single path has one reference more, `dynamic_locked`: the dynamic floor with its table behind
 //! a `std::sync::Mutex` locked for each event, what one-at-a-time dispatch from any thread adds
-//! at least (an uncontended lock and unlock, two locked instructions). The single, filter and
-//! fanout paths have one more, `static_guarded`: the static floor with what a nexus keeps for
-//! each event (the running check, the gate, the counts, the queue looked at, the thread's cause
-//! and mark, each call guarded against a panic), each step as tight as it can be written, its
-//! calls polled once within one poll: what those guarantees cost at least, and how far nexus is
-//! from code that keeps them. And nexus has one case more on the single and filter paths,
+//! at least (an uncontended lock and unlock, two locked instructions). The single, filter, chain
+//! and fanout paths have one more, `static_guarded`: the static floor with what a nexus keeps
+//! for each event (the running check, the gate, the counts, the queue looked at, the thread's
+//! cause and mark, each call guarded against a panic; on the chain, each secondary event put and
+//! taken as a nexus's queue puts and takes a handler's events), each step as tight as it can be
+//! written, its calls polled once within one poll: what those guarantees cost at least, and how
+//! far nexus is from code that keeps them. And nexus has one case more on the single and filter paths,
 //! `nexus_plain`: its handler (or filters) plain closures, as the dynamic floor's are, where
 //! `nexus` and the static floor call async ones; and one more on the single path,
 //! `nexus_async_fn`: its handler an `async fn`, registered as `#[handler]` registers one.
@@ -68,7 +69,7 @@ use std::time::{Duration, Instant};
 use nexus::bus::{AsyncEventBoundary, EventFanout};
 use nexus::channel::Overflow;
 use nexus::sources::{ChannelProducer, EventSender, Timer, TimerKind};
-use nexus::{AsyncEventNexus, Event, EventQueue, Handler};
+use nexus::{AsyncEventNexus, Cause, Event, EventQueue, Handler};
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
@@ -296,11 +297,16 @@ impl Guards {
         }
     }
 
-    /// Gives the gate back after an event's handler, as a nexus does.
+    /// Counts an event dispatched, as a nexus counts each event's outcome.
     #[inline(always)]
-    fn leave(&self) {
+    fn dispatched(&self) {
         let dispatched = self.dispatched.load(Ordering::Relaxed);
         self.dispatched.store(dispatched + 1, Ordering::Relaxed);
+    }
+
+    /// Gives the gate back after an event's handlers, as a nexus does.
+    #[inline(always)]
+    fn leave(&self) {
         if self.queued.load(Ordering::Acquire) != 0 {
             unreachable!("nothing queued");
         }
@@ -338,11 +344,11 @@ impl Guards {
         }
     }
 
-    /// Holds that `n` events arrived and were dispatched.
-    fn check(self, n: u64) {
+    /// Holds that `arrived` events arrived and `dispatched` were dispatched.
+    fn check(self, arrived: u64, dispatched: u64) {
         assert_eq!(
             (self.arrived.into_inner(), self.dispatched.into_inner()),
-            (n, n)
+            (arrived, dispatched)
         );
     }
 }
@@ -375,6 +381,7 @@ macro_rules! guarded_floor {
                 guards.enter();
                 let before = guards.mark(&$event);
                 $dispatch;
+                guards.dispatched();
                 Guards::unmark(before);
                 guards.leave();
                 Poll::Ready(())
@@ -382,7 +389,7 @@ macro_rules! guarded_floor {
             .await;
         }
         let took = start.elapsed();
-        guards.check($n);
+        guards.check($n, $n);
         took
     }};
 }
@@ -664,6 +671,142 @@ async fn static_chain(n: u64) -> Duration {
         }
     }
     start.elapsed()
+}
+
+/// What the guarded chain floor's queue keeps as a nexus's queue keeps it for a handler's
+/// events: whether events may go beside the locked queue, the lease of the handle, the count of
+/// those beside it and of those on the locked queue (read by puts from other threads, and theirs
+/// read here, both sequentially consistent, so that two puts never take the last place
+/// together), the events accepted, and the capacity.
+struct GuardedQueue {
+    open: AtomicBool,
+    lease: AtomicU64,
+    near: AtomicUsize,
+    locked: AtomicUsize,
+    accepted: AtomicU64,
+}
+
+impl GuardedQueue {
+    fn new() -> Self {
+        Self {
+            open: AtomicBool::new(true),
+            lease: AtomicU64::new(1),
+            near: AtomicUsize::new(0),
+            locked: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+        }
+    }
+
+    /// Puts a handler's `event` beside the queue as a nexus's queue does: the cause of the
+    /// event being handled given to it, the caller found to be a handler of the dispatcher
+    /// whose gate is held, the lease and the room checked, the place counted.
+    #[inline(always)]
+    fn put(&self, guards: &Guards, events: &mut VecDeque<Event>, mut event: Event) {
+        if event.cause.is_none()
+            && let Some((id, root)) = GUARDED_CAUSE.get()
+            && id != event.id
+        {
+            event.cause = Some(Cause { id, root });
+        }
+        if !self.open.load(Ordering::Relaxed)
+            || GUARDED_INSIDE.get() != std::ptr::from_ref(guards) as usize
+            || self.lease.load(Ordering::Acquire) != 1
+        {
+            unreachable!("a handler's put");
+        }
+        let near = self.near.load(Ordering::Relaxed);
+        if near >= CAPACITY {
+            unreachable!("room");
+        }
+        self.near.store(near + 1, Ordering::SeqCst);
+        if self.locked.load(Ordering::SeqCst) != 0 {
+            unreachable!("nothing on the locked queue");
+        }
+        events.push_back(event);
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        self.accepted.store(accepted + 1, Ordering::Relaxed);
+    }
+
+    /// Takes the next event from beside the queue, as a nexus's dispatcher does.
+    #[inline(always)]
+    fn pop(&self, events: &mut VecDeque<Event>) -> Option<Event> {
+        let near = self.near.load(Ordering::Relaxed);
+        if near == 0 {
+            if self.locked.load(Ordering::Acquire) != 0 {
+                unreachable!("nothing on the locked queue");
+            }
+            return None;
+        }
+        let event = events.pop_front();
+        self.near.store(near - 1, Ordering::Release);
+        event
+    }
+}
+
+/// The static floor's chain handler, putting the next event as a nexus's queue does.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "slower as an `async fn`: see `direct_handler`"
+)]
+#[inline]
+fn guarded_chain_handler<'a>(
+    event: Event,
+    _queue: EventQueue,
+    (guards, queue, events): (&'a Guards, &'a GuardedQueue, &'a mut VecDeque<Event>),
+) -> impl Future<Output = ()> + Send + use<'a> {
+    async move {
+        body(&event);
+        let t = event.event_type.as_int().unwrap_or(CHAIN) + 1;
+        if t <= CHAIN {
+            queue.put(guards, events, Event::new(event.id, t, 0, event.payload));
+        }
+    }
+}
+
+/// The static floor of the chain with what a nexus keeps for each event (see
+/// [`guarded_single`]) and for each event its handlers put: the gate and the thread's mark held
+/// for the whole chain, each event's cause set as it is dispatched and each dispatch counted,
+/// each call guarded against a panic, and each secondary event put and taken as a nexus's queue
+/// puts and takes a handler's events ([`GuardedQueue`]).
+async fn guarded_chain(n: u64) -> Duration {
+    let guards = Guards::new();
+    let queue = AsyncEventNexus::new().queue().clone();
+    let beside = GuardedQueue::new();
+    let mut events: VecDeque<Event> = VecDeque::with_capacity(CAPACITY);
+    let start = Instant::now();
+    for i in 0..n / CHAIN as u64 {
+        std::future::poll_fn(|cx| {
+            let first = Event::new(i, 1, 0, i as i64);
+            guards.enter();
+            let before = guards.mark(&first);
+            let mut current = Some(first);
+            while let Some(event) = current {
+                GUARDED_CAUSE.set(Some((event.id, event.root())));
+                match event.event_type.as_int() {
+                    Some(1..=CHAIN) => guarded(
+                        guarded_chain_handler(
+                            event,
+                            queue.clone(),
+                            (&guards, &beside, &mut events),
+                        ),
+                        cx,
+                    ),
+                    _ => unreachable!("ten types"),
+                }
+                guards.dispatched();
+                current = beside.pop(&mut events);
+            }
+            Guards::unmark(before);
+            guards.leave();
+            Poll::Ready(())
+        })
+        .await;
+    }
+    let took = start.elapsed();
+    let ingests = n / CHAIN as u64;
+    assert_eq!(beside.accepted.into_inner(), ingests * (CHAIN as u64 - 1));
+    guards.check(ingests, ingests * CHAIN as u64);
+    took
 }
 
 type SyncChainHandler = Box<dyn Fn(Event, EventQueue, &mut VecDeque<Event>) + Send + Sync>;
@@ -1338,6 +1481,7 @@ fn main() {
         case("chain10", "naive", n, floor_chain),
         case("chain10", "dynamic", n, dynamic_chain),
         case("chain10", "static", n, static_chain),
+        case("chain10", "static_guarded", n, guarded_chain),
         case("fanout8", "nexus", n, nexus_fanout),
         case("fanout8", "nexus_multiple", n, nexus_multiple),
         case("fanout8", "naive", n, floor_fanout),
@@ -1450,7 +1594,7 @@ fn main() {
             (_, "static_guarded") => {
                 format!("{:.2}x static", value / ns(c.name, "static"))
             }
-            ("single" | "filters4" | "fanout8", _) if c.what.starts_with("nexus") => {
+            ("single" | "filters4" | "chain10" | "fanout8", _) if c.what.starts_with("nexus") => {
                 format!("{} guarded", ratio(ns(c.name, "static_guarded")))
             }
             _ => String::new(),
@@ -1483,11 +1627,11 @@ fn main() {
             format!("{name}_{what}")
         };
         for floor in ["naive", "dynamic", "static", "static_guarded"] {
-            let ratio = ns(name, what) / ns(name, floor);
-            // The chain has no guarded floor: what a nexus keeps for it includes its queue's.
-            if ratio.is_finite() || floor != "static_guarded" {
-                push(&format!("{prefix}_vs_{floor}"), ratio, 3);
-            }
+            push(
+                &format!("{prefix}_vs_{floor}"),
+                ns(name, what) / ns(name, floor),
+                3,
+            );
         }
     }
     // What an uncontended lock around each event adds to the dynamic floor: the least a
@@ -1498,7 +1642,7 @@ fn main() {
         3,
     );
     // What the guarantees a nexus keeps for each event cost the static floor at least.
-    for name in ["single", "filters4", "fanout8"] {
+    for name in ["single", "filters4", "chain10", "fanout8"] {
         push(
             &format!("{name}_static_guarded_vs_static"),
             ns(name, "static_guarded") / ns(name, "static"),
