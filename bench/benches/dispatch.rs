@@ -677,7 +677,7 @@ async fn static_chain(n: u64) -> Duration {
 /// events: whether events may go beside the locked queue, the lease of the handle, the count of
 /// those beside it and of those on the locked queue (read by puts from other threads, and theirs
 /// read here, both sequentially consistent, so that two puts never take the last place
-/// together), the events accepted, and the capacity.
+/// together), and the events accepted. Its capacity is the bench's, `CAPACITY`.
 struct GuardedQueue {
     open: AtomicBool,
     lease: AtomicU64,
