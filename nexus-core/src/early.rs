@@ -8,8 +8,8 @@
 //! It may also start empty and be given its value later ([`Early::set`]), so that an owner that
 //! usually finishes without it never writes it.
 //!
-//! One of the crate's four `unsafe` modules (with `nexus::gate`, `spare` and `queue`): the value is in a
-//! `MaybeUninit`, there exactly while the flag is set, and dropped at most once.
+//! One of the crate's four `unsafe` modules (with `nexus::gate`, `spare` and `queue`): the value
+//! is in a `MaybeUninit`, there exactly while the flag is set, and dropped at most once.
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;

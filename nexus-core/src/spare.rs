@@ -8,8 +8,8 @@
 //! the `Spare` and becomes the future's box (it was allocated exactly as a `Box` of that type
 //! would be), so a waiting call costs what it always did.
 //!
-//! One of the crate's four `unsafe` modules (with `nexus::gate`, `early` and `queue`): it places values
-//! in raw memory and hands that memory to a `Box`.
+//! One of the crate's four `unsafe` modules (with `nexus::gate`, `early` and `queue`): it places
+//! values in raw memory and hands that memory to a `Box`.
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};

@@ -5,8 +5,8 @@
 //! the one it wakes instead of unlocking, so a task that dispatches in a tight loop cannot starve
 //! the others: waiters are served first in, first out.
 //!
-//! One of the crate's four `unsafe` modules (with `spare`, `early` and `queue`): the value is reached
-//! through an `UnsafeCell` while the gate is held, which the lock protocol below makes
+//! One of the crate's four `unsafe` modules (with `spare`, `early` and `queue`): the value is
+//! reached through an `UnsafeCell` while the gate is held, which the lock protocol below makes
 //! exclusive.
 #![allow(unsafe_code)]
 
