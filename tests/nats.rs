@@ -171,6 +171,49 @@ async fn burst_arrives_in_order(app: &AsyncEventNexus, seen: &Mutex<Vec<u64>>, n
     assert_eq!(*seen.lock().unwrap(), (0..n).collect::<Vec<_>>());
 }
 
+/// A burst in which every third event has a cause (sent in headers, and dispatched alone) and
+/// the others none (dispatched in runs, several to one hold of the nexus): every event arrives,
+/// in the order published, with its own cause.
+async fn a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_cause() {
+    const BURST: u64 = 3_000;
+    let server = NatsServer::start();
+    let out = plain(&server).await;
+    let receiver = AsyncEventNexus::new();
+    // The id and cause of each event dispatched.
+    let seen: Arc<Mutex<Vec<_>>> = Arc::default();
+    let s = seen.clone();
+    receiver
+        .add_handler(4, move |e: Event, _q: EventQueue| {
+            s.lock().unwrap().push((e.id, e.cause))
+        })
+        .unwrap();
+    receiver
+        .add_producer(roomy_subscriber(&server, 2 * BURST as usize).await)
+        .unwrap();
+    drop(running(&receiver).await);
+    let cause_of = |id: u64| {
+        id.is_multiple_of(3).then_some(nexus::Cause {
+            id: id + BURST,
+            root: 1,
+        })
+    };
+    let app = sender(&out).await;
+    for id in 0..BURST {
+        let mut event = Event::new(id, 4, 0, "burst");
+        event.cause = cause_of(id);
+        app.ingest(event).await.unwrap();
+    }
+    until("the whole burst", || {
+        seen.lock().unwrap().len() as u64 >= BURST
+    })
+    .await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        (0..BURST).map(|id| (id, cause_of(id))).collect::<Vec<_>>()
+    );
+    assert_eq!(receiver.stats().dispatched, BURST);
+}
+
 /// Events whose handler fails, in the middle of a burst, are counted as
 /// failed; the subscriber goes on with the events after each, and every event arrives.
 async fn failing_events_on_plain_nats_do_not_stop_the_ones_after_them() {
@@ -910,6 +953,14 @@ fn main() -> std::process::ExitCode {
         Trial::needing("a_burst_on_plain_nats_arrives_whole_and_in_order", || {
             block_on(a_burst_on_plain_nats_arrives_whole_and_in_order())
         }),
+        Trial::needing(
+            "a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_cause",
+            || {
+                block_on(
+                    a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_cause(),
+                )
+            },
+        ),
         Trial::needing(
             "failing_events_on_plain_nats_do_not_stop_the_ones_after_them",
             || block_on(failing_events_on_plain_nats_do_not_stop_the_ones_after_them()),

@@ -684,25 +684,22 @@ impl NatsSubscriber {
                 _ = &mut stopped => break,
                 message = messages.next() => message,
             };
-            let Some(mut message) = message else { break };
+            let Some(message) = message else { break };
             // This message and those already there after it, up to `RUN`, go through one
             // lookup of the nexuses (held only for the run, so that an idle subscriber does not
             // keep a dropped nexus alive).
             let delivery = self.link.delivery();
-            for delivered in 1.. {
-                if !self.deliver(&delivery, &message).await
-                    || (asked.has_changed().unwrap_or(true) && *asked.borrow_and_update())
-                {
-                    return;
-                }
-                if delivered == RUN {
-                    break;
-                }
-                match messages.next().now_or_never() {
-                    Some(Some(next)) => message = next,
-                    Some(None) => return,
-                    None => break,
-                }
+            let mut run = Run {
+                subscriber: &self,
+                messages: &mut messages,
+                asked: &mut asked,
+                held: Some(message),
+                taken: 1,
+                started: false,
+                over: false,
+            };
+            if !run.deliver(&delivery).await {
+                return;
             }
         }
     }
@@ -847,6 +844,93 @@ impl NatsSubscriber {
                         tracing::warn!(error = %err, "negative acknowledgement not sent; the event comes again after ack_wait");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A run of messages of a plain subscription: the one it begins with and those already there
+/// after it, up to `RUN`, taken one at a time as the nexus is ready for each.
+struct Run<'a> {
+    subscriber: &'a NatsSubscriber,
+    messages: &'a mut async_nats::Subscriber,
+    asked: &'a mut tokio::sync::watch::Receiver<bool>,
+    /// The next message, taken from the subscription but not yet looked at, or one left for
+    /// [`NatsSubscriber::deliver`].
+    held: Option<async_nats::Message>,
+    /// Messages taken from the subscription in this run.
+    taken: usize,
+    /// Whether a message of the run was looked at: a stop asked for after it ends the run.
+    started: bool,
+    /// The subscriber is to end: a stop was asked for, or the subscription ended.
+    over: bool,
+}
+
+impl Run<'_> {
+    /// Delivers the run: messages without headers through one hold of the nexus's gate
+    /// ([`Delivery::distribute_run`]), each message with headers alone, in the span its trace
+    /// context asks for ([`NatsSubscriber::deliver`]), all in the order they came. `false` when
+    /// the subscriber is to end.
+    async fn deliver(&mut self, delivery: &Delivery<'_>) -> bool {
+        loop {
+            match delivery.distribute_run(|| self.next()).await {
+                Ok(()) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, "NATS event could not be dispatched");
+                    if err.is_bad_call() {
+                        return false;
+                    }
+                    // The event failed; the run goes on with the next.
+                    continue;
+                }
+            }
+            if self.over {
+                return false;
+            }
+            let Some(message) = self.held.take() else {
+                // `RUN` messages, or none waiting: the subscriber waits for the next.
+                return true;
+            };
+            if !self.subscriber.deliver(delivery, &message).await {
+                return false;
+            }
+        }
+    }
+
+    /// The event of the next message without headers; `None` at a message with headers (held
+    /// for [`NatsSubscriber::deliver`]), when none is waiting, after `RUN` messages, or once
+    /// the subscriber is to end. Messages that are not events it takes are counted and skipped.
+    fn next(&mut self) -> Option<Event> {
+        loop {
+            if self.started
+                && self.asked.has_changed().unwrap_or(true)
+                && *self.asked.borrow_and_update()
+            {
+                self.over = true;
+                return None;
+            }
+            self.started = true;
+            let message = match self.held.take() {
+                Some(message) => message,
+                None if self.taken == RUN => return None,
+                None => match self.messages.next().now_or_never() {
+                    Some(Some(message)) => {
+                        self.taken += 1;
+                        message
+                    }
+                    Some(None) => {
+                        self.over = true;
+                        return None;
+                    }
+                    None => return None,
+                },
+            };
+            if message.headers.is_some() {
+                self.held = Some(message);
+                return None;
+            }
+            if let Some(event) = self.subscriber.accept(&message.payload) {
+                return Some(event);
             }
         }
     }
