@@ -87,7 +87,36 @@ struct Slot {
     /// locked queue: they are ahead of everything there, and taken first. Only the owner's
     /// dispatch reaches it, without a lock: it holds the owner's gate, and polls the handlers
     /// that put here on its own thread (see [`Slot::with_near`]).
-    near: UnsafeCell<VecDeque<Event>>,
+    near: UnsafeCell<Near>,
+}
+
+/// The events beside the queue, first in first out. The oldest has a place of its own, filled
+/// only when no other is there, so that the common course (a handler puts one event, which is
+/// taken before the next is put) writes and reads it without a ring's index arithmetic; the
+/// others wait behind it in a ring, all newer than it.
+#[derive(Default)]
+struct Near {
+    first: Option<Event>,
+    rest: VecDeque<Event>,
+}
+
+impl Near {
+    #[inline(always)]
+    fn push_back(&mut self, event: Event) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(event);
+        } else {
+            self.rest.push_back(event);
+        }
+    }
+
+    #[inline(always)]
+    fn pop_front(&mut self) -> Option<Event> {
+        match self.first.take() {
+            Some(event) => Some(event),
+            None => self.rest.pop_front(),
+        }
+    }
 }
 
 // SAFETY: every field but `near` is `Sync` (`Event` is `Send`). `near` is reached only through
@@ -106,7 +135,7 @@ impl Slot {
     /// only that dispatch sets while it polls its handlers. Or the caller owns the slot alone
     /// (its owner's drop, once no dispatch of it can be). `f` runs no code of a user.
     #[inline]
-    unsafe fn with_near<R>(&self, f: impl FnOnce(&mut VecDeque<Event>) -> R) -> R {
+    unsafe fn with_near<R>(&self, f: impl FnOnce(&mut Near) -> R) -> R {
         // SAFETY: by the caller's promise, no other thread reaches `near` now, and no other
         // reference to it is live on this one (`f` calls nothing that could make one).
         f(unsafe { &mut *self.near.get() })
@@ -133,7 +162,7 @@ impl OwnedQueue {
                 near_open: AtomicBool::new(false),
                 near_len: AtomicUsize::new(0),
                 near_accepted: AtomicU64::new(0),
-                near: UnsafeCell::new(VecDeque::new()),
+                near: UnsafeCell::new(Near::default()),
             }))
         });
         let lease = {
@@ -401,6 +430,30 @@ mod tests {
     fn pop(queue: &EventQueue) -> Option<Event> {
         // SAFETY: these queues belong to no nexus, and each test is their only user.
         unsafe { queue.pop() }
+    }
+
+    proptest::proptest! {
+        /// The events beside the queue come out in the order they went in, whatever the mix of
+        /// puts and takes: as a ring alone would give them.
+        #[test]
+        fn events_beside_the_queue_are_first_in_first_out(
+            puts in proptest::collection::vec(proptest::bool::ANY, 0..64)
+        ) {
+            let mut near = Near::default();
+            let mut ring = VecDeque::new();
+            for (id, put) in (0u64..).zip(puts) {
+                if put {
+                    near.push_back(Event::new(id, 1, 0, ()));
+                    ring.push_back(id);
+                } else {
+                    proptest::prop_assert_eq!(near.pop_front().map(|e| e.id), ring.pop_front());
+                }
+            }
+            while let Some(id) = ring.pop_front() {
+                proptest::prop_assert_eq!(near.pop_front().map(|e| e.id), Some(id));
+            }
+            proptest::prop_assert!(near.pop_front().is_none());
+        }
     }
 
     #[test]
