@@ -187,10 +187,7 @@ async fn a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_ca
             s.lock().unwrap().push((e.id, e.cause))
         })
         .unwrap();
-    receiver
-        .add_producer(roomy_subscriber(&server, 2 * BURST as usize).await)
-        .unwrap();
-    drop(running(&receiver).await);
+    receive_roomy(&server, 2 * BURST as usize, &receiver).await;
     let cause_of = |id: u64| {
         id.is_multiple_of(3).then_some(nexus::Cause {
             id: id + BURST,
@@ -233,10 +230,7 @@ async fn failing_events_on_plain_nats_do_not_stop_the_ones_after_them() {
             }
         })
         .unwrap();
-    receiver
-        .add_producer(roomy_subscriber(&server, 2 * BURST as usize).await)
-        .unwrap();
-    drop(running(&receiver).await);
+    receive_roomy(&server, 2 * BURST as usize, &receiver).await;
     burst_arrives_in_order(&sender(&out).await, &seen, BURST).await;
     let stats = receiver.stats();
     let failing = (0..BURST).filter(|id| id % 7 == 3).count() as u64;
@@ -251,12 +245,17 @@ async fn roomy_receiver(
     room: usize,
 ) -> (AsyncEventNexus, Arc<Mutex<Vec<u64>>>) {
     let (receiver, seen) = recorder_of(4);
+    receive_roomy(server, room, &receiver).await;
+    (receiver, seen)
+}
+
+/// Feeds `receiver` from a [`roomy_subscriber`] with room for `room` messages, and runs it.
+async fn receive_roomy(server: &NatsServer, room: usize, receiver: &AsyncEventNexus) {
     receiver
         .add_producer(roomy_subscriber(server, room).await)
         .unwrap();
     // The loop runs on by itself; its handle is not needed.
-    drop(running(&receiver).await);
-    (receiver, seen)
+    drop(running(receiver).await);
 }
 
 /// A subscriber to the events of type 4 over plain NATS, on a connection with room for `room`
