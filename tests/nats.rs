@@ -211,6 +211,61 @@ async fn a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_ca
     assert_eq!(receiver.stats().dispatched, BURST);
 }
 
+/// A shutdown while a plain subscriber's run dispatches its first event, with the rest of a
+/// burst received behind it: the subscriber stops after that event, and every event it had
+/// received but not dispatched is handed back in the shutdown's report and counted as dropped,
+/// which then does not say it completed.
+async fn a_shutdown_during_a_run_of_plain_nats_messages_hands_back_what_it_did_not_dispatch() {
+    const BURST: u64 = 50;
+    let server = NatsServer::start();
+    let out = plain(&server).await;
+    let receiver = AsyncEventNexus::new();
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    let entered_tx = Mutex::new(Some(entered_tx));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (s, r) = (seen.clone(), release.clone());
+    receiver
+        .add_handler(4, move |e: Event, _q: EventQueue| {
+            s.lock().unwrap().push(e.id);
+            let first = entered_tx.lock().unwrap().take();
+            let r = r.clone();
+            async move {
+                if let Some(entered) = first {
+                    let _ = entered.send(());
+                    r.notified().await;
+                }
+            }
+        })
+        .unwrap();
+    receiver
+        .add_producer(roomy_subscriber(&server, 2 * BURST as usize).await)
+        .unwrap();
+    let task = running(&receiver).await;
+    let app = sender(&out).await;
+    for id in 0..BURST {
+        app.ingest(Event::new(id, 4, 0, "burst")).await.unwrap();
+    }
+    out.flush().await.unwrap();
+    entered.await.unwrap();
+    // The rest of the burst reaches the subscriber while its first event's call waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shutting = receiver.clone();
+    let shutdown = tokio::spawn(async move { shutting.shutdown(Duration::from_secs(10)).await });
+    // The shutdown closes its producers once the loop has ended, asking the subscriber to stop
+    // while its first call still waits.
+    until("the loop ended", || task.is_finished()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.notify_one();
+    let report = shutdown.await.unwrap().unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0]);
+    let left: Vec<u64> = report.undelivered.iter().map(|e| e.id).collect();
+    assert_eq!(left, (1..BURST).collect::<Vec<_>>());
+    assert!(!report.completed);
+    assert_eq!(receiver.stats().dropped, BURST - 1);
+}
+
 /// Events whose handler fails, in the middle of a burst, are counted as
 /// failed; the subscriber goes on with the events after each, and every event arrives.
 async fn failing_events_on_plain_nats_do_not_stop_the_ones_after_them() {
@@ -957,6 +1012,14 @@ fn main() -> std::process::ExitCode {
             || {
                 block_on(
                     a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_cause(),
+                )
+            },
+        ),
+        Trial::needing(
+            "a_shutdown_during_a_run_of_plain_nats_messages_hands_back_what_it_did_not_dispatch",
+            || {
+                block_on(
+                    a_shutdown_during_a_run_of_plain_nats_messages_hands_back_what_it_did_not_dispatch(),
                 )
             },
         ),

@@ -678,6 +678,7 @@ impl NatsSubscriber {
         // One wait for the stop, made once and polled while waiting for a message.
         let stopped = stopping.wait_for(|stop| *stop);
         tokio::pin!(stopped);
+        let mut held = None;
         loop {
             let message = tokio::select! {
                 biased;
@@ -698,9 +699,41 @@ impl NatsSubscriber {
                 started: false,
                 over: false,
             };
-            if !run.deliver(&delivery).await {
-                return;
+            let goes_on = run.deliver(&delivery).await;
+            held = run.held.take();
+            if !goes_on {
+                break;
             }
+        }
+        self.leave_waiting(&mut messages, held).await;
+    }
+
+    /// Leaves undelivered ([`ProducerLink::leave`]) the events of the messages the client had
+    /// received for this subscription and it had not dispatched when it ended (`held` first):
+    /// counted as dropped, and handed back in a shutdown's report. It unsubscribes first, so
+    /// what the client holds then is all there is.
+    async fn leave_waiting(
+        &self,
+        messages: &mut async_nats::Subscriber,
+        held: Option<async_nats::Message>,
+    ) {
+        // An ended subscription has nothing waiting, and refuses this.
+        let _ = messages.unsubscribe().await;
+        let waiting = held.into_iter().chain(std::iter::from_fn(|| {
+            messages.next().now_or_never().flatten()
+        }));
+        for message in waiting {
+            if let Some(mut event) = self.accept(&message.payload) {
+                event.cause = read_cause(message.headers.as_ref());
+                self.link.leave(event);
+            }
+        }
+    }
+
+    /// Leaves undelivered the event a nexus handed back with `err`, if any.
+    fn leave_refused(&self, err: NexusError) {
+        if let Some(event) = err.into_event() {
+            self.link.leave(event);
         }
     }
 
@@ -720,7 +753,11 @@ impl NatsSubscriber {
             Ok(()) => true,
             Err(err) => {
                 tracing::error!(error = %err, "NATS event could not be dispatched");
-                !err.is_bad_call()
+                if err.is_bad_call() {
+                    self.leave_refused(err);
+                    return false;
+                }
+                true
             }
         }
     }
@@ -878,6 +915,7 @@ impl Run<'_> {
                 Err(err) => {
                     tracing::error!(error = %err, "NATS event could not be dispatched");
                     if err.is_bad_call() {
+                        self.subscriber.leave_refused(err);
                         return false;
                     }
                     // The event failed; the run goes on with the next.
@@ -1287,7 +1325,10 @@ impl EventSource for NatsSubscriber {
 
     /// Stops ingesting, after the message being dispatched (its dispatch is recorded and
     /// acknowledged; given up, the task is aborted where it is). With JetStream, what was not
-    /// acknowledged is delivered again to the next subscriber of the same durable name.
+    /// acknowledged is delivered again to the next subscriber of the same durable name. Over
+    /// plain NATS, the events of the messages the client had received and not dispatched are
+    /// left undelivered ([`ProducerLink::leave`]): counted as dropped, and handed back in a
+    /// shutdown's report.
     async fn close(&mut self) -> Result<(), NexusError> {
         self.stopping.send_replace(true);
         if let Some(mut task) = self.task.take()
