@@ -118,3 +118,115 @@ fn a_name_registered_as_text_and_as_a_type_is_one_event_type() {
         .unwrap_err();
     assert!(matches!(err, NexusError::DuplicateHandler { .. }), "{err}");
 }
+
+/// A name made at run time, as one read off the wire is: shared text, whose references the test
+/// can count.
+fn made_at_run_time() -> (std::sync::Arc<str>, EventType) {
+    let name: std::sync::Arc<str> = std::sync::Arc::from(String::from("order.shipped"));
+    let event_type = EventType::Named(nexus::Text::from(std::sync::Arc::clone(&name)));
+    (name, event_type)
+}
+
+/// A handler that writes down how many references its event's name has while it is called.
+fn counting(
+    name: &std::sync::Arc<str>,
+    seen: &std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+) -> impl Fn(Event, EventQueue) + Send + Sync + 'static {
+    let (name, seen) = (std::sync::Arc::clone(name), std::sync::Arc::clone(seen));
+    move |_event: Event, _queue: EventQueue| {
+        seen.lock()
+            .unwrap()
+            .push(std::sync::Arc::strong_count(&name));
+    }
+}
+
+/// An event of a named type is dispatched without a reference counted on its name (a locked
+/// instruction each way): the dispatch keeps the table's copy of the type for its counts and
+/// errors, where a clone of the event's would count one. Seen from the handler that gets the
+/// event, on each course a dispatch takes: one handler, one behind a filter, the last of two
+/// handlers in `multiple` mode, the last handler of a fanout, and an event put by a handler.
+#[tokio::test]
+async fn a_name_made_at_run_time_is_dispatched_without_a_reference_counted_on_it() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let references_while_called = |nexus: AsyncEventNexus, name: std::sync::Arc<str>| {
+        let seen = std::sync::Arc::clone(&seen);
+        async move {
+            let _running = nexus.start().unwrap();
+            let event_type = EventType::Named(nexus::Text::from(std::sync::Arc::clone(&name)));
+            let event = Event::new(1, event_type, 0, ());
+            seen.lock().unwrap().clear();
+            let before = std::sync::Arc::strong_count(&name);
+            nexus.ingest(event).await.unwrap();
+            // `before` counted the handler's own reference and the event's.
+            (before, seen.lock().unwrap().last().copied())
+        }
+    };
+
+    // One handler.
+    let (name, event_type) = made_at_run_time();
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(event_type, counting(&name, &seen))
+        .unwrap();
+    let (before, during) = references_while_called(nexus, name).await;
+    assert_eq!(during, Some(before), "one handler");
+
+    // One handler, behind a filter.
+    let (name, event_type) = made_at_run_time();
+    let nexus = AsyncEventNexus::new();
+    nexus.add_filter(|_e: &Event, _q: &EventQueue| false);
+    nexus
+        .add_handler(event_type, counting(&name, &seen))
+        .unwrap();
+    let (before, during) = references_while_called(nexus, name).await;
+    assert_eq!(during, Some(before), "behind a filter");
+
+    // The last of two handlers in `multiple` mode: the first got a copy, dropped by now.
+    let (name, event_type) = made_at_run_time();
+    let nexus = AsyncEventNexus::builder().multiple(true).build();
+    nexus
+        .add_handler(event_type.clone(), |_e: Event, _q: EventQueue| {})
+        .unwrap();
+    nexus
+        .add_handler(event_type, counting(&name, &seen))
+        .unwrap();
+    let (before, during) = references_while_called(nexus, name).await;
+    assert_eq!(during, Some(before), "multiple mode");
+
+    // The last handler of a fanout.
+    let (name, event_type) = made_at_run_time();
+    let nexus = AsyncEventNexus::new();
+    let fanout = nexus::bus::EventFanout::new();
+    fanout.register(nexus::Handler::new(|_e: Event, _q: EventQueue| {}));
+    fanout.register(nexus::Handler::new(counting(&name, &seen)));
+    nexus.add_consumer(event_type, fanout).unwrap();
+    let (before, during) = references_while_called(nexus, name).await;
+    assert_eq!(during, Some(before), "fanout");
+
+    // An event a handler puts, dispatched before `ingest` returns.
+    let (name, event_type) = made_at_run_time();
+    let nexus = AsyncEventNexus::new();
+    nexus
+        .add_handler(event_type.clone(), counting(&name, &seen))
+        .unwrap();
+    let put_before = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let put = std::sync::Arc::clone(&put_before);
+    let counted = std::sync::Arc::clone(&name);
+    nexus
+        .add_handler(7, move |_e: Event, queue: EventQueue| {
+            let event = Event::new(2, event_type.clone(), 0, ());
+            *put.lock().unwrap() = Some(std::sync::Arc::strong_count(&counted));
+            queue.put(event).unwrap();
+        })
+        .unwrap();
+    seen.lock().unwrap().clear();
+    let _running = nexus.start().unwrap();
+    nexus.ingest(Event::new(1, 7, 0, ())).await.unwrap();
+    let during = seen.lock().unwrap().last().copied();
+    assert!(during.is_some(), "the put event was dispatched");
+    assert_eq!(
+        during,
+        *put_before.lock().unwrap(),
+        "an event put by a handler"
+    );
+}

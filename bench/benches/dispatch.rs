@@ -30,6 +30,10 @@
 //! `nexus` and the static floor call async ones; and one more on the single path,
 //! `nexus_async_fn`: its handler an `async fn`, registered as `#[handler]` registers one.
 //!
+//! The `named` path is ingest into one handler with the event's type a name made at run time,
+//! as names read off the wire are (shared text, a reference counted for each event's copy),
+//! beside its static floor.
+//!
 //! The `decode` path reads messages as a network receiver does (`wire::decode`), beside
 //! `serde_json` reading them into a struct of the same fields with its `Deserialize` derived.
 //!
@@ -240,6 +244,42 @@ async fn floor_single(n: u64) -> Duration {
 #[inline]
 fn direct_handler(event: Event, _queue: EventQueue) -> impl Future<Output = ()> + Send + use<> {
     async move { body(&event) }
+}
+
+/// A named event type made at run time, as one read off the wire is: its name is shared text,
+/// whose clone counts a reference (a locked instruction).
+fn name_made_at_run_time() -> nexus::EventType {
+    nexus::EventType::name(String::from("bench.named"))
+}
+
+/// Ingest into one handler, the event's type a name made at run time: the name looked up by
+/// hashing, and each event's copy of it counted as it is made and dropped.
+async fn nexus_named(n: u64) -> Duration {
+    let nexus = AsyncEventNexus::new();
+    let name = name_made_at_run_time();
+    nexus
+        .add_handler(
+            name.clone(),
+            |event: Event, _queue: EventQueue| async move { body(&event) },
+        )
+        .expect("handler");
+    timed_ingests(&nexus, n, |i| Event::new(i, name.clone(), 0, i as i64)).await
+}
+
+/// The static floor of the named path: a `match` on the name and a direct call, each event
+/// made and dropped as the nexus case's are.
+async fn static_named(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let name = name_made_at_run_time();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = Event::new(i, name.clone(), 0, i as i64);
+        match event.event_type.as_name() {
+            Some("bench.named") => direct_handler(event, queue.clone()).await,
+            _ => unreachable!("one type"),
+        }
+    }
+    start.elapsed()
 }
 
 /// The static floor: a `match` on the type and a direct call of an async handler, with the queue
@@ -1471,6 +1511,8 @@ fn main() {
         case("single", "static", n, static_single),
         case("single", "dynamic_locked", n, locked_single),
         case("single", "static_guarded", n, guarded_single),
+        case("named", "nexus", n, nexus_named),
+        case("named", "static", n, static_named),
         case("filters4", "nexus", n, nexus_filters),
         case("filters4", "nexus_plain", n, nexus_filters_plain),
         case("filters4", "naive", n, floor_filters),
@@ -1649,6 +1691,11 @@ fn main() {
             3,
         );
     }
+    push(
+        "named_vs_static",
+        ns("named", "nexus") / ns("named", "static"),
+        3,
+    );
     push("producer_vs_mpsc", ns("producer", "nexus") / mpsc, 3);
     push(
         "decode_vs_serde_derive",

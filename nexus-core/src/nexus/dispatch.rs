@@ -619,12 +619,22 @@ impl Cursor {
         let Some(event) = &self.event else {
             return Poll::Ready(());
         };
-        let handlers = table.lookup(&event.event_type);
+        let (handlers, table_type) = table.lookup(&event.event_type);
         if handlers.is_empty() {
             self.unhandled(inner, first_error);
             return Poll::Ready(());
         }
-        let (id, event_type) = (event.id, event.event_type.clone());
+        // The table's copy of the type where it has one: a clone of the event's would count a
+        // reference on a name made at run time.
+        let own;
+        let event_type = match table_type {
+            Some(event_type) => event_type,
+            None => {
+                own = event.event_type.clone();
+                &own
+            }
+        };
+        let id = event.id;
         let mut calls = Calls {
             inner,
             fans,
@@ -633,7 +643,7 @@ impl Cursor {
             first_error,
             keeps,
             id,
-            event_type: &event_type,
+            event_type,
         };
         if first == 0
             && let [entry] = handlers
@@ -656,6 +666,7 @@ impl Cursor {
                 match call_each(
                     handlers,
                     first,
+                    event_type,
                     &mut self.event,
                     inner,
                     cx,
@@ -677,7 +688,7 @@ impl Cursor {
                 }
             }
         }
-        count(inner, Counted::Dispatched, &event_type);
+        count(inner, Counted::Dispatched, event_type);
         Poll::Ready(())
     }
 
@@ -709,7 +720,16 @@ impl Cursor {
             self.at = At::Handler(at + 1);
             // Handlers that need none of `fan`'s bookkeeping are called in one loop.
             if plain && last && !keeps && !tracing::level_enabled!(tracing::Level::TRACE) {
-                return match call_fan(handlers, &mut self.event, inner, cx, spare, first_error) {
+                let called = call_fan(
+                    handlers,
+                    event_type,
+                    &mut self.event,
+                    inner,
+                    cx,
+                    spare,
+                    first_error,
+                );
+                return match called {
                     None => Step::Over(Poll::Ready(())),
                     Some(waiting) => Step::Over(self.wait(inner, waiting, cx, first_error)),
                 };
@@ -1446,10 +1466,11 @@ impl<'a, T: Then> Live<'a, T> {
                     Some(event) if table.filters.is_empty() => only_handler(inner, table, event),
                     _ => None,
                 };
-                if let Some(entry) = only {
+                if let Some((entry, table_type)) = only {
                     let cursor = &mut self.cursor;
                     if let Some(waiting) = call_only(
                         entry,
+                        table_type,
                         &mut cursor.event,
                         inner,
                         cx,
@@ -1582,7 +1603,7 @@ fn straight<'a>(
         return Straight::Handover(Entry::Queued(guard));
     }
     let Dispatcher { table, spare, .. } = &mut *guard;
-    let Some(entry) = only_handler(inner, table, event) else {
+    let Some((entry, table_type)) = only_handler(inner, table, event) else {
         return Straight::Handover(Entry::Entered(guard));
     };
     let cause = event.as_cause();
@@ -1595,7 +1616,7 @@ fn straight<'a>(
         filter_all(inner, table, slot, cx, spare, &mut first_error)
     };
     let waiting = match filtered {
-        Filtered::Passed => call_only(entry, slot, inner, cx, spare, &mut first_error)
+        Filtered::Passed => call_only(entry, table_type, slot, inner, cx, spare, &mut first_error)
             .map(|waiting| (waiting, At::Handler(1))),
         Filtered::Over => None,
         Filtered::Waits(waiting, at) => Some((waiting, At::Filter(at))),
@@ -1615,16 +1636,21 @@ fn straight<'a>(
 
 /// The event's one handler, when calling it is all its dispatch takes once its filters have
 /// passed it: no fanout, no time limit, no span wanted and no copy kept for a dead-letter
-/// handler. Its call then needs none of the bookkeeping of [`Cursor::run`].
+/// handler. Its call then needs none of the bookkeeping of [`Cursor::run`]. With it, the
+/// table's copy of the event's type, if it has one ([`Table::lookup`]).
 #[inline(always)]
-fn only_handler<'t>(inner: &Inner, table: &'t Table, event: &Event) -> Option<&'t HandlerEntry> {
-    let [entry] = table.lookup(&event.event_type) else {
+fn only_handler<'t>(
+    inner: &Inner,
+    table: &'t Table,
+    event: &Event,
+) -> Option<(&'t HandlerEntry, Option<&'t EventType>)> {
+    let ([entry], table_type) = table.lookup(&event.event_type) else {
         return None;
     };
     let plain = !inner.policy.keeps_events()
         && entry.is_plain()
         && !tracing::level_enabled!(tracing::Level::TRACE);
-    plain.then_some(entry)
+    plain.then_some((entry, table_type))
 }
 
 /// What an event's filters made of it.
@@ -1711,9 +1737,13 @@ fn filter_all(
 
 /// Calls `entry`, the one handler of the event in `slot` and all there is to call
 /// ([`only_handler`]), and counts how the event ended: the call, when it has to wait.
+/// `table_type` is the table's copy of the event's type, if it has one, kept for the counts and
+/// errors in place of a clone of the event's.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn call_only(
     entry: &HandlerEntry,
+    table_type: Option<&EventType>,
     slot: &mut Option<Event>,
     inner: &Inner,
     cx: &mut Context<'_>,
@@ -1723,17 +1753,25 @@ fn call_only(
     let Some(event) = slot else {
         return None;
     };
-    let (id, event_type, name) = (event.id, event.event_type.clone(), entry.name());
+    let own;
+    let event_type = match table_type {
+        Some(event_type) => event_type,
+        None => {
+            own = event.event_type.clone();
+            &own
+        }
+    };
+    let (id, name) = (event.id, entry.name());
     match call_handler(entry, slot, true, None, &inner.queue, cx, spare) {
         Ok(Ok(())) => {
-            count(inner, Counted::Dispatched, &event_type);
+            count(inner, Counted::Dispatched, event_type);
             None
         }
-        Ok(Err(waits)) => Some(waiting_call(waits, entry, id, event_type, None)),
+        Ok(Err(waits)) => Some(waiting_call(waits, entry, id, event_type.clone(), None)),
         Err(failure) => {
             *slot = None;
-            let err = failure_error(failure, id, &event_type, name);
-            failed(inner, first_error, &event_type, err, None);
+            let err = failure_error(failure, id, event_type, name);
+            failed(inner, first_error, event_type, err, None);
             None
         }
     }
@@ -1766,8 +1804,10 @@ fn waiting_call(
 /// once all were called. Counts how the event ended; the call, when one has to wait (the
 /// fanout's state with it).
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn call_fan(
     handlers: &Arc<Vec<HandlerEntry>>,
+    event_type: &EventType,
     slot: &mut Option<Event>,
     inner: &Inner,
     cx: &mut Context<'_>,
@@ -1777,7 +1817,7 @@ fn call_fan(
     let Some(event) = slot else {
         return None;
     };
-    let (id, event_type) = (event.id, event.event_type.clone());
+    let id = event.id;
     let mut error = None;
     let mut next = 0;
     while let Some(entry) = handlers.get(next) {
@@ -1795,21 +1835,21 @@ fn call_fan(
                     handlers: Arc::clone(handlers),
                     turn,
                 };
-                return Some(waiting_call(call, entry, id, event_type, Some(fan)));
+                return Some(waiting_call(call, entry, id, event_type.clone(), Some(fan)));
             }
             Err(failure) => failure,
         };
         note_fan_error(
             &mut error,
-            failure_error(failure, id, &event_type, entry.name()),
+            failure_error(failure, id, event_type, entry.name()),
         );
     }
     match error {
         Some(err) => {
             *slot = None;
-            failed(inner, first_error, &event_type, err, None);
+            failed(inner, first_error, event_type, err, None);
         }
-        None => count(inner, Counted::Dispatched, &event_type),
+        None => count(inner, Counted::Dispatched, event_type),
     }
     None
 }
@@ -1827,9 +1867,11 @@ enum Halt {
 /// handler that is not plain ([`HandlerEntry::is_plain`]). Counts how the event ended, when
 /// it is done with.
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn call_each(
     handlers: &[HandlerEntry],
     first: usize,
+    event_type: &EventType,
     slot: &mut Option<Event>,
     inner: &Inner,
     cx: &mut Context<'_>,
@@ -1839,7 +1881,7 @@ fn call_each(
     let Some(event) = slot else {
         return None;
     };
-    let (id, event_type) = (event.id, event.event_type.clone());
+    let id = event.id;
     for (at, entry) in handlers.iter().enumerate().skip(first) {
         if !entry.is_plain() {
             return Some(Halt::Before(at));
@@ -1848,18 +1890,18 @@ fn call_each(
         match call_handler(entry, slot, last, None, &inner.queue, cx, spare) {
             Ok(Ok(())) => {}
             Ok(Err(call)) => {
-                let waiting = waiting_call(call, entry, id, event_type, None);
+                let waiting = waiting_call(call, entry, id, event_type.clone(), None);
                 return Some(Halt::Waits(waiting, at + 1));
             }
             Err(failure) => {
                 *slot = None;
-                let err = failure_error(failure, id, &event_type, entry.name());
-                failed(inner, first_error, &event_type, err, None);
+                let err = failure_error(failure, id, event_type, entry.name());
+                failed(inner, first_error, event_type, err, None);
                 return None;
             }
         }
     }
-    count(inner, Counted::Dispatched, &event_type);
+    count(inner, Counted::Dispatched, event_type);
     None
 }
 

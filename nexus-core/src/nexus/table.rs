@@ -25,16 +25,34 @@ pub(crate) struct FilterEntry {
 /// The handlers of one selector: exactly one outside `multiple` mode.
 type Slot = Vec<HandlerEntry>;
 
+/// The handlers of one event type, with the type itself: a dispatch borrows it for its counts and
+/// errors while the event's own type goes to the handler, where a clone of the event's type would
+/// count a reference on a name made at run time (two locked instructions per event).
+#[derive(Clone)]
+struct Typed {
+    event_type: EventType,
+    handlers: Slot,
+}
+
+impl Typed {
+    fn new(event_type: EventType) -> Self {
+        Self {
+            event_type,
+            handlers: Slot::new(),
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub(crate) struct Table {
     pub(crate) filters: Vec<FilterEntry>,
-    ints: FxHashMap<i64, Slot>,
+    ints: FxHashMap<i64, Typed>,
     /// The same slots as `ints`, in a list indexed by type from `base`, while the int types lie
     /// within [`DENSE`] of each other: found with a subtraction and a bounds check, where the
     /// map hashes and probes. Empty otherwise (then `ints` is asked).
-    dense: Vec<Slot>,
+    dense: Vec<Typed>,
     base: i64,
-    named: FxHashMap<Text, Slot>,
+    named: FxHashMap<Text, Typed>,
     /// Inclusive ranges in registration order; the first that holds a type wins.
     ranges: Vec<(i64, i64, Slot)>,
     default: Slot,
@@ -55,9 +73,11 @@ const DENSE: u64 = 256;
 
 impl Table {
     /// The handlers for an event of type `event_type`: its exact type's, else the first range
-    /// holding it, else the default's. Empty when unhandled.
+    /// holding it, else the default's; empty when unhandled. With them, the table's own copy of
+    /// `event_type` when they were registered for that exact type: equal to it, and borrowed
+    /// without counting a reference on its name.
     #[inline(always)]
-    pub(crate) fn lookup(&self, event_type: &EventType) -> &[HandlerEntry] {
+    pub(crate) fn lookup(&self, event_type: &EventType) -> (&[HandlerEntry], Option<&EventType>) {
         let exact = match event_type {
             EventType::Int(i) => {
                 let exact = if self.dense.is_empty() {
@@ -67,10 +87,10 @@ impl Table {
                     usize::try_from(i.wrapping_sub(self.base) as u64)
                         .ok()
                         .and_then(|at| self.dense.get(at))
-                        .filter(|slot| !slot.is_empty())
+                        .filter(|typed| !typed.handlers.is_empty())
                 };
-                if let Some(slot) = exact {
-                    return slot;
+                if let Some(typed) = exact {
+                    return (&typed.handlers, Some(&typed.event_type));
                 }
                 if !self.by_bit.is_empty()
                     && let Some(slot) = self.by_bit.get(i.trailing_zeros() as usize)
@@ -78,16 +98,21 @@ impl Table {
                     && i.count_ones() == 1
                     && !slot.is_empty()
                 {
-                    return slot;
+                    return (slot, None);
                 }
                 self.ranges
                     .iter()
                     .find(|(start, end, _)| (*start..=*end).contains(i))
                     .map(|(_, _, slot)| slot.as_slice())
             }
-            EventType::Named(name) => self.named.get(name.as_str()).map(Vec::as_slice),
+            EventType::Named(name) => {
+                if let Some(typed) = self.named.get(name.as_str()) {
+                    return (&typed.handlers, Some(&typed.event_type));
+                }
+                None
+            }
         };
-        exact.unwrap_or(&self.default)
+        (exact.unwrap_or(&self.default), None)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -170,9 +195,13 @@ impl Table {
         if span >= DENSE {
             return;
         }
-        let mut dense = vec![Slot::new(); span as usize + 1];
-        for (i, slot) in &self.ints {
-            dense[i.abs_diff(low) as usize].clone_from(slot);
+        let mut dense: Vec<Typed> = (0..=span)
+            .map(|at| Typed::new(EventType::Int(low.wrapping_add_unsigned(at))))
+            .collect();
+        for (i, typed) in &self.ints {
+            dense[i.abs_diff(low) as usize]
+                .handlers
+                .clone_from(&typed.handlers);
         }
         self.dense = dense;
         self.base = low;
@@ -209,9 +238,15 @@ impl Table {
 
     fn slot_mut(&mut self, selector: &Selector) -> &mut Slot {
         match selector {
-            Selector::Type(EventType::Int(i)) => self.ints.entry(*i).or_default(),
-            Selector::Type(EventType::Named(n)) => self.named.entry(n.clone()).or_default(),
-            Selector::Kind(kind) => self.named.entry(Text::from(kind.name())).or_default(),
+            Selector::Type(EventType::Int(i)) => {
+                &mut self
+                    .ints
+                    .entry(*i)
+                    .or_insert_with(|| Typed::new(EventType::Int(*i)))
+                    .handlers
+            }
+            Selector::Type(EventType::Named(n)) => named_slot(&mut self.named, n.clone()),
+            Selector::Kind(kind) => named_slot(&mut self.named, Text::from(kind.name())),
             Selector::Range(a, b) => {
                 let at = match self.ranges.iter().position(|(s, e, _)| s == a && e == b) {
                     Some(at) => at,
@@ -225,6 +260,14 @@ impl Table {
             Selector::Default | Selector::List(_) | Selector::Mask(_) => &mut self.default,
         }
     }
+}
+
+/// The handlers of the named type `name`, made empty if it has none yet.
+fn named_slot(named: &mut FxHashMap<Text, Typed>, name: Text) -> &mut Slot {
+    &mut named
+        .entry(name)
+        .or_insert_with_key(|name| Typed::new(EventType::Named(name.clone())))
+        .handlers
 }
 
 /// Whether two selectors take a type in common, so that outside `multiple` mode they could not
@@ -322,6 +365,7 @@ mod tests {
     fn found(table: &Table, event_type: i64) -> Vec<&'static str> {
         table
             .lookup(&EventType::Int(event_type))
+            .0
             .iter()
             .map(HandlerEntry::name)
             .collect()
