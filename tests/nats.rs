@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nexus::bus::nats::{NatsBoundary, NatsSubscriber};
-use nexus::{AsyncEventNexus, Event, EventQueue, Malformed};
+use nexus::{AsyncEventNexus, Event, EventQueue, Malformed, NexusError};
 use support::{NatsServer, Trial, block_on, running};
 
 const PREFIX: &str = "test.events";
@@ -211,12 +211,21 @@ async fn a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_ca
     assert_eq!(receiver.stats().dispatched, BURST);
 }
 
-/// A shutdown while a plain subscriber's run dispatches its first event, with the rest of a
-/// burst received behind it: the subscriber stops after that event, and every event it had
-/// received but not dispatched is handed back in the shutdown's report and counted as dropped,
-/// which then does not say it completed.
-async fn a_shutdown_during_a_run_of_plain_nats_messages_hands_back_what_it_did_not_dispatch() {
-    const BURST: u64 = 50;
+/// A receiving nexus on plain NATS whose handler records the ids of the events of type 4 and
+/// holds the first event's call until `release` is notified; a burst of `BURST` events sent to
+/// it. Returns once the rest of the burst has had time to reach the subscriber behind the held
+/// call.
+struct HeldBurst {
+    receiver: AsyncEventNexus,
+    task: tokio::task::JoinHandle<Result<(), NexusError>>,
+    seen: Arc<Mutex<Vec<u64>>>,
+    release: Arc<tokio::sync::Notify>,
+    _server: NatsServer,
+}
+
+const BURST: u64 = 50;
+
+async fn held_burst() -> HeldBurst {
     let server = NatsServer::start();
     let out = plain(&server).await;
     let receiver = AsyncEventNexus::new();
@@ -250,20 +259,141 @@ async fn a_shutdown_during_a_run_of_plain_nats_messages_hands_back_what_it_did_n
     entered.await.unwrap();
     // The rest of the burst reaches the subscriber while its first event's call waits.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    HeldBurst {
+        receiver,
+        task,
+        seen,
+        release,
+        _server: server,
+    }
+}
+
+/// A shutdown while a plain subscriber's run dispatches its first event, with the rest of a
+/// burst received behind it: the subscriber drains, delivering every event it had received, and
+/// the shutdown's report says it completed with nothing left.
+async fn a_shutdown_delivers_what_a_plain_nats_subscriber_had_received() {
+    let HeldBurst {
+        receiver,
+        task,
+        seen,
+        release,
+        _server,
+    } = held_burst().await;
     let shutting = receiver.clone();
-    let shutdown = tokio::spawn(async move { shutting.shutdown(Duration::from_secs(10)).await });
-    // The shutdown closes its producers once the loop has ended, asking the subscriber to stop
-    // while its first call still waits.
+    let shutdown = tokio::spawn(async move { shutting.shutdown(Duration::from_secs(20)).await });
+    // The shutdown drains its producers while the subscriber's first call still waits.
     until("the loop ended", || task.is_finished()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     release.notify_one();
     let report = shutdown.await.unwrap().unwrap();
     task.await.unwrap().unwrap();
+    assert_eq!(*seen.lock().unwrap(), (0..BURST).collect::<Vec<_>>());
+    assert!(report.undelivered.is_empty(), "{:?}", report.undelivered);
+    assert!(report.completed, "{report:?}");
+    let stats = receiver.stats();
+    assert_eq!((stats.dispatched, stats.dropped), (BURST, 0));
+}
+
+/// As above, but the first call outlasts the shutdown's deadline: the drain is given up, the
+/// call cut short (its event counted as cancelled and named as interrupted), and every event
+/// received and not dispatched handed back in the report and counted as dropped.
+async fn a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscriber_held() {
+    let HeldBurst {
+        receiver,
+        task,
+        seen,
+        release,
+        _server,
+    } = held_burst().await;
+    let shutdown = receiver.shutdown(Duration::from_millis(500));
+    let report = tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("the shutdown ends once its deadline has passed")
+        .unwrap();
+    release.notify_one();
+    task.await.unwrap().unwrap();
     assert_eq!(*seen.lock().unwrap(), [0]);
+    assert_eq!(report.interrupted, [0]);
     let left: Vec<u64> = report.undelivered.iter().map(|e| e.id).collect();
     assert_eq!(left, (1..BURST).collect::<Vec<_>>());
     assert!(!report.completed);
-    assert_eq!(receiver.stats().dropped, BURST - 1);
+    let stats = receiver.stats();
+    assert_eq!((stats.cancelled, stats.dropped), (1, BURST - 1));
+}
+
+/// A plain subscriber closed (a nexus's `cleanup`, without a shutdown's drain) while its first
+/// call waits: it stops after that call, and leaves every event it had received and not
+/// dispatched undelivered, counted as dropped.
+async fn closing_a_plain_nats_subscriber_leaves_what_it_had_not_dispatched() {
+    let HeldBurst {
+        receiver,
+        task,
+        seen,
+        release,
+        _server,
+    } = held_burst().await;
+    receiver.stop();
+    until("the loop ended", || task.is_finished()).await;
+    let closing = receiver.clone();
+    let cleanup = tokio::spawn(async move { closing.cleanup().await });
+    // The subscriber is asked to stop while its first call still waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.notify_one();
+    cleanup.await.unwrap().unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0]);
+    let stats = receiver.stats();
+    assert_eq!((stats.dispatched, stats.dropped), (1, BURST - 1));
+}
+
+/// A handler of a plain subscriber's event shuts its nexus down: the shutdown's drain of that
+/// subscriber, called from the subscriber's own task, which cannot wait for itself, fails and
+/// says so, and the shutdown returns rather than hang.
+async fn a_handler_fed_by_a_plain_nats_subscriber_can_shut_its_nexus_down() {
+    let server = NatsServer::start();
+    let out = plain(&server).await;
+    let receiver = AsyncEventNexus::new();
+    let weak = receiver.downgrade();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+    receiver
+        .add_handler(4, move |e: Event, _q: EventQueue| {
+            let (weak, done_tx) = (weak.clone(), done_tx.clone());
+            async move {
+                if e.id == 2
+                    && let Some(nexus) = weak.upgrade()
+                {
+                    let report = nexus.shutdown(Duration::from_millis(10)).await.unwrap();
+                    let failures: Vec<String> =
+                        report.failures.iter().map(ToString::to_string).collect();
+                    if let Some(tx) = done_tx.lock().unwrap().take() {
+                        let _ = tx.send((report.completed, failures));
+                    }
+                }
+            }
+        })
+        .unwrap();
+    receiver
+        .add_producer(roomy_subscriber(&server, 16).await)
+        .unwrap();
+    let _task = running(&receiver).await;
+    let app = sender(&out).await;
+    for id in 1..=3 {
+        app.ingest(Event::new(id, 4, 0, "shut")).await.unwrap();
+    }
+    out.flush().await.unwrap();
+    let shut = tokio::time::timeout(Duration::from_secs(20), done_rx)
+        .await
+        .expect("the shutdown from inside the subscriber's task hung")
+        .unwrap();
+    assert_eq!(
+        shut,
+        (
+            false,
+            vec!["event source NatsSubscriber failed in drain".to_owned()]
+        )
+    );
+    assert_eq!(receiver.state(), nexus::LoopState::Stopped);
 }
 
 /// Events whose handler fails, in the middle of a burst, are counted as
@@ -1016,12 +1146,24 @@ fn main() -> std::process::ExitCode {
             },
         ),
         Trial::needing(
-            "a_shutdown_during_a_run_of_plain_nats_messages_hands_back_what_it_did_not_dispatch",
+            "a_shutdown_delivers_what_a_plain_nats_subscriber_had_received",
+            || block_on(a_shutdown_delivers_what_a_plain_nats_subscriber_had_received()),
+        ),
+        Trial::needing(
+            "a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscriber_held",
             || {
                 block_on(
-                    a_shutdown_during_a_run_of_plain_nats_messages_hands_back_what_it_did_not_dispatch(),
+                    a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscriber_held(),
                 )
             },
+        ),
+        Trial::needing(
+            "a_handler_fed_by_a_plain_nats_subscriber_can_shut_its_nexus_down",
+            || block_on(a_handler_fed_by_a_plain_nats_subscriber_can_shut_its_nexus_down()),
+        ),
+        Trial::needing(
+            "closing_a_plain_nats_subscriber_leaves_what_it_had_not_dispatched",
+            || block_on(closing_a_plain_nats_subscriber_leaves_what_it_had_not_dispatched()),
         ),
         Trial::needing(
             "failing_events_on_plain_nats_do_not_stop_the_ones_after_them",

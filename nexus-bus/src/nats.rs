@@ -254,7 +254,49 @@ impl NatsBoundary {
             deliveries: Arc::default(),
             link: ProducerLink::new(),
             task: None,
-            stopping: Arc::new(tokio::sync::watch::channel(false).0),
+            stopping: Arc::new(tokio::sync::watch::channel(Mode::Run).0),
+        }
+    }
+}
+
+/// What a [`NatsSubscriber`]'s task is asked to do, each later one overriding those before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    /// Deliver as messages come.
+    Run,
+    /// A plain subscriber: unsubscribe and deliver what the client had received before, then
+    /// end ([`EventSource::drain`]).
+    Drain,
+    /// End after the message being dispatched ([`EventSource::close`]).
+    Stop,
+    /// End at once, the dispatch under way cut short: a drain was given up.
+    Cut,
+}
+
+/// Asks a subscriber's task to go at least as far as `mode`.
+fn ask(stopping: &tokio::sync::watch::Sender<Mode>, mode: Mode) {
+    stopping.send_if_modified(|now| {
+        let later = mode > *now;
+        if later {
+            *now = mode;
+        }
+        later
+    });
+}
+
+/// Asks a subscriber's task to end at once when dropped, unless disarmed: a drain given up.
+struct CutOnDrop<'a>(Option<&'a tokio::sync::watch::Sender<Mode>>);
+
+impl CutOnDrop<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CutOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(stopping) = self.0 {
+            ask(stopping, Mode::Cut);
         }
     }
 }
@@ -545,8 +587,8 @@ pub struct NatsSubscriber {
     deliveries: Arc<DeliveryCounts>,
     link: ProducerLink,
     task: Option<JoinHandle<()>>,
-    /// Set to stop between two messages.
-    stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// What the task is asked to do: go on, drain, stop between two messages, or end at once.
+    stopping: Arc<tokio::sync::watch::Sender<Mode>>,
 }
 
 #[derive(Debug, Default)]
@@ -672,17 +714,35 @@ impl NatsSubscriber {
     }
 
     async fn run_core(self: Arc<Self>, mut messages: async_nats::Subscriber) {
-        let mut stopping = self.stopping.subscribe();
+        let (mut stopping, mut draining, mut cutting) = (
+            self.stopping.subscribe(),
+            self.stopping.subscribe(),
+            self.stopping.subscribe(),
+        );
         // Checked between two messages that were already there: one atomic load.
         let mut asked = self.stopping.subscribe();
-        // One wait for the stop, made once and polled while waiting for a message.
-        let stopped = stopping.wait_for(|stop| *stop);
-        tokio::pin!(stopped);
+        // Each wait made once, and polled while waiting for a message (the cut, while a run is
+        // delivered).
+        let stopped = stopping.wait_for(|mode| *mode >= Mode::Stop);
+        let drain = draining.wait_for(|mode| *mode >= Mode::Drain);
+        let cut = cutting.wait_for(|mode| *mode == Mode::Cut);
+        tokio::pin!(stopped, drain, cut);
+        let mut drained = false;
         let mut held = None;
         loop {
             let message = tokio::select! {
                 biased;
-                _ = &mut stopped => break,
+                () = (&mut stopped).map(drop) => break,
+                () = (&mut drain).map(drop), if !drained => {
+                    // The client ends the subscription once it has handed on what it had
+                    // received before the unsubscription.
+                    drained = true;
+                    if let Err(err) = messages.drain().await {
+                        tracing::warn!(error = %err, "NATS subscription not drained; stopping");
+                        break;
+                    }
+                    continue;
+                }
                 message = messages.next() => message,
             };
             let Some(message) = message else { break };
@@ -699,7 +759,12 @@ impl NatsSubscriber {
                 started: false,
                 over: false,
             };
-            let goes_on = run.deliver(&delivery).await;
+            let goes_on = tokio::select! {
+                biased;
+                goes_on = run.deliver(&delivery) => goes_on,
+                // The dispatch under way is dropped, and counted as cancelled by the nexus.
+                () = (&mut cut).map(drop) => false,
+            };
             held = run.held.take();
             if !goes_on {
                 break;
@@ -782,7 +847,7 @@ impl NatsSubscriber {
         let mut seen = Seen::new(100_000);
         let counts = &self.deliveries;
         let mut stopping = self.stopping.subscribe();
-        let stopped = stopping.wait_for(|stop| *stop);
+        let stopped = stopping.wait_for(|mode| *mode >= Mode::Stop);
         tokio::pin!(stopped);
         loop {
             // Stopped between two messages, never in the middle of one.
@@ -891,7 +956,7 @@ impl NatsSubscriber {
 struct Run<'a> {
     subscriber: &'a NatsSubscriber,
     messages: &'a mut async_nats::Subscriber,
-    asked: &'a mut tokio::sync::watch::Receiver<bool>,
+    asked: &'a mut tokio::sync::watch::Receiver<Mode>,
     /// The next message, taken from the subscription but not yet looked at, or one left for
     /// [`NatsSubscriber::deliver`].
     held: Option<async_nats::Message>,
@@ -942,7 +1007,7 @@ impl Run<'_> {
         loop {
             if self.started
                 && self.asked.has_changed().unwrap_or(true)
-                && *self.asked.borrow_and_update()
+                && *self.asked.borrow_and_update() >= Mode::Stop
             {
                 self.over = true;
                 return None;
@@ -1275,7 +1340,7 @@ impl EventSource for NatsSubscriber {
             task: None,
             stopping: Arc::clone(&self.stopping),
         });
-        self.stopping.send_replace(false);
+        self.stopping.send_replace(Mode::Run);
         let task = match (&self.durable, &self.boundary.jetstream) {
             (None, _) => {
                 let client = &self.boundary.client;
@@ -1323,6 +1388,39 @@ impl EventSource for NatsSubscriber {
         Ok(())
     }
 
+    /// A plain subscriber unsubscribes, delivers what the client had received for it, and
+    /// returns once the subscription has ended. Given up (a shutdown's deadline passed), it
+    /// ends at once: the dispatch under way is cut short (counted as cancelled) and the events
+    /// of the messages not dispatched are left undelivered, as [`close`](EventSource::close)
+    /// leaves them. A durable subscriber has nothing to drain: what it has not acknowledged is
+    /// delivered again to the next subscriber of its durable name.
+    ///
+    /// # Errors
+    ///
+    /// [`NexusError::Source`] when called from the subscriber's own task (a handler it is
+    /// calling shuts its nexus down): the task cannot wait for itself.
+    async fn drain(&mut self) -> Result<(), NexusError> {
+        if self.durable.is_some() {
+            return Ok(());
+        }
+        let Some(task) = &mut self.task else {
+            return Ok(());
+        };
+        if tokio::task::try_id() == Some(task.id()) {
+            return Err(NexusError::source(
+                "NatsSubscriber",
+                "drain",
+                "called from the subscriber's own task: the messages it holds were not waited for",
+            ));
+        }
+        ask(&self.stopping, Mode::Drain);
+        let cut = CutOnDrop(Some(&self.stopping));
+        let _ = task.await;
+        cut.disarm();
+        self.task = None;
+        Ok(())
+    }
+
     /// Stops ingesting, after the message being dispatched (its dispatch is recorded and
     /// acknowledged; given up, the task is aborted where it is). With JetStream, what was not
     /// acknowledged is delivered again to the next subscriber of the same durable name. Over
@@ -1330,7 +1428,7 @@ impl EventSource for NatsSubscriber {
     /// left undelivered ([`ProducerLink::leave`]): counted as dropped, and handed back in a
     /// shutdown's report.
     async fn close(&mut self) -> Result<(), NexusError> {
-        self.stopping.send_replace(true);
+        ask(&self.stopping, Mode::Stop);
         if let Some(mut task) = self.task.take()
             && tokio::task::try_id() != Some(task.id())
         {
