@@ -25,7 +25,12 @@
 //! cause and mark, each call guarded against a panic; on the chain, each secondary event put and
 //! taken as a nexus's queue puts and takes a handler's events), each step as tight as it can be
 //! written, its calls polled once within one poll: what those guarantees cost at least, and how
-//! far nexus is from code that keeps them. And nexus has one case more on the single and filter paths,
+//! far nexus is from code that keeps them. The single, filter and fanout paths have one more
+//! again, `dynamic_guarded`: the guarded floor with its handlers and filters registered at run
+//! time, found in a fast map and called through a `dyn` pointer, each call making its future on
+//! its own stack and polling it once (a fanout's copies made in the call): what keeping those
+//! guarantees for handlers chosen at run time costs at least, written as tightly as the bench
+//! knows how (it takes every call to complete at once, having nowhere to keep one that waits). And nexus has one case more on the single and filter paths,
 //! `nexus_plain`: its handler (or filters) plain closures, as the dynamic floor's are, where
 //! `nexus` and the static floor call async ones; and one more on the single path,
 //! `nexus_async_fn`: its handler an `async fn`, registered as `#[handler]` registers one.
@@ -83,12 +88,13 @@ use tokio::sync::Notify;
 const TYPE: i64 = 99;
 /// The cases that are floors or references, not nexus or a peer: no ratio of their own, grey in
 /// the chart.
-const FLOORS: [&str; 7] = [
+const FLOORS: [&str; 8] = [
     "naive",
     "dynamic",
     "static",
     "dynamic_locked",
     "static_guarded",
+    "dynamic_guarded",
     "floor_mpsc",
     "serde_derive",
 ];
@@ -451,6 +457,85 @@ async fn guarded_single(n: u64) -> Duration {
 
 type SyncHandler = Box<dyn Fn(Event, EventQueue) + Send + Sync>;
 
+/// A handler registered at run time, called as tightly as it can be: through a `dyn` pointer,
+/// its future made on the callee's stack and polled once there.
+type PolledHandler = Box<dyn Fn(Event, EventQueue, &mut Context<'_>) -> Poll<()> + Send + Sync>;
+
+fn polled<F, Fut>(handler: F) -> PolledHandler
+where
+    F: Fn(Event, EventQueue) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()>,
+{
+    Box::new(move |event, queue, cx| std::pin::pin!(handler(event, queue)).poll(cx))
+}
+
+/// A handler registered at run time, called with a copy of an event, made in the call where the
+/// handler's future keeps it.
+type CopyingHandler = Box<dyn Fn(&Event, EventQueue, &mut Context<'_>) -> Poll<()> + Send + Sync>;
+
+/// A [`PolledHandler`] that can also be called as a [`CopyingHandler`].
+struct Polled {
+    handler: PolledHandler,
+    copy: CopyingHandler,
+}
+
+fn polled_both<F, Fut>(handler: F) -> Polled
+where
+    F: Fn(Event, EventQueue) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()>,
+{
+    let copying = handler.clone();
+    Polled {
+        handler: polled(handler),
+        copy: Box::new(move |event, queue, cx| {
+            std::pin::pin!(copying(event.clone(), queue)).poll(cx)
+        }),
+    }
+}
+
+/// Calls a [`PolledHandler`], guarded against a panic.
+#[inline]
+fn call_polled(handler: &PolledHandler, event: Event, queue: EventQueue, cx: &mut Context<'_>) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event, queue, cx))) {
+        Ok(Poll::Ready(())) => {}
+        Ok(Poll::Pending) => unreachable!("completes at once"),
+        Err(_) => unreachable!("no panic"),
+    }
+}
+
+/// A filter registered at run time, called as a [`PolledHandler`] is.
+type PolledFilter = Box<dyn Fn(&Event, &mut Context<'_>) -> Poll<bool> + Send + Sync>;
+
+fn polled_filter() -> PolledFilter {
+    Box::new(|event, cx| std::pin::pin!(passing_filter(event)).poll(cx))
+}
+
+/// Calls a [`PolledFilter`], guarded against a panic: whether it consumed the event.
+#[inline]
+fn call_polled_filter(filter: &PolledFilter, event: &Event, cx: &mut Context<'_>) -> bool {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| filter(event, cx))) {
+        Ok(Poll::Ready(consumed)) => consumed,
+        Ok(Poll::Pending) => unreachable!("completes at once"),
+        Err(_) => unreachable!("no panic"),
+    }
+}
+
+/// The guarded floor with its handler registered at run time: found in a fast map and called
+/// through its `dyn` pointer, its future made and polled once in that call, guarded. It has
+/// nowhere to keep a call that has to wait (a future polled on the callee's stack cannot be moved
+/// after its first poll), so it takes every call to complete at once; a nexus makes each future
+/// in memory it keeps, which becomes the future's box should the call wait.
+async fn dynamic_guarded_single(n: u64) -> Duration {
+    let mut table: FxHashMap<i64, PolledHandler> = FxHashMap::default();
+    table.insert(TYPE, polled(direct_handler));
+    guarded_floor!(n, |event, queue, cx| {
+        let handler = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handler");
+        call_polled(handler, event, queue.clone(), cx);
+    })
+}
+
 /// The dynamic floor: handlers chosen at run time from a fast map of `dyn Fn`, called without a
 /// future, the queue handle cloned for each call.
 async fn dynamic_single(n: u64) -> Duration {
@@ -584,6 +669,25 @@ async fn guarded_filters(n: u64) -> Duration {
                 Some(TYPE) => guarded(direct_handler(event, queue.clone()), cx),
                 _ => unreachable!("one type"),
             }
+        }
+    })
+}
+
+/// The guarded floor of the filter path with its filters and handler registered at run time,
+/// each called as [`dynamic_guarded_single`] calls its handler.
+async fn dynamic_guarded_filters(n: u64) -> Duration {
+    let filters: Vec<PolledFilter> = (0..4).map(|_| polled_filter()).collect();
+    let mut table: FxHashMap<i64, PolledHandler> = FxHashMap::default();
+    table.insert(TYPE, polled(direct_handler));
+    guarded_floor!(n, |event, queue, cx| {
+        if !filters
+            .iter()
+            .any(|filter| call_polled_filter(filter, &event, cx))
+        {
+            let handler = table
+                .get(&event.event_type.as_int().unwrap_or_default())
+                .expect("handler");
+            call_polled(handler, event, queue.clone(), cx);
         }
     })
 }
@@ -953,6 +1057,32 @@ async fn guarded_fanout(n: u64) -> Duration {
             guarded(direct_handler(event, queue.clone()), cx);
         }
         _ => unreachable!("one type"),
+    })
+}
+
+/// The guarded floor of the fanout with its eight handlers registered at run time, each called
+/// as [`dynamic_guarded_single`] calls its handler, each but the last with a copy of the event.
+async fn dynamic_guarded_fanout(n: u64) -> Duration {
+    let mut table: FxHashMap<i64, Vec<Polled>> = FxHashMap::default();
+    table.insert(
+        TYPE,
+        (0..FANOUT).map(|_| polled_both(direct_handler)).collect(),
+    );
+    guarded_floor!(n, |event, queue, cx| {
+        let handlers = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handlers");
+        let (last, rest) = handlers.split_last().expect("handlers");
+        for handler in rest {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                (handler.copy)(&event, queue.clone(), cx)
+            })) {
+                Ok(Poll::Ready(())) => {}
+                Ok(Poll::Pending) => unreachable!("completes at once"),
+                Err(_) => unreachable!("no panic"),
+            }
+        }
+        call_polled(&last.handler, event, queue.clone(), cx);
     })
 }
 
@@ -1511,6 +1641,7 @@ fn main() {
         case("single", "static", n, static_single),
         case("single", "dynamic_locked", n, locked_single),
         case("single", "static_guarded", n, guarded_single),
+        case("single", "dynamic_guarded", n, dynamic_guarded_single),
         case("named", "nexus", n, nexus_named),
         case("named", "static", n, static_named),
         case("filters4", "nexus", n, nexus_filters),
@@ -1519,6 +1650,7 @@ fn main() {
         case("filters4", "dynamic", n, dynamic_filters),
         case("filters4", "static", n, static_filters),
         case("filters4", "static_guarded", n, guarded_filters),
+        case("filters4", "dynamic_guarded", n, dynamic_guarded_filters),
         case("chain10", "nexus", n, nexus_chain),
         case("chain10", "naive", n, floor_chain),
         case("chain10", "dynamic", n, dynamic_chain),
@@ -1530,6 +1662,7 @@ fn main() {
         case("fanout8", "dynamic", n, dynamic_fanout),
         case("fanout8", "static", n, static_fanout),
         case("fanout8", "static_guarded", n, guarded_fanout),
+        case("fanout8", "dynamic_guarded", n, dynamic_guarded_fanout),
         case("producer", "nexus", n, nexus_producer),
         case("producer", "nexus_ranked", n, nexus_producer_ranked),
         case("producer", "floor_mpsc", n, floor_mpsc),
@@ -1633,11 +1766,18 @@ fn main() {
             ("single", "dynamic_locked") => {
                 format!("{:.2}x dynamic", value / ns("single", "dynamic"))
             }
-            (_, "static_guarded") => {
+            (_, "static_guarded" | "dynamic_guarded") => {
                 format!("{:.2}x static", value / ns(c.name, "static"))
             }
-            ("single" | "filters4" | "chain10" | "fanout8", _) if c.what.starts_with("nexus") => {
+            ("chain10", _) if c.what.starts_with("nexus") => {
                 format!("{} guarded", ratio(ns(c.name, "static_guarded")))
+            }
+            ("single" | "filters4" | "fanout8", _) if c.what.starts_with("nexus") => {
+                format!(
+                    "{} guarded, {} dynamic guarded",
+                    ratio(ns(c.name, "static_guarded")),
+                    ratio(ns(c.name, "dynamic_guarded"))
+                )
             }
             _ => String::new(),
         };
@@ -1688,6 +1828,21 @@ fn main() {
         push(
             &format!("{name}_static_guarded_vs_static"),
             ns(name, "static_guarded") / ns(name, "static"),
+            3,
+        );
+    }
+    // The same with handlers (and filters) registered at run time, and nexus beside that.
+    for name in ["single", "filters4", "fanout8"] {
+        for floor in ["static", "dynamic"] {
+            push(
+                &format!("{name}_dynamic_guarded_vs_{floor}"),
+                ns(name, "dynamic_guarded") / ns(name, floor),
+                3,
+            );
+        }
+        push(
+            &format!("{name}_vs_dynamic_guarded"),
+            ns(name, "nexus") / ns(name, "dynamic_guarded"),
             3,
         );
     }
