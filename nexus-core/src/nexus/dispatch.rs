@@ -10,6 +10,7 @@
 //! the nexus's error policy, never the end of the nexus.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -624,16 +625,8 @@ impl Cursor {
             self.unhandled(inner, first_error);
             return Poll::Ready(());
         }
-        // The table's copy of the type where it has one: a clone of the event's would count a
-        // reference on a name made at run time.
-        let own;
-        let event_type = match table_type {
-            Some(event_type) => event_type,
-            None => {
-                own = event.event_type.clone();
-                &own
-            }
-        };
+        let event_type = type_for_counts(table_type, event);
+        let event_type = &*event_type;
         let id = event.id;
         let mut calls = Calls {
             inner,
@@ -1753,14 +1746,8 @@ fn call_only(
     let Some(event) = slot else {
         return None;
     };
-    let own;
-    let event_type = match table_type {
-        Some(event_type) => event_type,
-        None => {
-            own = event.event_type.clone();
-            &own
-        }
-    };
+    let event_type = type_for_counts(table_type, event);
+    let event_type = &*event_type;
     let (id, name) = (event.id, entry.name());
     match call_handler(entry, slot, true, None, &inner.queue, cx, spare) {
         Ok(Ok(())) => {
@@ -1774,6 +1761,17 @@ fn call_only(
             failed(inner, first_error, event_type, err, None);
             None
         }
+    }
+}
+
+/// The event's type as its dispatch keeps it for its count and errors once the event has gone
+/// to a handler: the table's copy where it has one ([`Table::lookup`]), since a clone of the
+/// event's would count a reference on a name made at run time; else a clone.
+#[inline(always)]
+fn type_for_counts<'t>(table_type: Option<&'t EventType>, event: &Event) -> Cow<'t, EventType> {
+    match table_type {
+        Some(event_type) => Cow::Borrowed(event_type),
+        None => Cow::Owned(event.event_type.clone()),
     }
 }
 
