@@ -272,13 +272,9 @@ async fn held_burst() -> HeldBurst {
 /// burst received behind it: the subscriber drains, delivering every event it had received, and
 /// the shutdown's report says it completed with nothing left.
 async fn a_shutdown_delivers_what_a_plain_nats_subscriber_had_received() {
-    let HeldBurst {
-        receiver,
-        task,
-        seen,
-        release,
-        _server,
-    } = held_burst().await;
+    let burst = held_burst().await;
+    let (receiver, task, seen, release) =
+        (&burst.receiver, burst.task, &burst.seen, &burst.release);
     let shutting = receiver.clone();
     let shutdown = tokio::spawn(async move { shutting.shutdown(Duration::from_secs(20)).await });
     // The shutdown drains its producers while the subscriber's first call still waits.
@@ -298,13 +294,9 @@ async fn a_shutdown_delivers_what_a_plain_nats_subscriber_had_received() {
 /// call cut short (its event counted as cancelled and named as interrupted), and every event
 /// received and not dispatched handed back in the report and counted as dropped.
 async fn a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscriber_held() {
-    let HeldBurst {
-        receiver,
-        task,
-        seen,
-        release,
-        _server,
-    } = held_burst().await;
+    let burst = held_burst().await;
+    let (receiver, task, seen, release) =
+        (&burst.receiver, burst.task, &burst.seen, &burst.release);
     let shutdown = receiver.shutdown(Duration::from_millis(500));
     let report = tokio::time::timeout(Duration::from_secs(20), shutdown)
         .await
@@ -325,13 +317,9 @@ async fn a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscribe
 /// call waits: it stops after that call, and leaves every event it had received and not
 /// dispatched undelivered, counted as dropped.
 async fn closing_a_plain_nats_subscriber_leaves_what_it_had_not_dispatched() {
-    let HeldBurst {
-        receiver,
-        task,
-        seen,
-        release,
-        _server,
-    } = held_burst().await;
+    let burst = held_burst().await;
+    let (receiver, task, seen, release) =
+        (&burst.receiver, burst.task, &burst.seen, &burst.release);
     receiver.stop();
     until("the loop ended", || task.is_finished()).await;
     let closing = receiver.clone();
