@@ -2,8 +2,11 @@
 //! or filter's future is placed in memory the nexus keeps between calls. Only a call that has to
 //! wait gets a box of its own.
 //!
-//! This binary installs a counting allocator, so it holds this one test alone. It counts the
-//! allocations of the thread the test runs on: the nexus runs on a current-thread runtime there,
+//! Reading a message (`wire::decode`) allocates once for each text the event keeps, and nothing
+//! else.
+//!
+//! This binary installs a counting allocator, so it holds these tests alone. It counts the
+//! allocations of the thread a test runs on: the nexus runs on a current-thread runtime there,
 //! so every part of a dispatch does too, while the test harness's own thread allocates at times
 //! of its own (a few allocations, now and then, inside the measured loop). The `allocations`
 //! bench counts a whole process of its own.
@@ -170,4 +173,47 @@ async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_e
     }
     let per_event = (allocations() - before) as f64 / 100.0;
     assert!(per_event <= 2.0, "{per_event} allocations per waiting call");
+}
+
+/// Reading a message allocates once for each text the event keeps (a named type, a text
+/// payload), each copied once into the shared text that keeps it, and nothing else: with the
+/// keys in the order `encode` writes them, in another order, and with escapes (read by
+/// `serde_json`, whose scratch buffer is the one allocation more). The wire format comes with the
+/// transports' features.
+#[cfg(any(feature = "zmq", feature = "nats"))]
+#[test]
+fn reading_a_message_allocates_once_for_each_text_the_event_keeps() {
+    let cases: [(&[u8], u64); 6] = [
+        (
+            br#"{"id": 1, "type": 7, "priority": 0, "payload": null}"#,
+            0,
+        ),
+        (
+            br#"{"id": 1, "type": 7, "priority": 0, "payload": "order 1"}"#,
+            1,
+        ),
+        (
+            br#"{"id": 1, "type": "order.placed", "priority": 0, "payload": 5}"#,
+            1,
+        ),
+        (
+            br#"{"id": 1, "type": "order.placed", "priority": 0, "payload": "order 1"}"#,
+            2,
+        ),
+        (
+            br#"{"payload": "order 1", "priority": 0, "type": "order.placed", "id": 1}"#,
+            2,
+        ),
+        (
+            br#"{"id": 1, "type": "caf\u00e9", "priority": 0, "payload": 5}"#,
+            2,
+        ),
+    ];
+    for (message, expected) in cases {
+        let before = allocations();
+        let event = nexus::wire::decode(message, Default::default()).unwrap();
+        let made = allocations() - before;
+        assert_ne!(event.event_type, nexus::EventType::Int(0));
+        assert_eq!(made, expected, "{}", String::from_utf8_lossy(message));
+    }
 }

@@ -269,6 +269,12 @@ enum Field {
     Other,
 }
 
+/// A named type read from a message: its text copied once, into the shared text it is kept in
+/// (by way of a `String`, it would be copied twice and allocated twice).
+fn name_of(name: &str) -> EventType {
+    EventType::Named(crate::event::Text::from(std::sync::Arc::<str>::from(name)))
+}
+
 /// The event as [`encode`] and Python's `json.dumps` write it, read by hand: an object of only
 /// the keys `id`, `type`, `priority`, `payload`, `cause` and `root`, with numbers that are
 /// integers and strings without escapes; first with the keys in the order `encode` writes them,
@@ -421,7 +427,7 @@ mod plain {
         /// A `type`: an integer, or a name.
         fn event_type(&mut self) -> Option<EventType> {
             Some(if self.peek()? == b'"' {
-                EventType::name(std::str::from_utf8(self.string()?).ok()?.to_owned())
+                crate::wire::name_of(std::str::from_utf8(self.string()?).ok()?)
             } else {
                 EventType::Int(self.signed()?)
             })
@@ -579,7 +585,7 @@ mod fast {
                         .map_err(|_| E::custom("out of range"))
                 }
                 fn visit_str<E: de::Error>(self, v: &str) -> Result<TypeField, E> {
-                    Ok(TypeField(EventType::name(v.to_owned())))
+                    Ok(TypeField(crate::wire::name_of(v)))
                 }
                 fn visit_string<E: de::Error>(self, v: String) -> Result<TypeField, E> {
                     Ok(TypeField(EventType::name(v)))
