@@ -334,6 +334,26 @@ async fn closing_a_plain_nats_subscriber_leaves_what_it_had_not_dispatched() {
     assert_eq!((stats.dispatched, stats.dropped), (1, BURST - 1));
 }
 
+/// A shutdown while the server is frozen (SIGSTOP: the connection stays open, nothing sent is
+/// read), so that the subscriber's drain cannot be answered: the shutdown still ends by its
+/// deadline, with every event the subscriber had delivered before.
+async fn a_shutdown_ends_by_its_deadline_while_the_server_of_a_plain_subscriber_is_frozen() {
+    let server = NatsServer::start();
+    let out = plain(&server).await;
+    let (receiver, seen) = roomy_receiver(&server, 64).await;
+    burst_arrives_in_order(&sender(&out).await, &seen, 10).await;
+    server.pause();
+    let shutdown = receiver.shutdown(Duration::from_millis(500));
+    let report = tokio::time::timeout(Duration::from_secs(20), shutdown).await;
+    server.resume();
+    let report = report
+        .expect("the shutdown ends once its deadline has passed")
+        .unwrap();
+    assert!(report.undelivered.is_empty(), "{:?}", report.undelivered);
+    assert_eq!(receiver.stats().dispatched, 10);
+    assert_eq!(receiver.state(), nexus::LoopState::Stopped);
+}
+
 /// A handler of a plain subscriber's event shuts its nexus down: the shutdown's drain of that
 /// subscriber, called from the subscriber's own task, which cannot wait for itself, fails and
 /// says so, and the shutdown returns rather than hang.
@@ -1142,6 +1162,14 @@ fn main() -> std::process::ExitCode {
             || {
                 block_on(
                     a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscriber_held(),
+                )
+            },
+        ),
+        Trial::needing(
+            "a_shutdown_ends_by_its_deadline_while_the_server_of_a_plain_subscriber_is_frozen",
+            || {
+                block_on(
+                    a_shutdown_ends_by_its_deadline_while_the_server_of_a_plain_subscriber_is_frozen(),
                 )
             },
         ),
