@@ -1,6 +1,8 @@
 //! Named event types state their names: the name is what selects handlers and what travels,
 //! whatever the Rust type's path, and one name means one type on a nexus.
 
+use std::sync::{Arc, Mutex};
+
 use nexus::{AsyncEventNexus, Event, EventKind, EventQueue, EventType, NexusError, Selector};
 
 mod ordering {
@@ -119,24 +121,48 @@ fn a_name_registered_as_text_and_as_a_type_is_one_event_type() {
     assert!(matches!(err, NexusError::DuplicateHandler { .. }), "{err}");
 }
 
-/// A name made at run time, as one read off the wire is: shared text, whose references the test
-/// can count.
-fn made_at_run_time() -> (std::sync::Arc<str>, EventType) {
-    let name: std::sync::Arc<str> = std::sync::Arc::from(String::from("order.shipped"));
-    let event_type = EventType::Named(nexus::Text::from(std::sync::Arc::clone(&name)));
-    (name, event_type)
+/// A name made at run time, as one read off the wire is (shared text whose references the test
+/// counts), and a handler that writes down how many references the name has while it is called.
+#[derive(Clone)]
+struct NameProbe {
+    name: Arc<str>,
+    seen: Arc<Mutex<Option<usize>>>,
 }
 
-/// A handler that writes down how many references its event's name has while it is called.
-fn counting(
-    name: &std::sync::Arc<str>,
-    seen: &std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
-) -> impl Fn(Event, EventQueue) + Send + Sync + 'static {
-    let (name, seen) = (std::sync::Arc::clone(name), std::sync::Arc::clone(seen));
-    move |_event: Event, _queue: EventQueue| {
-        seen.lock()
-            .unwrap()
-            .push(std::sync::Arc::strong_count(&name));
+impl NameProbe {
+    fn new() -> Self {
+        Self {
+            name: Arc::from(String::from("order.shipped")),
+            seen: Arc::default(),
+        }
+    }
+
+    /// The name as an event type, sharing the probe's text.
+    fn event_type(&self) -> EventType {
+        EventType::Named(nexus::Text::from(Arc::clone(&self.name)))
+    }
+
+    /// How many references the name has now.
+    fn references(&self) -> usize {
+        Arc::strong_count(&self.name)
+    }
+
+    fn handler(&self) -> impl Fn(Event, EventQueue) + Send + Sync + 'static {
+        let probe = self.clone();
+        move |_event: Event, _queue: EventQueue| {
+            *probe.seen.lock().unwrap() = Some(probe.references());
+        }
+    }
+
+    /// Runs `nexus` and ingests one event of the name: the references the name had while the
+    /// handler was called must be those it had just before (the event's own, the table's, the
+    /// probes'), none counted by the dispatch.
+    async fn ingest_without_a_count(&self, nexus: AsyncEventNexus, course: &str) {
+        let _running = nexus.start().unwrap();
+        let event = Event::new(1, self.event_type(), 0, ());
+        let before = self.references();
+        nexus.ingest(event).await.unwrap();
+        assert_eq!(*self.seen.lock().unwrap(), Some(before), "{course}");
     }
 }
 
@@ -147,86 +173,62 @@ fn counting(
 /// handlers in `multiple` mode, the last handler of a fanout, and an event put by a handler.
 #[tokio::test]
 async fn a_name_made_at_run_time_is_dispatched_without_a_reference_counted_on_it() {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let references_while_called = |nexus: AsyncEventNexus, name: std::sync::Arc<str>| {
-        let seen = std::sync::Arc::clone(&seen);
-        async move {
-            let _running = nexus.start().unwrap();
-            let event_type = EventType::Named(nexus::Text::from(std::sync::Arc::clone(&name)));
-            let event = Event::new(1, event_type, 0, ());
-            seen.lock().unwrap().clear();
-            let before = std::sync::Arc::strong_count(&name);
-            nexus.ingest(event).await.unwrap();
-            // `before` counted the handler's own reference and the event's.
-            (before, seen.lock().unwrap().last().copied())
-        }
-    };
-
-    // One handler.
-    let (name, event_type) = made_at_run_time();
+    let probe = NameProbe::new();
     let nexus = AsyncEventNexus::new();
     nexus
-        .add_handler(event_type, counting(&name, &seen))
+        .add_handler(probe.event_type(), probe.handler())
         .unwrap();
-    let (before, during) = references_while_called(nexus, name).await;
-    assert_eq!(during, Some(before), "one handler");
+    probe.ingest_without_a_count(nexus, "one handler").await;
 
-    // One handler, behind a filter.
-    let (name, event_type) = made_at_run_time();
+    let probe = NameProbe::new();
     let nexus = AsyncEventNexus::new();
     nexus.add_filter(|_e: &Event, _q: &EventQueue| false);
     nexus
-        .add_handler(event_type, counting(&name, &seen))
+        .add_handler(probe.event_type(), probe.handler())
         .unwrap();
-    let (before, during) = references_while_called(nexus, name).await;
-    assert_eq!(during, Some(before), "behind a filter");
+    probe.ingest_without_a_count(nexus, "behind a filter").await;
 
-    // The last of two handlers in `multiple` mode: the first got a copy, dropped by now.
-    let (name, event_type) = made_at_run_time();
+    // The first of the two gets a copy, dropped by the time the second is called.
+    let probe = NameProbe::new();
     let nexus = AsyncEventNexus::builder().multiple(true).build();
     nexus
-        .add_handler(event_type.clone(), |_e: Event, _q: EventQueue| {})
+        .add_handler(probe.event_type(), |_e: Event, _q: EventQueue| {})
         .unwrap();
     nexus
-        .add_handler(event_type, counting(&name, &seen))
+        .add_handler(probe.event_type(), probe.handler())
         .unwrap();
-    let (before, during) = references_while_called(nexus, name).await;
-    assert_eq!(during, Some(before), "multiple mode");
+    probe.ingest_without_a_count(nexus, "multiple mode").await;
 
-    // The last handler of a fanout.
-    let (name, event_type) = made_at_run_time();
+    let probe = NameProbe::new();
     let nexus = AsyncEventNexus::new();
     let fanout = nexus::bus::EventFanout::new();
     fanout.register(nexus::Handler::new(|_e: Event, _q: EventQueue| {}));
-    fanout.register(nexus::Handler::new(counting(&name, &seen)));
-    nexus.add_consumer(event_type, fanout).unwrap();
-    let (before, during) = references_while_called(nexus, name).await;
-    assert_eq!(during, Some(before), "fanout");
+    fanout.register(nexus::Handler::new(probe.handler()));
+    nexus.add_consumer(probe.event_type(), fanout).unwrap();
+    probe.ingest_without_a_count(nexus, "fanout").await;
 
-    // An event a handler puts, dispatched before `ingest` returns.
-    let (name, event_type) = made_at_run_time();
+    // An event a handler puts, dispatched before `ingest` returns: counted from the put.
+    let probe = NameProbe::new();
     let nexus = AsyncEventNexus::new();
     nexus
-        .add_handler(event_type.clone(), counting(&name, &seen))
+        .add_handler(probe.event_type(), probe.handler())
         .unwrap();
-    let put_before = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let put = std::sync::Arc::clone(&put_before);
-    let counted = std::sync::Arc::clone(&name);
+    let before_put = Arc::new(Mutex::new(None));
+    let (putter, before) = (probe.clone(), Arc::clone(&before_put));
     nexus
         .add_handler(7, move |_e: Event, queue: EventQueue| {
-            let event = Event::new(2, event_type.clone(), 0, ());
-            *put.lock().unwrap() = Some(std::sync::Arc::strong_count(&counted));
+            let event = Event::new(2, putter.event_type(), 0, ());
+            *before.lock().unwrap() = Some(putter.references());
             queue.put(event).unwrap();
         })
         .unwrap();
-    seen.lock().unwrap().clear();
     let _running = nexus.start().unwrap();
     nexus.ingest(Event::new(1, 7, 0, ())).await.unwrap();
-    let during = seen.lock().unwrap().last().copied();
+    let during = *probe.seen.lock().unwrap();
     assert!(during.is_some(), "the put event was dispatched");
     assert_eq!(
         during,
-        *put_before.lock().unwrap(),
+        *before_put.lock().unwrap(),
         "an event put by a handler"
     );
 }
