@@ -54,7 +54,8 @@
 //! `name=value` pairs. No counting allocator is installed here: allocations are counted by the
 //! `allocations` bench, a process of its own.
 //!
-//! Environment: `NEXUS_BENCH_EVENTS` (default 200000), `NEXUS_BENCH_ROUNDS` (default 15),
+//! Environment: `NEXUS_BENCH_EVENTS` (default 200000; the runs of nexuses on more than one core
+//! take ten times as many), `NEXUS_BENCH_ROUNDS` (default 15),
 //! `NEXUS_BENCH_QUICK=1` (few events and rounds, no memory run: to check that it works),
 //! `NEXUS_BENCH_ONLY=single,fanout8/nexus` (only these paths, or one side of a path),
 //! `NEXUS_BENCH_CASES_ONLY=1` (the cases and their table, and nothing after them: for counting
@@ -1907,7 +1908,11 @@ fn main() {
         |n| parallel_nexuses(1, 1, n),
         nexuses_apart,
     ];
-    let [one, two, one_alone, two_apart] = in_turns(rounds, runs.map(|run| move || run(n)));
+    // Ten times the cases' events: at 200,000, one nexus moves them in about 20 ms, short enough
+    // for one spell of noise to decide a round (two nexuses against one on one worker ranged from
+    // 1.75x to 1.92x in three runs of this part alone; at 2,000,000, from 1.90x to 1.93x).
+    let cores_n = 10 * n;
+    let [one, two, one_alone, two_apart] = in_turns(rounds, runs.map(|run| move || run(cores_n)));
     println!(
         "\ntwo-worker runtime, producer-fed nexuses: one {one:.0} events/s, two at once {two:.0} \
          events/s ({:.2}x); one on a one-worker runtime {one_alone:.0} events/s (two at once \

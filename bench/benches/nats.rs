@@ -27,8 +27,13 @@ use nexus::{AsyncEventNexus, Event, EventQueue, LoopState};
 const N: u64 = 100_000;
 /// Events per JetStream round: each is stored, and acknowledged, one after the other.
 const N_JS: u64 = 10_000;
-/// Rounds: the ratios are of medians, and the server shares the machine's two cores.
-const ROUNDS: usize = 11;
+/// Plain NATS rounds: the ratio is of medians, and the server shares the machine's two cores, so
+/// that one round's ratio ranges from about 0.6 to 1.1. A round takes about a quarter of a
+/// second; the medians of 11 rounds gave ratios from 0.66 to 0.88 in three runs of the same
+/// code, the 33 rounds together 0.875.
+const ROUNDS: usize = 33;
+/// JetStream rounds: each takes some seconds, and its rounds range less.
+const JS_ROUNDS: usize = 11;
 /// How long one side of a round may take before it is reported as stalled and left out: plain
 /// NATS delivers at most once, and now and then a few of a round's 100,000 messages do not
 /// arrive, on the raw side too.
@@ -304,12 +309,16 @@ fn main() {
     }
     let mut rates: [Vec<f64>; 4] = Default::default();
     let mut stalled = 0;
+    let shown = |rate: Option<f64>| rate.map_or("stalled".to_owned(), |r| format!("{r:.0}"));
+    let mut keep = |rates: &mut Vec<f64>, rate: Option<f64>| match rate {
+        Some(rate) => rates.push(rate),
+        None => stalled += 1,
+    };
     for round in 0..ROUNDS {
         // Each side goes first in every other round, so that neither always meets the server
         // as the other left it.
-        let nexus_first = round % 2 == 0;
         let (n, r) = in_order(
-            nexus_first,
+            round % 2 == 0,
             || {
                 side(&rt, round, "plain nexus", N, |p| {
                     through_nexus(&url, round, p)
@@ -317,8 +326,18 @@ fn main() {
             },
             || side(&rt, round, "plain raw", N, |p| raw(&url, round, p)),
         );
+        println!(
+            "round {round}: plain: nexus {:>9} events/s, raw async-nats {:>9} messages/s",
+            shown(n),
+            shown(r),
+        );
+        let [nexus, raw, ..] = &mut rates;
+        keep(nexus, n);
+        keep(raw, r);
+    }
+    for round in 0..JS_ROUNDS {
         let (j, rj) = in_order(
-            nexus_first,
+            round % 2 == 0,
             || {
                 side(&rt, round, "JetStream nexus", N_JS, |p| {
                     through_jetstream(&url, round, p)
@@ -330,26 +349,20 @@ fn main() {
                 })
             },
         );
-        let shown = |rate: Option<f64>| rate.map_or("stalled".to_owned(), |r| format!("{r:.0}"));
         println!(
-            "round {round}: plain: nexus {:>9} events/s, raw async-nats {:>9} messages/s; \
-             JetStream: nexus {:>7} events/s, raw async-nats {:>7} messages/s",
-            shown(n),
-            shown(r),
+            "round {round}: JetStream: nexus {:>7} events/s, raw async-nats {:>7} messages/s",
             shown(j),
             shown(rj),
         );
-        for (rates, rate) in rates.iter_mut().zip([n, r, j, rj]) {
-            match rate {
-                Some(rate) => rates.push(rate),
-                None => stalled += 1,
-            }
-        }
+        let [.., js, raw_js] = &mut rates;
+        keep(js, j);
+        keep(raw_js, rj);
     }
     let [nexus, raw, js, raw_js] = rates.map(median);
     println!(
-        "\nmedians of {ROUNDS} rounds: plain ({N} events): nexus {nexus:.0}/s, raw {raw:.0}/s, \
-         nexus/raw {:.2}; JetStream ({N_JS} events): nexus {js:.0}/s, raw {raw_js:.0}/s, \
+        "\nmedians: plain ({ROUNDS} rounds of {N} events): nexus {nexus:.0}/s, raw {raw:.0}/s, \
+         nexus/raw {:.2}; JetStream ({JS_ROUNDS} rounds of {N_JS} events): nexus {js:.0}/s, \
+         raw {raw_js:.0}/s, \
          nexus/raw {:.2}; sides stalled and left out: {stalled}",
         nexus / raw,
         js / raw_js
