@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use nexus::bus::nats::{NatsBoundary, NatsSubscriber};
 use nexus::{AsyncEventNexus, Event, EventQueue, Malformed, NexusError};
-use support::{NatsServer, Trial, block_on, running};
+use support::{NatsServer, Trial, running, trial};
 
 const PREFIX: &str = "test.events";
 
@@ -1135,109 +1135,75 @@ fn main() -> std::process::ExitCode {
         Trial::needing("one_trace_spans_both_processes_over_plain_nats", || {
             one_trace_spans_both_processes(true)
         }),
-        Trial::needing(
-            "a_started_subscriber_receives_what_is_published_right_after",
-            || block_on(a_started_subscriber_receives_what_is_published_right_after()),
+        trial!(
+            needing,
+            a_started_subscriber_receives_what_is_published_right_after
         ),
-        Trial::needing("events_cross_between_nexuses_filtered_by_subject", || {
-            block_on(events_cross_between_nexuses_filtered_by_subject())
-        }),
-        Trial::needing("a_burst_on_plain_nats_arrives_whole_and_in_order", || {
-            block_on(a_burst_on_plain_nats_arrives_whole_and_in_order())
-        }),
-        Trial::needing(
-            "a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_cause",
-            || {
-                block_on(
-                    a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_cause(),
-                )
-            },
+        trial!(needing, events_cross_between_nexuses_filtered_by_subject),
+        trial!(needing, a_burst_on_plain_nats_arrives_whole_and_in_order),
+        trial!(
+            needing,
+            a_burst_mixing_caused_and_uncaused_events_arrives_in_order_with_each_cause
         ),
-        Trial::needing(
-            "a_shutdown_delivers_what_a_plain_nats_subscriber_had_received",
-            || block_on(a_shutdown_delivers_what_a_plain_nats_subscriber_had_received()),
+        trial!(
+            needing,
+            a_shutdown_delivers_what_a_plain_nats_subscriber_had_received
         ),
-        Trial::needing(
-            "a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscriber_held",
-            || {
-                block_on(
-                    a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscriber_held(),
-                )
-            },
+        trial!(
+            needing,
+            a_shutdown_whose_deadline_passes_hands_back_what_a_plain_nats_subscriber_held
         ),
-        Trial::needing(
-            "a_shutdown_ends_by_its_deadline_while_the_server_of_a_plain_subscriber_is_frozen",
-            || {
-                block_on(
-                    a_shutdown_ends_by_its_deadline_while_the_server_of_a_plain_subscriber_is_frozen(),
-                )
-            },
+        trial!(
+            needing,
+            a_shutdown_ends_by_its_deadline_while_the_server_of_a_plain_subscriber_is_frozen
         ),
-        Trial::needing(
-            "a_handler_fed_by_a_plain_nats_subscriber_can_shut_its_nexus_down",
-            || block_on(a_handler_fed_by_a_plain_nats_subscriber_can_shut_its_nexus_down()),
+        trial!(
+            needing,
+            a_handler_fed_by_a_plain_nats_subscriber_can_shut_its_nexus_down
         ),
-        Trial::needing(
-            "closing_a_plain_nats_subscriber_leaves_what_it_had_not_dispatched",
-            || block_on(closing_a_plain_nats_subscriber_leaves_what_it_had_not_dispatched()),
+        trial!(
+            needing,
+            closing_a_plain_nats_subscriber_leaves_what_it_had_not_dispatched
         ),
-        Trial::needing(
-            "failing_events_on_plain_nats_do_not_stop_the_ones_after_them",
-            || block_on(failing_events_on_plain_nats_do_not_stop_the_ones_after_them()),
+        trial!(
+            needing,
+            failing_events_on_plain_nats_do_not_stop_the_ones_after_them
         ),
-        Trial::needing("causes_cross_plain_nats_in_headers", || {
-            block_on(causes_cross_plain_nats_in_headers())
-        }),
-        Trial::needing("causes_cross_jetstream_in_headers", || {
-            block_on(causes_cross_jetstream_in_headers())
-        }),
-        Trial::needing(
-            "a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_once",
-            || {
-                block_on(
-                    a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_once(),
-                )
-            },
+        trial!(needing, causes_cross_plain_nats_in_headers),
+        trial!(needing, causes_cross_jetstream_in_headers),
+        trial!(
+            needing,
+            a_restarted_receiver_dispatches_what_was_published_meanwhile_exactly_once
         ),
-        Trial::needing(
-            "publishing_resumes_after_the_server_restarts_without_losing_stored_events",
-            || {
-                block_on(
-                    publishing_resumes_after_the_server_restarts_without_losing_stored_events(),
-                )
-            },
+        trial!(
+            needing,
+            publishing_resumes_after_the_server_restarts_without_losing_stored_events
         ),
-        Trial::needing("an_event_delivered_again_is_not_dispatched_twice", || {
-            block_on(an_event_delivered_again_is_not_dispatched_twice())
-        }),
-        Trial::needing(
-            "malformed_messages_are_skipped_and_counted_while_good_ones_arrive",
-            || block_on(malformed_messages_are_skipped_and_counted_while_good_ones_arrive()),
+        trial!(needing, an_event_delivered_again_is_not_dispatched_twice),
+        trial!(
+            needing,
+            malformed_messages_are_skipped_and_counted_while_good_ones_arrive
         ),
-        Trial::needing("the_distributed_example_ships_every_order_once", || {
-            block_on(the_distributed_example_ships_every_order_once())
-        }),
-        Trial::needing(
-            "a_publisher_started_again_with_the_same_origin_loses_nothing",
-            || block_on(a_publisher_started_again_with_the_same_origin_loses_nothing()),
+        trial!(needing, the_distributed_example_ships_every_order_once),
+        trial!(
+            needing,
+            a_publisher_started_again_with_the_same_origin_loses_nothing
         ),
-        Trial::needing(
-            "a_duplicate_publish_is_surfaced_never_a_silent_success",
-            || block_on(a_duplicate_publish_is_surfaced_never_a_silent_success()),
+        trial!(
+            needing,
+            a_duplicate_publish_is_surfaced_never_a_silent_success
         ),
-        Trial::needing(
-            "what_one_receiver_dispatched_is_not_dispatched_again_by_the_next_when_acks_are_lost",
-            || {
-                block_on(what_one_receiver_dispatched_is_not_dispatched_again_by_the_next_when_acks_are_lost())
-            },
+        trial!(
+            needing,
+            what_one_receiver_dispatched_is_not_dispatched_again_by_the_next_when_acks_are_lost
         ),
-        Trial::needing(
-            "a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing",
-            || block_on(a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing()),
+        trial!(
+            needing,
+            a_flood_of_poison_events_is_set_aside_and_good_events_keep_flowing
         ),
-        Trial::needing(
-            "the_distributed_example_ships_every_order_of_two_ordering_runs",
-            || block_on(the_distributed_example_ships_every_order_of_two_ordering_runs()),
+        trial!(
+            needing,
+            the_distributed_example_ships_every_order_of_two_ordering_runs
         ),
     ];
     support::run_trials(

@@ -15,7 +15,7 @@ use nexus::sources::zmq::{ZmqEventReceiver, ZmqEventSender};
 use nexus::wire::{self, DecodeLimits};
 use nexus::{AsyncEventNexus, Event, EventQueue, EventType, Payload};
 use serde_json::json;
-use support::{Trial, block_on};
+use support::trial;
 
 const N: usize = 1_000;
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/zmq_peer.py");
@@ -317,33 +317,29 @@ async fn strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite
 
 fn main() -> std::process::ExitCode {
     let trials = vec![
-        Trial::needing(
-            "events_sent_by_the_original_reach_a_rust_nexus_intact",
-            || block_on(events_sent_by_the_original_reach_a_rust_nexus_intact()),
+        trial!(
+            needing,
+            events_sent_by_the_original_reach_a_rust_nexus_intact
         ),
-        Trial::needing(
-            "events_sent_by_a_rust_nexus_reach_the_original_intact",
-            || block_on(events_sent_by_a_rust_nexus_reach_the_original_intact()),
+        trial!(
+            needing,
+            events_sent_by_a_rust_nexus_reach_the_original_intact
         ),
-        Trial::anywhere(
-            "a_payload_without_a_json_form_is_an_error_at_the_sender",
-            || block_on(a_payload_without_a_json_form_is_an_error_at_the_sender()),
+        trial!(
+            anywhere,
+            a_payload_without_a_json_form_is_an_error_at_the_sender
         ),
-        Trial::anywhere(
-            "causes_cross_zeromq_only_when_the_sender_is_told_to_send_them",
-            || block_on(causes_cross_zeromq_only_when_the_sender_is_told_to_send_them()),
+        trial!(
+            anywhere,
+            causes_cross_zeromq_only_when_the_sender_is_told_to_send_them
         ),
-        Trial::anywhere(
-            "malformed_messages_are_skipped_and_counted_while_good_ones_arrive",
-            || block_on(malformed_messages_are_skipped_and_counted_while_good_ones_arrive()),
+        trial!(
+            anywhere,
+            malformed_messages_are_skipped_and_counted_while_good_ones_arrive
         ),
-        Trial::anywhere(
-            "strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite_hook",
-            || {
-                block_on(
-                    strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite_hook(),
-                )
-            },
+        trial!(
+            anywhere,
+            strings_from_a_sub_socket_become_events_of_a_set_type_after_the_rewrite_hook
         ),
     ];
     support::run_trials(

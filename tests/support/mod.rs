@@ -136,6 +136,24 @@ impl Trial {
     }
 }
 
+/// A [`Trial`] of the async test function `$test`, made by `Trial::$kind` (`needing` or
+/// `anywhere`), named after the function and run with [`block_on`]: the name a trial reports
+/// is always its function's.
+#[allow(
+    unused_macros,
+    reason = "not every binary that has this module runs trials"
+)]
+macro_rules! trial {
+    ($kind:ident, $test:ident) => {
+        $crate::support::Trial::$kind(stringify!($test), || $crate::support::block_on($test()))
+    };
+}
+#[allow(
+    unused_imports,
+    reason = "not every binary that has this module runs trials"
+)]
+pub(crate) use trial;
+
 /// Runs an async test on a two-worker runtime (the tests of these binaries talk to other
 /// processes, in real time).
 pub fn block_on(test: impl std::future::Future<Output = ()>) {
