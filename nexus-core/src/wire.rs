@@ -155,10 +155,21 @@ fn encode_as(event: &Event, with_cause: bool) -> Result<Vec<u8>, NexusError> {
 /// # Ok::<(), nexus_core::NexusError>(())
 /// ```
 pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusError> {
-    if bytes.len() <= limits.max_bytes
-        && let Some(event) = plain::decode(bytes).or_else(|| fast::decode(bytes))
-    {
-        return Ok(event);
+    decode_here(bytes, limits)
+}
+
+/// [`decode`], made inside its caller ([`WireStats::admit`] too), so that the event is written
+/// where the caller keeps it: each copy of an event just written in pieces waits for those
+/// pieces' stores.
+#[inline(always)]
+fn decode_here(bytes: &[u8], limits: DecodeLimits) -> Result<Event, NexusError> {
+    if bytes.len() <= limits.max_bytes {
+        if let Some(event) = plain::in_order(bytes) {
+            return Ok(event);
+        }
+        if let Some(event) = plain::any_order(bytes).or_else(|| fast::decode(bytes)) {
+            return Ok(event);
+        }
     }
     decode_checked(bytes, limits)
 }
@@ -286,25 +297,33 @@ mod plain {
     use super::Field as Key;
     use crate::event::{Cause, Event, EventType, Payload};
 
-    pub(super) fn decode(bytes: &[u8]) -> Option<Event> {
-        in_order(bytes).or_else(|| any_order(bytes))
-    }
-
     /// The keys in the order [`encode`](super::encode) writes them, with white space anywhere
     /// JSON allows it but between a key and its colon (`json.dumps` writes it after each colon
     /// and comma): read straight through, where a loop over the keys took about 90 instructions
     /// a key.
+    ///
+    /// The type and the payload are read as their bytes or their integer, in registers, and made
+    /// into the event's fields only once the whole message has been read: made as they were read,
+    /// each was written to memory in pieces and read back whole when the event was put together,
+    /// and each such read waited for the pieces' stores.
+    #[inline(always)]
     pub(super) fn in_order(bytes: &[u8]) -> Option<Event> {
         let mut input = Input { rest: bytes };
         input.expect(b'{')?;
         input.literal(b"\"id\":")?;
         let id = input.unsigned()?;
         input.field(b"\"type\":")?;
-        let event_type = input.event_type()?;
+        let event_type = input.raw()?;
         input.field(b"\"priority\":")?;
         let priority = i32::try_from(input.signed()?).ok()?;
         input.field(b"\"payload\":")?;
-        let payload = input.payload()?;
+        let payload = match input.peek()? {
+            b'n' => {
+                input.null()?;
+                None
+            }
+            _ => Some(input.raw()?),
+        };
         let cause = match input.next()? {
             b'}' => None,
             b',' => {
@@ -318,7 +337,22 @@ mod plain {
             _ => return None,
         };
         input.skip_space();
-        input.rest.is_empty().then_some(Event {
+        if !input.rest.is_empty() {
+            return None;
+        }
+        let event_type = match event_type {
+            Raw::Int(i) => EventType::Int(i),
+            Raw::Text(name) => crate::wire::name_of(std::str::from_utf8(name).ok()?),
+        };
+        let payload = match payload {
+            None => Payload::Empty,
+            Some(Raw::Int(i)) => Payload::Int(i),
+            Some(Raw::Text(text)) => {
+                let text: Arc<str> = Arc::from(std::str::from_utf8(text).ok()?);
+                Payload::Text(text.into())
+            }
+        };
+        Some(Event {
             id,
             event_type,
             priority,
@@ -329,6 +363,7 @@ mod plain {
 
     /// The keys in any order, each at most once but for a key given twice, and white space
     /// wherever JSON allows it.
+    #[inline(never)]
     pub(super) fn any_order(bytes: &[u8]) -> Option<Event> {
         let mut input = Input { rest: bytes };
         let (mut id, mut event_type, mut priority, mut payload) = (None, None, None, None);
@@ -371,6 +406,13 @@ mod plain {
             payload: payload.unwrap_or(Payload::Empty),
             cause,
         })
+    }
+
+    /// A string's bytes (no escapes), or an integer: a type or a payload as read, before it is
+    /// made into the event's field.
+    enum Raw<'a> {
+        Int(i64),
+        Text(&'a [u8]),
     }
 
     /// What is left to read.
@@ -422,6 +464,16 @@ mod plain {
         fn field(&mut self, literal: &[u8]) -> Option<()> {
             self.expect(b',')?;
             self.literal(literal)
+        }
+
+        /// A string without escapes, or an integer.
+        #[inline(always)]
+        fn raw(&mut self) -> Option<Raw<'a>> {
+            Some(if self.peek()? == b'"' {
+                Raw::Text(self.string()?)
+            } else {
+                Raw::Int(self.signed()?)
+            })
         }
 
         /// A `type`: an integer, or a name.
@@ -792,7 +844,7 @@ impl WireStats {
         limits: DecodeLimits,
         only: Option<&Selector>,
     ) -> Option<Event> {
-        let event = match decode(bytes, limits) {
+        let event = match decode_here(bytes, limits) {
             Ok(event) => event,
             Err(err) => {
                 if let Err(other) = self.record(err) {
