@@ -96,6 +96,38 @@ pub enum Sent<T> {
     DroppedNewest(T),
 }
 
+/// What [`Bounded::offer`] did with its item.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Offered {
+    Queued,
+    DroppedOldest,
+    DroppedNewest,
+    Full,
+    Closed,
+}
+
+impl Offered {
+    /// A send's outcome, from this and the item `offer` left behind, if any (there is one for
+    /// every outcome but `Queued`).
+    #[inline]
+    fn into_sent<T>(self, back: Option<T>) -> Result<Sent<T>, T> {
+        match (self, back) {
+            (Self::DroppedOldest, Some(item)) => Ok(Sent::DroppedOldest(item)),
+            (Self::DroppedNewest, Some(item)) => Ok(Sent::DroppedNewest(item)),
+            (Self::Full | Self::Closed, Some(item)) => Err(item),
+            (Self::Queued, back) => {
+                debug_assert!(back.is_none(), "a queued item leaves nothing behind");
+                Ok(Sent::Queued)
+            }
+            // `offer` leaves an item behind for every other outcome.
+            (_, None) => {
+                debug_assert!(false, "{self:?} left no item behind");
+                Ok(Sent::Queued)
+            }
+        }
+    }
+}
+
 impl<T> Bounded<T> {
     /// A channel holding `capacity` items (at least 1).
     pub fn new(capacity: usize, overflow: Overflow) -> Self {
@@ -162,32 +194,43 @@ impl<T> Bounded<T> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts `item` in, drops one as the overflow choice says, or hands it back (full under
-    /// [`Overflow::Wait`], or closed: `Err(Ok(item))` and `Err(Err(item))`).
-    fn offer(&self, item: T) -> Result<Sent<T>, Result<T, T>> {
+    /// Puts `item` in, drops one as the overflow choice says, or refuses it (full under
+    /// [`Overflow::Wait`], or closed). An item dropped or refused is left in `back`: the common
+    /// outcome, queued, returns one word in a register, where a `Result` holding an item was
+    /// returned in memory and copied whole by the caller.
+    fn offer(&self, item: T, back: &mut Option<T>) -> Offered {
         let mut state = self.lock();
         if state.closed {
-            return Err(Err(item));
+            *back = Some(item);
+            return Offered::Closed;
         }
         // Only an item into an empty channel wakes a receiver: one waiting saw the channel
         // empty, so the item that ended that was announced; one that takes an item and leaves
         // others passes the wake-up on (`pass_on`).
         let was_empty = state.queue.len() == 0;
-        let sent = if state.queue.len() < self.shared.capacity {
+        let offered = if state.queue.len() < self.shared.capacity {
             state.queue.push(item);
-            Sent::Queued
+            Offered::Queued
         } else {
             match self.shared.overflow {
-                Overflow::Wait => return Err(Ok(item)),
+                Overflow::Wait => {
+                    *back = Some(item);
+                    return Offered::Full;
+                }
                 Overflow::DropNewest => {
                     self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Sent::DroppedNewest(item));
+                    *back = Some(item);
+                    return Offered::DroppedNewest;
                 }
                 Overflow::DropOldest => {
-                    let oldest = state.queue.pop_oldest();
+                    *back = state.queue.pop_oldest();
                     state.queue.push(item);
                     self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    oldest.map_or(Sent::Queued, Sent::DroppedOldest)
+                    if back.is_some() {
+                        Offered::DroppedOldest
+                    } else {
+                        Offered::Queued
+                    }
                 }
             }
         };
@@ -195,7 +238,7 @@ impl<T> Bounded<T> {
         if was_empty {
             self.shared.items.notify_one();
         }
-        Ok(sent)
+        offered
     }
 
     /// After a receiver took items under `state`: if some are left, another receiver waiting
@@ -215,23 +258,31 @@ impl<T> Bounded<T> {
     /// # Errors
     ///
     /// Hands `item` back when the channel is closed.
-    pub async fn send(&self, item: T) -> Result<Sent<T>, T> {
-        // Room is the common case: only a full channel registers for a wake-up.
-        let mut item = match self.offer(item) {
-            Ok(sent) => return Ok(sent),
-            Err(Err(closed)) => return Err(closed),
-            Err(Ok(full)) => full,
-        };
-        loop {
-            let room = self.shared.room.notified();
-            let mut room = std::pin::pin!(room);
-            room.as_mut().enable();
-            match self.offer(item) {
-                Ok(sent) => return Ok(sent),
-                Err(Err(closed)) => return Err(closed),
-                Err(Ok(full)) => item = full,
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` copies its arguments into its body when first polled"
+    )]
+    pub fn send(&self, item: T) -> impl Future<Output = Result<Sent<T>, T>> + '_ {
+        // A block rather than an `async fn`, whose first poll would copy `item` from where the
+        // caller wrote it into the future's body: a copy that waits for the caller's stores.
+        async move {
+            let mut back = None;
+            // Room is the common case: only a full channel registers for a wake-up.
+            let mut offered = self.offer(item, &mut back);
+            loop {
+                match (offered, back.take()) {
+                    (Offered::Full, Some(full)) => {
+                        let room = self.shared.room.notified();
+                        let mut room = std::pin::pin!(room);
+                        room.as_mut().enable();
+                        offered = self.offer(full, &mut back);
+                        if offered == Offered::Full {
+                            room.await;
+                        }
+                    }
+                    (offered, back) => return offered.into_sent(back),
+                }
             }
-            room.await;
         }
     }
 
@@ -264,10 +315,13 @@ impl<T> Bounded<T> {
     /// Hands `item` back, saying why: [`TrySendError::Full`] under [`Overflow::Wait`],
     /// [`TrySendError::Closed`] once the channel is closed.
     pub fn try_send(&self, item: T) -> Result<Sent<T>, TrySendError<T>> {
-        self.offer(item).map_err(|refused| match refused {
-            Ok(item) => TrySendError::Full(item),
-            Err(item) => TrySendError::Closed(item),
-        })
+        let mut back = None;
+        let offered = self.offer(item, &mut back);
+        match (offered, back) {
+            (Offered::Full, Some(item)) => Err(TrySendError::Full(item)),
+            (Offered::Closed, Some(item)) => Err(TrySendError::Closed(item)),
+            (offered, back) => offered.into_sent(back).map_err(TrySendError::Closed),
+        }
     }
 
     /// Waits for the next item; `None` once the channel is closed and empty.
@@ -421,6 +475,50 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each send says what became of its item, and hands back the one dropped or refused.
+    #[tokio::test]
+    async fn each_send_says_what_it_dropped_or_hands_its_item_back() {
+        let newest = Bounded::new(2, Overflow::DropNewest);
+        let mut sent = Vec::new();
+        for n in 1..=4 {
+            sent.push(newest.send(n).await);
+        }
+        sent.push(newest.try_send(5).map_err(|_| 5));
+        assert_eq!(
+            sent,
+            [
+                Ok(Sent::Queued),
+                Ok(Sent::Queued),
+                Ok(Sent::DroppedNewest(3)),
+                Ok(Sent::DroppedNewest(4)),
+                Ok(Sent::DroppedNewest(5)),
+            ]
+        );
+
+        let oldest = Bounded::new(2, Overflow::DropOldest);
+        let mut sent = Vec::new();
+        for n in 1..=4 {
+            sent.push(oldest.send(n).await);
+        }
+        sent.push(oldest.try_send(5).map_err(|_| 5));
+        assert_eq!(
+            sent,
+            [
+                Ok(Sent::Queued),
+                Ok(Sent::Queued),
+                Ok(Sent::DroppedOldest(1)),
+                Ok(Sent::DroppedOldest(2)),
+                Ok(Sent::DroppedOldest(3)),
+            ]
+        );
+
+        oldest.close();
+        assert_eq!(oldest.send(6).await, Err(6), "closed: handed back");
+        let wait = Bounded::new(1, Overflow::Wait);
+        wait.close();
+        assert_eq!(wait.send(7).await, Err(7));
+    }
 
     #[tokio::test]
     async fn each_overflow_choice_counts_what_it_drops() {

@@ -250,6 +250,7 @@ fn closed(event: Event) -> NexusError {
 }
 
 impl EventSender {
+    #[inline]
     fn sent(&self, sent: Result<Sent<Event>, Event>) -> Result<(), NexusError> {
         match sent {
             Ok(Sent::Queued) => Ok(()),
@@ -266,9 +267,17 @@ impl EventSender {
     /// # Errors
     ///
     /// [`NexusError::Closed`], handing the event back, once the producer was closed or dropped.
-    pub async fn send(&self, event: Event) -> Result<(), NexusError> {
-        let sent = self.senders.channel.send(event).await;
-        self.sent(sent)
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` copies its arguments into its body when first polled"
+    )]
+    pub fn send(&self, event: Event) -> impl Future<Output = Result<(), NexusError>> + Send + '_ {
+        // A block rather than an `async fn`, whose first poll would copy the event from where
+        // the caller wrote it: a copy that waits for the caller's stores.
+        async move {
+            let sent = self.senders.channel.send(event).await;
+            self.sent(sent)
+        }
     }
 
     /// Sends `event` from outside the async runtime (a plain thread, or a closure given to
