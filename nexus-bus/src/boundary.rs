@@ -492,22 +492,24 @@ impl EventConsumer for BoundaryHandler {
         } = self.clone();
         Some(Handler::new(
             move |event: Event, _queue: EventQueue| match boundary.lane(direction).offer(event) {
-                Ok(None) => Crossing::Done(Some(Ok(()))),
-                Err(err) => Crossing::Done(Some(Err(err))),
+                Ok(None) => Crossing::Done,
+                Err(err) => Crossing::Later(Box::pin(std::future::ready(Err(err)))),
                 Ok(Some(event)) => {
                     let owed = boundary.owed(direction);
-                    Crossing::Waiting(Box::pin(owed.send(event)))
+                    Crossing::Later(Box::pin(owed.send(event)))
                 }
             },
         ))
     }
 }
 
-/// One crossing through a [`BoundaryHandler`]: done when the queue had room, else the send
-/// that waits for it.
+/// One crossing through a [`BoundaryHandler`]: done when the queue had room; else the send
+/// that waits for room, or the failure, boxed. Two words, returned in registers: the nexus makes
+/// one for each event and writes it where it polls it, and a larger value, returned in memory in
+/// pieces, was then read back whole, waiting for those pieces' stores.
 enum Crossing {
-    Done(Option<Result<(), NexusError>>),
-    Waiting(Pin<Box<dyn Future<Output = Result<(), NexusError>> + Send>>),
+    Done,
+    Later(Pin<Box<dyn Future<Output = Result<(), NexusError>> + Send>>),
 }
 
 impl Future for Crossing {
@@ -515,9 +517,8 @@ impl Future for Crossing {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            // Taken once: a future is not polled again once it is ready.
-            Crossing::Done(outcome) => Poll::Ready(outcome.take().unwrap_or(Ok(()))),
-            Crossing::Waiting(send) => send.as_mut().poll(cx),
+            Crossing::Done => Poll::Ready(Ok(())),
+            Crossing::Later(later) => later.as_mut().poll(cx),
         }
     }
 }
