@@ -675,12 +675,18 @@ impl Delivery<'_> {
             return Ok(());
         };
         let delivered = &link.shared.delivered;
-        let mut fed = || {
-            let event = next()?;
-            delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Some(event)
+        // Each event after a run's first is put straight into the place the dispatch begins it.
+        let mut fed = |slot: &mut Option<Event>| match next() {
+            Some(event) => {
+                delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *slot = Some(event);
+                true
+            }
+            None => false,
         };
-        while let Some(event) = fed() {
+        let mut first = None;
+        while fed(&mut first) {
+            let Some(event) = first.take() else { break };
             if let Err(err) = nexus.ingest_run_from_producer(event, &mut fed).await {
                 return Err(link.failed(nexus, err));
             }

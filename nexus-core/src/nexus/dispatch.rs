@@ -1039,9 +1039,12 @@ pub(crate) enum Check {
     Producer,
 }
 
-/// Where a run of a producer's events comes from ([`Dispatch::run`]): the next event, or `None`
-/// when the run is over.
-pub(crate) type Feed<'a> = &'a mut (dyn FnMut() -> Option<Event> + Send);
+/// Where a run of a producer's events comes from ([`Dispatch::run`]): puts the next event in the
+/// slot it is given (the dispatch's cursor) and says so, or says the run is over. Put in place:
+/// an event returned as an `Option<Event>` was copied twice more on its way to the cursor, each
+/// copy reading in 16-byte pieces what the one before had written in others, and waiting for
+/// those stores.
+pub(crate) type Feed<'a> = &'a mut (dyn FnMut(&mut Option<Event>) -> bool + Send);
 
 /// What a dispatch goes on with once its event is over: nothing (`()`, an `ingest`), or the
 /// next event of a run (a [`Feed`]). A type, so that a single `ingest` carries nothing of it.
@@ -1049,16 +1052,16 @@ pub(crate) trait Then: Send + Unpin {
     /// Whether there may be a next event.
     const RUNS: bool;
 
-    /// The next event, if any.
-    fn next(&mut self) -> Option<Event>;
+    /// Puts the next event, if any, in `slot`; whether there was one.
+    fn next_into(&mut self, slot: &mut Option<Event>) -> bool;
 }
 
 impl Then for () {
     const RUNS: bool = false;
 
     #[inline(always)]
-    fn next(&mut self) -> Option<Event> {
-        None
+    fn next_into(&mut self, _slot: &mut Option<Event>) -> bool {
+        false
     }
 }
 
@@ -1066,8 +1069,8 @@ impl Then for Feed<'_> {
     const RUNS: bool = true;
 
     #[inline]
-    fn next(&mut self) -> Option<Event> {
-        self()
+    fn next_into(&mut self, slot: &mut Option<Event>) -> bool {
+        self(slot)
     }
 }
 
@@ -1439,16 +1442,24 @@ impl<'a, T: Then> Live<'a, T> {
                         guard.refresh(inner);
                         self.cursor.begin(*own);
                     }
-                    None => match then(&mut self.then, inner, guard, &self.first_error) {
-                        Some(mut next) => {
+                    None => match then(
+                        &mut self.then,
+                        inner,
+                        guard,
+                        &self.first_error,
+                        &mut self.cursor.event,
+                    ) {
+                        true => {
                             // Arrived now, as an `ingest` of it would, with the cause the
                             // producer's events have outside the mark.
                             bump(&inner.outcomes.arrived);
-                            next.inherit(cause_before);
+                            if let Some(next) = &mut self.cursor.event {
+                                next.inherit(cause_before);
+                            }
                             guard.refresh(inner);
-                            self.cursor.begin(next);
+                            self.cursor.begin_in_place();
                         }
-                        None => return Poll::Ready(self.first_error.take()),
+                        false => return Poll::Ready(self.first_error.take()),
                     },
                 },
             }
@@ -1926,23 +1937,24 @@ impl<T: Then> Drop for Dispatch<'_, T> {
     }
 }
 
-/// The next event of a run ([`Dispatch::run`]) while it may go on, taken under the gate already
-/// held.
+/// Puts the next event of a run ([`Dispatch::run`]) in `slot` while the run may go on, taken
+/// under the gate already held; whether it did.
 #[inline(always)]
 fn then<T: Then>(
     then: &mut T,
     inner: &Inner,
     guard: &GateGuard<'_, Dispatcher>,
     first_error: &Option<Box<NexusError>>,
-) -> Option<Event> {
+    slot: &mut Option<Event>,
+) -> bool {
     if !T::RUNS || first_error.is_some() || guard.others_wait() || inner.bit_mode {
-        return None;
+        return false;
     }
     let raw = inner.state.load(Ordering::Acquire);
     if raw != LOOPING && raw != STARTING {
-        return None;
+        return false;
     }
-    then.next()
+    then.next_into(slot)
 }
 
 /// Dispatches an event that was on the queue before this dispatch took the gate: its failure goes
