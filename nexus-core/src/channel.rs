@@ -479,42 +479,26 @@ mod tests {
     /// Each send says what became of its item, and hands back the one dropped or refused.
     #[tokio::test]
     async fn each_send_says_what_it_dropped_or_hands_its_item_back() {
-        let newest = Bounded::new(2, Overflow::DropNewest);
-        let mut sent = Vec::new();
-        for n in 1..=4 {
-            sent.push(newest.send(n).await);
+        for (overflow, made, dropped) in [
+            (
+                Overflow::DropNewest,
+                Sent::DroppedNewest as fn(i32) -> Sent<i32>,
+                [3, 4, 5],
+            ),
+            (Overflow::DropOldest, Sent::DroppedOldest, [1, 2, 3]),
+        ] {
+            let channel = Bounded::new(2, overflow);
+            let mut sent = Vec::new();
+            for n in 1..=4 {
+                sent.push(channel.send(n).await);
+            }
+            sent.push(channel.try_send(5).map_err(|_| 5));
+            let mut expected = vec![Ok(Sent::Queued), Ok(Sent::Queued)];
+            expected.extend(dropped.map(|item| Ok(made(item))));
+            assert_eq!(sent, expected, "{overflow:?}");
+            channel.close();
+            assert_eq!(channel.send(6).await, Err(6), "closed: handed back");
         }
-        sent.push(newest.try_send(5).map_err(|_| 5));
-        assert_eq!(
-            sent,
-            [
-                Ok(Sent::Queued),
-                Ok(Sent::Queued),
-                Ok(Sent::DroppedNewest(3)),
-                Ok(Sent::DroppedNewest(4)),
-                Ok(Sent::DroppedNewest(5)),
-            ]
-        );
-
-        let oldest = Bounded::new(2, Overflow::DropOldest);
-        let mut sent = Vec::new();
-        for n in 1..=4 {
-            sent.push(oldest.send(n).await);
-        }
-        sent.push(oldest.try_send(5).map_err(|_| 5));
-        assert_eq!(
-            sent,
-            [
-                Ok(Sent::Queued),
-                Ok(Sent::Queued),
-                Ok(Sent::DroppedOldest(1)),
-                Ok(Sent::DroppedOldest(2)),
-                Ok(Sent::DroppedOldest(3)),
-            ]
-        );
-
-        oldest.close();
-        assert_eq!(oldest.send(6).await, Err(6), "closed: handed back");
         let wait = Bounded::new(1, Overflow::Wait);
         wait.close();
         assert_eq!(wait.send(7).await, Err(7));
