@@ -39,8 +39,8 @@ const JS_ROUNDS: usize = 11;
 /// arrive, on the raw side too.
 const STALL: Duration = Duration::from_secs(30);
 
-/// How far the side being timed has got: events sent, and events that arrived. Each count is
-/// written by one task, with a plain store where the side counts for itself.
+/// How far the side being timed has got: events sent, and events that arrived. Each count has
+/// one writer at a time, and is written with plain stores.
 #[derive(Default)]
 struct Progress {
     sent: AtomicU64,
@@ -56,9 +56,13 @@ impl Progress {
         self.arrived.store(count, Ordering::Relaxed);
     }
 
-    /// Counts one arrival where the count is shared (a handler): the count so far.
+    /// Counts one arrival from a handler: the count so far. A nexus calls its handlers for one
+    /// event at a time, each call after the last one's end, so the count is read and written
+    /// back with plain instructions, as the raw side counts, and not with a locked one.
     fn arrive(&self) -> u64 {
-        self.arrived.fetch_add(1, Ordering::Relaxed) + 1
+        let count = self.arrived.load(Ordering::Relaxed) + 1;
+        self.arrived.store(count, Ordering::Relaxed);
+        count
     }
 }
 
