@@ -128,6 +128,53 @@ fn return_type(function: &ItemFn) -> TokenStream {
     }
 }
 
+/// The handler's function as a function of the same name, parameters and visibility that returns
+/// an `async move` block of its body. The block's future reads each parameter where the call put
+/// it, where an `async fn`'s future copies its parameters into its body when first polled: on
+/// every event, the event moved a second time.
+///
+/// The block takes the event whole (`let _ = &event;`), as an `async fn`'s future does: else it
+/// would take only the fields its body names, and drop the rest (a payload's value among them) as
+/// the call is made. An event written as a pattern other than a name is taken under a name of the
+/// expansion's own and matched inside the block, as an `async fn` does. The queue is left to the
+/// block to take or not: an `EventQueue` has no drop of its own, so that when it is dropped does
+/// not show, and a queue the body does not use is not copied into the future.
+fn returning_block(mut function: ItemFn, output: &TokenStream) -> TokenStream {
+    let span = function
+        .sig
+        .asyncness
+        .take()
+        .map_or_else(Span::call_site, |token| token.span);
+    function.sig.output =
+        syn::parse_quote_spanned!(span=> -> impl ::core::future::Future<Output = #output>);
+    let mut take = TokenStream::new();
+    if let Some(FnArg::Typed(param)) = function.sig.inputs.first_mut() {
+        take = match &*param.pat {
+            syn::Pat::Ident(plain) if plain.by_ref.is_none() && plain.subpat.is_none() => {
+                let name = &plain.ident;
+                quote!(let _ = &#name;)
+            }
+            _ => {
+                let name = own("__nexus_event");
+                let pat = std::mem::replace(&mut *param.pat, syn::parse_quote!(#name));
+                quote!(let _ = &#name; let #pat = #name;)
+            }
+        };
+    }
+    let stmts = &function.block.stmts;
+    let body: syn::Block = syn::parse_quote_spanned!(span=> {
+        async move {
+            #take
+            #(#stmts)*
+        }
+    });
+    *function.block = body;
+    function
+        .attrs
+        .push(syn::parse_quote!(#[allow(clippy::manual_async_fn)]));
+    function.into_token_stream()
+}
+
 const HANDLER_SHAPE: &str = "async fn name(event: Event, queue: EventQueue)";
 const HANDLER_KEYS: &str = "`event_type`, `crate`";
 
@@ -177,8 +224,9 @@ fn expand_handler(args: TokenStream, item: &TokenStream, via: Via) -> syn::Resul
     let event_arg = quote_spanned!(event_ty.span()=> #private::cast_event::<#event_ty>(#event));
     let queue_arg = quote_spanned!(queue_ty.span()=> #private::cast_queue::<#queue_ty>(#queue));
     let handler_fn = quote_spanned!(output.span()=> #private::handler_fn::<#output, _, _>);
+    let emitted = returning_block(function.clone(), &output);
     Ok(quote! {
-        #function
+        #emitted
 
         const _: () = {
             fn __nexus_selector() -> #private::Selector {

@@ -23,9 +23,13 @@ use proc_macro::TokenStream;
 /// (`Demo::Ping as i64`), a range (`1000..=1999`) or a list (`[1, 2, 3]`). It returns `()` or
 /// `Result<(), E>`.
 ///
-/// The function stays an ordinary function, callable directly. Each call of it is the function's
-/// own future, made in memory the nexus keeps: nothing is allocated for a call that completes when
-/// first polled.
+/// The function stays an ordinary function, callable directly and awaited as before. It is
+/// emitted as a function of the same name, parameters and output that returns an `async move`
+/// block of its body: an `async fn`'s future copies its parameters into its body when first
+/// polled, where the block's reads the event where the call put it. The block keeps the whole
+/// event until its future ends, as an `async fn`'s future does, whichever of its fields the body
+/// reads. Each call is that future, made in memory the nexus keeps: nothing is allocated for a
+/// call that completes when first polled.
 ///
 /// ```
 /// use nexus_core::{Event, EventQueue, NexusError, handler};
