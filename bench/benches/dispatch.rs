@@ -33,7 +33,8 @@
 //! knows how (it takes every call to complete at once, having nowhere to keep one that waits). And nexus has one case more on the single and filter paths,
 //! `nexus_plain`: its handler (or filters) plain closures, as the dynamic floor's are, where
 //! `nexus` and the static floor call async ones; and one more on the single path,
-//! `nexus_async_fn`: its handler an `async fn`, registered as `#[handler]` registers one.
+//! `nexus_async_fn`: its handler an `async fn` given to `add_handler`; and `nexus_macro`: its
+//! handler an `async fn` under `#[handler]`.
 //!
 //! The `named` path is ingest into one handler with the event's type a name made at run time,
 //! as names read off the wire are (shared text, a reference counted for each event's copy),
@@ -202,16 +203,30 @@ async fn nexus_single(n: u64) -> Duration {
     timed_ingests(&nexus, n, event).await
 }
 
-/// The benchmark's handler as an `async fn`, the shape `#[handler]` takes.
+/// The benchmark's handler as an `async fn`.
 async fn async_fn_handler(event: Event, _queue: EventQueue) {
     body(&event)
 }
 
-/// The single path with the handler an `async fn`, registered as `#[handler]` registers one:
-/// the function itself, its call the function's own future.
+/// The single path with the handler an `async fn` given to `add_handler`: the function itself,
+/// its call the function's own future.
 async fn nexus_single_async_fn(n: u64) -> Duration {
     let nexus = AsyncEventNexus::new();
     nexus.add_handler(TYPE, async_fn_handler).expect("handler");
+    timed_ingests(&nexus, n, event).await
+}
+
+/// The benchmark's handler as an `async fn` under `#[handler]`, the only one this binary
+/// registers so.
+#[nexus::handler(event_type = TYPE as i64)]
+async fn macro_handler(event: Event, _queue: EventQueue) {
+    body(&event)
+}
+
+/// The single path with the handler registered by `#[handler]`, in a nexus built from what the
+/// binary registered.
+async fn nexus_single_macro(n: u64) -> Duration {
+    let nexus = nexus::registered().build().expect("registered");
     timed_ingests(&nexus, n, event).await
 }
 
@@ -1637,6 +1652,7 @@ fn main() {
         case("single", "nexus", n, nexus_single),
         case("single", "nexus_plain", n, nexus_single_plain),
         case("single", "nexus_async_fn", n, nexus_single_async_fn),
+        case("single", "nexus_macro", n, nexus_single_macro),
         case("single", "naive", n, floor_single),
         case("single", "dynamic", n, dynamic_single),
         case("single", "static", n, static_single),
@@ -1798,6 +1814,7 @@ fn main() {
         ("single", "nexus"),
         ("single", "nexus_plain"),
         ("single", "nexus_async_fn"),
+        ("single", "nexus_macro"),
         ("filters4", "nexus"),
         ("filters4", "nexus_plain"),
         ("chain10", "nexus"),
