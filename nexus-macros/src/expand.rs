@@ -169,9 +169,10 @@ fn returning_block(mut function: ItemFn, output: &TokenStream) -> TokenStream {
         }
     });
     *function.block = body;
-    function
-        .attrs
-        .push(syn::parse_quote!(#[allow(clippy::manual_async_fn)]));
+    function.attrs.push(syn::parse_quote!(#[allow(
+        clippy::manual_async_fn,
+        reason = "#[handler]: the block's future does not copy the event into itself"
+    )]));
     function.into_token_stream()
 }
 
