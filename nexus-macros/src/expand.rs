@@ -151,7 +151,10 @@ fn returning_block(mut function: ItemFn, output: &TokenStream) -> TokenStream {
     if let Some(FnArg::Typed(param)) = function.sig.inputs.first_mut() {
         take = match &*param.pat {
             syn::Pat::Ident(plain) if plain.by_ref.is_none() && plain.subpat.is_none() => {
-                let name = &plain.ident;
+                // Named from the expansion (the call site's span), so that lints on the user's
+                // code, such as a `_event` read, do not take this line for the user's.
+                let mut name = plain.ident.clone();
+                name.set_span(Span::call_site());
                 quote!(let _ = &#name;)
             }
             _ => {
