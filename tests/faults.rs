@@ -923,6 +923,101 @@ async fn an_ingest_cancelled_before_it_ran_or_while_waiting_for_the_gate_is_coun
     assert_balanced(&stats, 3 + 3);
 }
 
+/// A payload that counts its drops.
+#[derive(Debug)]
+struct CountsDrops(Arc<AtomicUsize>);
+
+impl Drop for CountsDrops {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Every event an `ingest` takes is dropped once, however the ingest ends: refused by a nexus
+/// not running, dispatched, dropped before it ran, dropped while it waited for the gate, dropped
+/// while its handler waited; with the error returned to the caller and with a dead-letter
+/// handler. None is kept past its dispatch, and none is dropped twice.
+#[tokio::test(start_paused = true)]
+async fn every_event_an_ingest_takes_is_dropped_once_however_the_ingest_ends() {
+    for dead_letter in [false, true] {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let event = |id: u64, event_type: i64| {
+            Event::new(
+                id,
+                event_type,
+                0,
+                nexus::Payload::value(CountsDrops(drops.clone())),
+            )
+        };
+        let letters = Arc::new(AtomicUsize::new(0));
+        let policy = if dead_letter {
+            let letters = letters.clone();
+            ErrorPolicy::dead_letter(move |_event, _error| {
+                letters.fetch_add(1, Ordering::SeqCst);
+            })
+        } else {
+            ErrorPolicy::Propagate
+        };
+        let nexus = AsyncEventNexus::builder().error_policy(policy).build();
+        nexus
+            .add_handler(1, |e: Event, _q: EventQueue| async move {
+                let e = e; // the whole event, kept across the wait
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                drop(e);
+            })
+            .unwrap();
+        nexus
+            .add_handler(3, |_e: Event, _q: EventQueue| {})
+            .unwrap();
+
+        let refused = nexus.ingest(event(1, 3)).await;
+        assert!(
+            matches!(refused, Err(NexusError::NotRunning { .. })),
+            "{refused:?}"
+        );
+        drop(refused);
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "refused, then dropped");
+
+        let task = running(&nexus).await;
+        nexus.ingest(event(2, 3)).await.unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 2, "dispatched");
+
+        drop(nexus.ingest(event(3, 3)));
+        assert_eq!(drops.load(Ordering::SeqCst), 3, "dropped before it ran");
+
+        let holder = {
+            let nexus = nexus.clone();
+            let event = event(4, 1);
+            tokio::spawn(async move { nexus.ingest(event).await })
+        };
+        tokio::task::yield_now().await; // the holder is in its handler's first wait
+        let waiting = tokio::time::timeout(Duration::from_millis(5), nexus.ingest(event(5, 3)));
+        assert!(waiting.await.is_err());
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            4,
+            "dropped while waiting for the gate"
+        );
+        let _ = holder.await.unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 5, "the holder's, dispatched");
+
+        let in_handler = tokio::time::timeout(Duration::from_millis(5), nexus.ingest(event(6, 1)));
+        assert!(in_handler.await.is_err());
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            6,
+            "dropped while its handler waited"
+        );
+
+        nexus.stop();
+        let _ = task.await;
+        drop(nexus);
+        assert_eq!(drops.load(Ordering::SeqCst), 6, "none dropped twice");
+        let cancelled = if dead_letter { 3 } else { 0 };
+        assert_eq!(letters.load(Ordering::SeqCst), cancelled);
+    }
+}
+
 // ----- 3. a panic in the drop of a handler's future -----------------------------------------
 
 /// A future that is pending `polls` times (waking itself), then ready, and panics when dropped.

@@ -1083,8 +1083,10 @@ impl Then for Feed<'_> {
 pub(super) struct Dispatch<'a, T: Then = ()> {
     check: Check,
     inner: &'a Inner,
-    /// The event, until the dispatch is over or set under way (then in `live`).
-    event: Option<Event>,
+    /// The event, until the dispatch is over or set under way (then in `live`). Dropped by
+    /// hand, in [`Dispatch::cancel`]: with no drop of its own, the dispatch's drop is two tests
+    /// where it was awaited.
+    event: std::mem::ManuallyDrop<Option<Event>>,
     /// What follows the event, until the first poll takes it.
     then: Option<T>,
     /// All that needs dropping once the first poll has left the dispatch under way (made only
@@ -1150,7 +1152,7 @@ impl<'a, T: Then> Dispatch<'a, T> {
         Self {
             check,
             inner,
-            event: Some(event),
+            event: std::mem::ManuallyDrop::new(Some(event)),
             then: Some(then),
             live: Early::empty(),
         }
@@ -1929,8 +1931,22 @@ impl<T: Then> Drop for Dispatch<'_, T> {
     /// so that this is seen to do nothing where it was awaited) is cancelled.
     #[inline(always)]
     fn drop(&mut self) {
+        if self.live.get_mut().is_some() || self.event.is_some() {
+            self.cancel();
+        }
+    }
+}
+
+impl<T: Then> Dispatch<'_, T> {
+    /// Cancels a dispatch dropped before it was over: the one under way, or the event never
+    /// polled.
+    #[cold]
+    #[inline(never)]
+    fn cancel(&mut self) {
         if let Some(live) = self.live.get_mut() {
             live.cancel();
+            // Not reached: a dispatch under way has taken its event.
+            drop(self.event.take());
         } else if let Some(event) = self.event.take() {
             never_polled(self.inner, event);
         }
