@@ -936,7 +936,7 @@ impl Drop for CountsDrops {
 /// Every event an `ingest` takes is dropped once, however the ingest ends: refused by a nexus
 /// not running, dispatched, dropped before it ran, dropped while it waited for the gate, dropped
 /// while its handler waited; with the error returned to the caller and with a dead-letter
-/// handler. None is kept past its dispatch, and none is dropped twice.
+/// handler. None is kept past the end of its ingest.
 #[tokio::test(start_paused = true)]
 async fn every_event_an_ingest_takes_is_dropped_once_however_the_ingest_ends() {
     for dead_letter in [false, true] {
@@ -1012,7 +1012,11 @@ async fn every_event_an_ingest_takes_is_dropped_once_however_the_ingest_ends() {
         nexus.stop();
         let _ = task.await;
         drop(nexus);
-        assert_eq!(drops.load(Ordering::SeqCst), 6, "none dropped twice");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            6,
+            "nothing more with the nexus"
+        );
         let cancelled = if dead_letter { 3 } else { 0 };
         assert_eq!(letters.load(Ordering::SeqCst), cancelled);
     }
