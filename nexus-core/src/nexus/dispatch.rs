@@ -1943,12 +1943,13 @@ impl<T: Then> Dispatch<'_, T> {
     #[cold]
     #[inline(never)]
     fn cancel(&mut self) {
-        if let Some(live) = self.live.get_mut() {
-            live.cancel();
-            // Not reached: a dispatch under way has taken its event.
-            drop(self.event.take());
-        } else if let Some(event) = self.event.take() {
-            never_polled(self.inner, event);
+        // Taken first, so that the slot is left empty whichever way this goes; a dispatch under
+        // way has taken its event already.
+        let event = self.event.take();
+        match (self.live.get_mut(), event) {
+            (Some(live), _) => live.cancel(),
+            (None, Some(event)) => never_polled(self.inner, event),
+            (None, None) => {}
         }
     }
 }
