@@ -147,9 +147,8 @@ fn returning_block(mut function: ItemFn, output: &TokenStream) -> TokenStream {
         .map_or_else(Span::call_site, |token| token.span);
     function.sig.output =
         syn::parse_quote_spanned!(span=> -> impl ::core::future::Future<Output = #output>);
-    let mut take = TokenStream::new();
-    if let Some(FnArg::Typed(param)) = function.sig.inputs.first_mut() {
-        take = match &*param.pat {
+    let take = match function.sig.inputs.first_mut() {
+        Some(FnArg::Typed(param)) => match &*param.pat {
             syn::Pat::Ident(plain) if plain.by_ref.is_none() && plain.subpat.is_none() => {
                 // Named from the expansion (the call site's span), so that lints on the user's
                 // code, such as a `_event` read, do not take this line for the user's.
@@ -162,8 +161,10 @@ fn returning_block(mut function: ItemFn, output: &TokenStream) -> TokenStream {
                 let pat = std::mem::replace(&mut *param.pat, syn::parse_quote!(#name));
                 quote!(let _ = &#name; let #pat = #name;)
             }
-        };
-    }
+        },
+        // Not reached: the handler's shape (an event, then a queue) is checked before.
+        _ => TokenStream::new(),
+    };
     let stmts = &function.block.stmts;
     let body: syn::Block = syn::parse_quote_spanned!(span=> {
         async move {
