@@ -14,6 +14,7 @@
 //! `opentelemetry::global::set_text_map_propagator`; the receiving side then dispatches the
 //! event in a `nexus.receive` span of that trace.
 
+use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use nexus_core::wire::{self, DecodeLimits, WireStats};
 use nexus_core::{
@@ -444,7 +445,7 @@ impl NatsPublisher {
     /// [`publish`](Self::publish) over plain NATS: a future of its own, smaller than a
     /// JetStream publish's, for the plain publisher's handler (see `as_handler`).
     async fn publish_plain(&self, event: &Event) -> Result<(), NexusError> {
-        let payload = Bytes::from(wire::encode(event)?);
+        let payload = encoded(event)?;
         let subject = self.subject_of(&event.event_type);
         let client = &self.boundary.client;
         let trace = trace::current();
@@ -471,7 +472,7 @@ impl NatsPublisher {
         context: &async_nats::jetstream::Context,
         event: &Event,
     ) -> Result<(), NexusError> {
-        let payload = Bytes::from(wire::encode(event)?);
+        let payload = encoded(event)?;
         let subject = self.subject_of(&event.event_type);
         let message_id = self.message_id(event);
         let mut headers = async_nats::HeaderMap::new();
@@ -576,6 +577,44 @@ impl EventConsumer for NatsPublisher {
                 async move { publisher.publish(&event).await }
             })
         })
+    }
+}
+
+/// The size of the buffer a thread encodes the events it publishes into, one after the other.
+const OUT_CHUNK: usize = 16 * 1024;
+/// Below this much room left in its buffer, a thread starts a new one for its next event.
+const OUT_ROOM: usize = 256;
+
+thread_local! {
+    /// The rest of this thread's buffer for encoded events (see [`encoded`]).
+    static OUT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// `event` encoded ([`wire::encode`]) as a message's payload: written after the last event this
+/// thread encoded, in a buffer of [`OUT_CHUNK`] bytes that the messages written in it share,
+/// freed once the client has let go of them all. A message encoded on its own takes two
+/// allocations (its bytes, and the count `Bytes` adds to a vector with room to spare), which the
+/// connection's task frees, mostly on another thread: the allocator then takes a lock that the
+/// publishing thread's own allocations wait on.
+fn encoded(event: &Event) -> Result<Bytes, NexusError> {
+    OUT.with(|out| match out.try_borrow_mut() {
+        Ok(mut out) => encoded_in(event, &mut out),
+        // Not reached: nothing that runs while the buffer is borrowed publishes.
+        Err(_) => encoded_in(event, &mut BytesMut::new()),
+    })
+}
+
+/// [`encoded`] into `out`, left empty, with the room that is left after the event.
+fn encoded_in(event: &Event, out: &mut BytesMut) -> Result<Bytes, NexusError> {
+    if out.capacity() < OUT_ROOM {
+        *out = BytesMut::with_capacity(OUT_CHUNK);
+    }
+    match wire::encode_to(event, (&mut *out).writer()) {
+        Ok(()) => Ok(out.split().freeze()),
+        Err(err) => {
+            out.clear();
+            Err(err)
+        }
     }
 }
 
@@ -1487,8 +1526,52 @@ impl EventProducer for NatsSubscriber {
 #[cfg(test)]
 mod tests {
     use async_nats::ToSubject;
+    use nexus_core::wire::{self, DecodeLimits};
+    use nexus_core::{Event, NexusError, Payload};
 
-    use super::Handed;
+    use super::{Handed, OUT_CHUNK, encoded};
+
+    #[test]
+    fn events_encoded_one_after_another_share_a_buffer_and_each_reads_back_as_itself() {
+        let big = "x".repeat(OUT_CHUNK + 100);
+        let events: Vec<Event> = (0..2_000u64)
+            .map(|i| match i % 4 {
+                0 => Event::new(i, 7, 0, i as i64),
+                1 => Event::new(i, "order.placed", -3, format!("order {i}")),
+                2 => Event::new(i, 8, 1, ()),
+                // One larger than a whole buffer.
+                _ if i == 1_003 => Event::new(i, 9, 0, big.clone()),
+                _ => Event::new(i, 9, 0, "é\"\n"),
+            })
+            .collect();
+        // All kept: a later event is never written over an earlier one's bytes.
+        let messages: Vec<_> = events.iter().map(|e| encoded(e).unwrap()).collect();
+        let limits = DecodeLimits {
+            max_bytes: 2 * OUT_CHUNK,
+        };
+        for (event, message) in events.iter().zip(&messages) {
+            assert_eq!(&message[..], &wire::encode(event).unwrap()[..], "{event}");
+            assert_eq!(&wire::decode(message, limits).unwrap(), event);
+        }
+        // The first two messages lie side by side in one buffer.
+        let (first, second) = (&messages[0], &messages[1]);
+        assert_eq!(first.as_ptr().wrapping_add(first.len()), second.as_ptr());
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_encoded_is_an_error_and_the_next_one_is_whole() {
+        #[derive(Debug)]
+        struct Opaque;
+        let bad = Event::new(5, 7, 0, Payload::value(Opaque));
+        let err = encoded(&bad).unwrap_err();
+        assert!(matches!(err, NexusError::Encode { id: 5, .. }), "{err}");
+        let good = Event::new(6, 7, 0, "after");
+        let message = encoded(&good).unwrap();
+        assert_eq!(
+            wire::decode(&message, DecodeLimits::default()).unwrap(),
+            good
+        );
+    }
 
     #[test]
     fn a_handed_subject_is_the_subject_itself_once() {

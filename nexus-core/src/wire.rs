@@ -98,7 +98,38 @@ pub fn encode_with_cause(event: &Event) -> Result<Vec<u8>, NexusError> {
     encode_as(event, true)
 }
 
+/// [`encode`], written to `writer` instead of a new vector: for a sender that keeps its own
+/// buffer, such as the NATS publisher, which writes many events into one allocation.
+///
+/// # Errors
+///
+/// As [`encode`]; and [`NexusError::Encode`] when `writer` fails. Whatever was written before
+/// an error is left in `writer`.
+///
+/// ```
+/// use nexus_core::{Event, wire};
+///
+/// let mut out = b"[".to_vec();
+/// wire::encode_to(&Event::new(7, 3, 0, 42), &mut out)?;
+/// out.push(b']');
+/// assert_eq!(out, br#"[{"id":7,"type":3,"priority":0,"payload":42}]"#);
+/// # Ok::<(), nexus_core::NexusError>(())
+/// ```
+pub fn encode_to<W: std::io::Write>(event: &Event, writer: W) -> Result<(), NexusError> {
+    write_as(event, false, writer)
+}
+
 fn encode_as(event: &Event, with_cause: bool) -> Result<Vec<u8>, NexusError> {
+    let mut out = Vec::with_capacity(128);
+    write_as(event, with_cause, &mut out)?;
+    Ok(out)
+}
+
+fn write_as<W: std::io::Write>(
+    event: &Event,
+    with_cause: bool,
+    writer: W,
+) -> Result<(), NexusError> {
     let event_type = match &event.event_type {
         EventType::Int(i) => OutgoingType::Int(*i),
         EventType::Named(name) => OutgoingType::Name(name),
@@ -130,7 +161,7 @@ fn encode_as(event: &Event, with_cause: bool) -> Result<Vec<u8>, NexusError> {
         cause: cause.map(|c| c.id),
         root: cause.map(|c| c.root),
     };
-    serde_json::to_vec(&outgoing).map_err(|err| NexusError::Encode {
+    serde_json::to_writer(writer, &outgoing).map_err(|err| NexusError::Encode {
         id: event.id,
         event_type: event.event_type.clone(),
         reason: err.to_string(),
@@ -899,6 +930,31 @@ mod tests {
 
     fn roundtrip(event: &Event) -> Event {
         decode(&encode(event).unwrap(), DecodeLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn an_event_encoded_to_a_writer_that_fails_is_an_encode_error_naming_it() {
+        struct Full;
+        impl std::io::Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("no room"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = encode_to(&Event::new(12, "order", 0, "x"), Full).unwrap_err();
+        match &err {
+            NexusError::Encode {
+                id,
+                event_type,
+                reason,
+            } => {
+                assert_eq!((*id, event_type), (12, &EventType::name("order")));
+                assert!(reason.contains("no room"), "{reason}");
+            }
+            other => panic!("not an encode error: {other}"),
+        }
     }
 
     /// Whatever the plain or the fast path decodes, the checked path decodes to the same event;
