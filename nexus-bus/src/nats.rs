@@ -599,7 +599,8 @@ thread_local! {
 fn encoded(event: &Event) -> Result<Bytes, NexusError> {
     OUT.with(|out| match out.try_borrow_mut() {
         Ok(mut out) => encoded_in(event, &mut out),
-        // Not reached: nothing that runs while the buffer is borrowed publishes.
+        // Only when what runs while the buffer is borrowed (a typed payload's `Debug`, for
+        // the error that it has no JSON form) publishes in turn: a buffer of its own.
         Err(_) => encoded_in(event, &mut BytesMut::new()),
     })
 }
@@ -1556,6 +1557,36 @@ mod tests {
         // The first two messages lie side by side in one buffer.
         let (first, second) = (&messages[0], &messages[1]);
         assert_eq!(first.as_ptr().wrapping_add(first.len()), second.as_ptr());
+    }
+
+    #[test]
+    fn an_event_encoded_while_the_thread_encodes_another_is_encoded_apart() {
+        // A typed payload's `Debug` runs while its event is being encoded (for the error that
+        // it has no JSON form); one that encodes an event of its own gets it whole.
+        type Seen = std::sync::Arc<std::sync::Mutex<Option<bytes::Bytes>>>;
+        struct Nested(Seen);
+        impl std::fmt::Debug for Nested {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let inner = encoded(&Event::new(1, 7, 0, "inner")).map_err(|_| std::fmt::Error)?;
+                *self.0.lock().unwrap() = Some(inner);
+                f.write_str("Nested")
+            }
+        }
+        let seen = Seen::default();
+        let outer = Event::new(2, 7, 0, Payload::value(Nested(seen.clone())));
+        assert!(matches!(
+            encoded(&outer),
+            Err(NexusError::Encode { id: 2, .. })
+        ));
+        let inner = seen
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the inner event was encoded");
+        assert_eq!(
+            &inner[..],
+            br#"{"id":1,"type":7,"priority":0,"payload":"inner"}"#
+        );
     }
 
     #[test]
