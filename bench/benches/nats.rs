@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use nexus::bus::nats::NatsBoundary;
 use nexus::{AsyncEventNexus, Event, EventQueue, LoopState};
@@ -199,14 +199,18 @@ async fn raw(url: &str, round: usize, progress: Arc<Progress>) -> Duration {
     let start = Instant::now();
     // The subject as a literal would give it: handed to the client without a copy or a count.
     let subject: &'static str = Box::leak(subject.into_boxed_str());
-    // Encoded as the nexus publisher encodes them: one after the other in a buffer, each message
-    // a slice of it, so that they take one allocation between them.
+    // Encoded as the nexus publisher encodes them: each into a vector, then copied after the last
+    // one into a buffer, each message a slice of it, so that they take one allocation between
+    // them.
     let mut out = BytesMut::new();
+    let mut scratch = Vec::with_capacity(256);
     for i in 0..N {
         if out.capacity() < 256 {
             out = BytesMut::with_capacity(16 * 1024);
         }
-        nexus::wire::encode_to(&event(i), (&mut out).writer()).unwrap();
+        scratch.clear();
+        nexus::wire::encode_to(&event(i), &mut scratch).unwrap();
+        out.extend_from_slice(&scratch);
         publisher
             .publish(subject, out.split().freeze())
             .await

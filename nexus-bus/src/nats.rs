@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use nexus_core::wire::{self, DecodeLimits, WireStats};
 use nexus_core::{
@@ -586,8 +586,16 @@ const OUT_CHUNK: usize = 16 * 1024;
 const OUT_ROOM: usize = 256;
 
 thread_local! {
-    /// The rest of this thread's buffer for encoded events (see [`encoded`]).
-    static OUT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// This thread's buffer for encoded events (see [`encoded`]).
+    static OUT: RefCell<Out> = RefCell::new(Out::default());
+}
+
+/// A thread's buffer for encoded events: what is left of the last buffer its events were written
+/// into, and the vector an event is encoded in first.
+#[derive(Default)]
+struct Out {
+    buffer: BytesMut,
+    scratch: Vec<u8>,
 }
 
 /// `event` encoded ([`wire::encode`]) as a message's payload: written after the last event this
@@ -601,22 +609,28 @@ fn encoded(event: &Event) -> Result<Bytes, NexusError> {
         Ok(mut out) => encoded_in(event, &mut out),
         // Only when what runs while the buffer is borrowed (a typed payload's `Debug`, for
         // the error that it has no JSON form) publishes in turn: a buffer of its own.
-        Err(_) => encoded_in(event, &mut BytesMut::new()),
+        Err(_) => encoded_in(event, &mut Out::default()),
     })
 }
 
-/// [`encoded`] into `out`, left empty, with the room that is left after the event.
-fn encoded_in(event: &Event, out: &mut BytesMut) -> Result<Bytes, NexusError> {
-    if out.capacity() < OUT_ROOM {
-        *out = BytesMut::with_capacity(OUT_CHUNK);
-    }
-    match wire::encode_to(event, (&mut *out).writer()) {
-        Ok(()) => Ok(out.split().freeze()),
-        Err(err) => {
-            out.clear();
-            Err(err)
+/// [`encoded`] with `out`. The event is encoded into `out.scratch` first, then copied into the
+/// buffer whole: writing to a vector takes about a tenth less time than writing piece by piece
+/// to the buffer, and an event that cannot be encoded leaves nothing in the buffer.
+fn encoded_in(event: &Event, out: &mut Out) -> Result<Bytes, NexusError> {
+    let Out { buffer, scratch } = out;
+    scratch.clear();
+    let encoded = wire::encode_to(event, &mut *scratch);
+    if encoded.is_ok() {
+        if buffer.capacity() < OUT_ROOM.max(scratch.len()) {
+            *buffer = BytesMut::with_capacity(OUT_CHUNK.max(scratch.len()));
         }
+        buffer.extend_from_slice(scratch);
     }
+    if scratch.capacity() > OUT_CHUNK {
+        // Not kept for the next event: an event larger than a buffer is rare.
+        *scratch = Vec::new();
+    }
+    encoded.map(|()| buffer.split().freeze())
 }
 
 /// Ingests the events of chosen types from NATS into every nexus it is registered with.
