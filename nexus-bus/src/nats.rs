@@ -320,6 +320,13 @@ impl Drop for CutOnDrop<'_> {
 /// success: it fails with [`NexusError::DuplicatePublish`], or, with
 /// [`on_duplicate(OnDuplicate::Warn)`](Self::on_duplicate), is reported through `tracing`.
 /// Either way it is counted ([`stats`](Self::stats)).
+///
+/// # Memory
+///
+/// The subjects published to are kept for the life of the program, each once, so that a message
+/// takes its subject without counting a reference shared with the client's connection: up to
+/// 1,024 subjects of at most 256 bytes (256 KiB at most). Subjects past those are made as the
+/// client makes them, and freed with the publishers that made them.
 #[derive(Clone, Debug)]
 pub struct NatsPublisher {
     boundary: NatsBoundary,
@@ -399,7 +406,7 @@ impl NatsPublisher {
     /// The subject of events of `event_type`: the first type's or the last one's again when the
     /// type is the same.
     fn subject_of(&self, event_type: &EventType) -> async_nats::Subject {
-        let make = || async_nats::Subject::from(self.boundary.subject(event_type));
+        let make = || kept_subject(self.boundary.subject(event_type));
         let (first, subject) = self
             .first_subject
             .get_or_init(|| (event_type.clone(), make()));
@@ -529,6 +536,48 @@ impl NatsPublisher {
             }
         }
     }
+}
+
+/// How many subjects [`kept_subject`] keeps for the life of the program.
+const KEPT_SUBJECTS: usize = 1024;
+/// The longest subject [`kept_subject`] keeps.
+const KEPT_SUBJECT_LEN: usize = 256;
+
+/// Subjects published to, each kept once for the life of the program (see [`kept_subject`]).
+static SUBJECTS: std::sync::Mutex<Option<HashSet<&'static str>>> = std::sync::Mutex::new(None);
+
+/// `name` as a subject whose copies cost nothing to make and drop: text kept for the life of the
+/// program, so that the copy the client takes for each message, dropped on its connection's
+/// thread, counts no reference on shared bytes (an atomic add on the publishing thread and an
+/// atomic subtract on the other, on the same line of memory, for every message). Each distinct
+/// name is kept once, up to [`KEPT_SUBJECTS`] names of at most [`KEPT_SUBJECT_LEN`] bytes (at
+/// most 256 KiB in all); past that, a subject of shared bytes, as the client makes one.
+fn kept_subject(name: String) -> async_nats::Subject {
+    let mut subjects = SUBJECTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    keep_subject(
+        subjects.get_or_insert_with(HashSet::new),
+        name,
+        KEPT_SUBJECTS,
+    )
+}
+
+/// [`kept_subject`] with the names kept so far and how many may be kept.
+fn keep_subject(
+    subjects: &mut HashSet<&'static str>,
+    name: String,
+    most: usize,
+) -> async_nats::Subject {
+    if let Some(&kept) = subjects.get(name.as_str()) {
+        return async_nats::Subject::from_static(kept);
+    }
+    if name.len() > KEPT_SUBJECT_LEN || subjects.len() >= most {
+        return async_nats::Subject::from(name);
+    }
+    let kept: &'static str = Box::leak(name.into_boxed_str());
+    subjects.insert(kept);
+    async_nats::Subject::from_static(kept)
 }
 
 /// A subject handed to the client as it is. The client's own `ToSubject` for `Subject` clones
@@ -1544,7 +1593,9 @@ mod tests {
     use nexus_core::wire::{self, DecodeLimits};
     use nexus_core::{Event, NexusError, Payload};
 
-    use super::{Handed, OUT_CHUNK, encoded};
+    use std::collections::HashSet;
+
+    use super::{Handed, KEPT_SUBJECT_LEN, OUT_CHUNK, encoded, keep_subject, kept_subject};
 
     #[test]
     fn events_encoded_one_after_another_share_a_buffer_and_each_reads_back_as_itself() {
@@ -1628,5 +1679,44 @@ mod tests {
         assert_eq!(given.as_str().as_ptr(), subject.as_str().as_ptr());
         // Asked again: the empty subject, which the client refuses, never a panic.
         assert_eq!(handed.to_subject().as_str(), "");
+    }
+
+    #[test]
+    fn a_subject_is_kept_once_and_each_copy_is_its_text_with_no_count() {
+        let first = kept_subject("app.kept.7".to_owned());
+        let again = kept_subject("app.kept.7".to_owned());
+        assert_eq!(first.as_str(), "app.kept.7");
+        // The same text, kept once: both point at it.
+        assert_eq!(first.as_str().as_ptr(), again.as_str().as_ptr());
+        assert_ne!(
+            kept_subject("app.kept.8".to_owned()).as_str().as_ptr(),
+            first.as_str().as_ptr()
+        );
+    }
+
+    #[test]
+    fn past_the_names_it_may_keep_a_subject_is_made_of_shared_bytes_each_time() {
+        let mut kept = HashSet::new();
+        let a = keep_subject(&mut kept, "a.1".to_owned(), 2);
+        let b = keep_subject(&mut kept, "a.2".to_owned(), 2);
+        assert_eq!(kept.len(), 2);
+        // Full: a third name is not kept, and each subject of it is made apart.
+        let c1 = keep_subject(&mut kept, "a.3".to_owned(), 2);
+        let c2 = keep_subject(&mut kept, "a.3".to_owned(), 2);
+        assert_eq!((c1.as_str(), c2.as_str()), ("a.3", "a.3"));
+        assert_ne!(c1.as_str().as_ptr(), c2.as_str().as_ptr());
+        assert_eq!(kept.len(), 2);
+        // The names kept before are still found.
+        let a2 = keep_subject(&mut kept, "a.1".to_owned(), 2);
+        assert_eq!(a2.as_str().as_ptr(), a.as_str().as_ptr());
+        assert_eq!(b.as_str(), "a.2");
+        // A name too long to keep is made apart too.
+        let long = "x".repeat(KEPT_SUBJECT_LEN + 1);
+        let l1 = keep_subject(&mut HashSet::new(), long.clone(), 10);
+        let mut none = HashSet::new();
+        let l2 = keep_subject(&mut none, long.clone(), 10);
+        assert!(none.is_empty());
+        assert_eq!(l1.as_str(), long);
+        assert_ne!(l1.as_str().as_ptr(), l2.as_str().as_ptr());
     }
 }
