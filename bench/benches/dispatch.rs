@@ -40,6 +40,10 @@
 //! as names read off the wire are (shared text, a reference counted for each event's copy),
 //! beside its static floor.
 //!
+//! The `gate` path is the gate's two locked instructions alone, an uncontended take and give-back
+//! per event as a nexus's gate does them: what a locked instruction costs on the machine at the
+//! time of the run, which every guarded floor and every nexus path pays twice an event.
+//!
 //! The `decode` path reads messages as a network receiver does (`wire::decode`), beside
 //! `serde_json` reading them into a struct of the same fields with its `Deserialize` derived.
 //!
@@ -1004,6 +1008,33 @@ async fn dynamic_chain(n: u64) -> Duration {
     start.elapsed()
 }
 
+/// The gate's two locked instructions alone, taken and given back for each event as a nexus's
+/// gate does when no task waits (a compare-and-swap; the waiter count loaded, a sequentially
+/// consistent store, which is a locked `xchg` on x86, and the waiter count loaded again), with
+/// nothing else: what one-at-a-time dispatch from any thread costs each event at least, on this
+/// machine at the time of the run. Every guarded floor and every nexus path pays it; no other
+/// floor does.
+async fn gate_alone(n: u64) -> Duration {
+    let locked = AtomicBool::new(false);
+    let waiters = AtomicUsize::new(0);
+    let start = Instant::now();
+    for _ in 0..n {
+        let (locked, waiters) = (black_box(&locked), black_box(&waiters));
+        if locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+            || waiters.load(Ordering::SeqCst) != 0
+        {
+            unreachable!("one task, nothing waits");
+        }
+        locked.store(false, Ordering::SeqCst);
+        if waiters.load(Ordering::SeqCst) != 0 {
+            unreachable!("nothing waits");
+        }
+    }
+    start.elapsed()
+}
+
 async fn nexus_fanout(n: u64) -> Duration {
     let nexus = AsyncEventNexus::new();
     let fanout = EventFanout::new();
@@ -1659,6 +1690,7 @@ fn main() {
         case("single", "dynamic_locked", n, locked_single),
         case("single", "static_guarded", n, guarded_single),
         case("single", "dynamic_guarded", n, dynamic_guarded_single),
+        case("gate", "locked_pair", n, gate_alone),
         case("named", "nexus", n, nexus_named),
         case("named", "static", n, static_named),
         case("filters4", "nexus", n, nexus_filters),
@@ -1780,6 +1812,10 @@ fn main() {
             ("peers1", _) => format!("{} inline, {} producer", ratio(single), ratio(producer)),
             ("peers8", _) => format!("{} nexus 8", ratio(fanout)),
             ("decode", "nexus") => format!("{} serde_derive", ratio(ns("decode", "serde_derive"))),
+            ("gate", _) => format!(
+                "{:.2}x the single path's static floor",
+                value / ns("single", "static")
+            ),
             ("single", "dynamic_locked") => {
                 format!("{:.2}x dynamic", value / ns("single", "dynamic"))
             }
