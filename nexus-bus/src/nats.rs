@@ -1682,7 +1682,7 @@ mod tests {
     }
 
     #[test]
-    fn a_subject_is_kept_once_and_each_copy_is_its_text_with_no_count() {
+    fn a_subject_is_kept_once_and_made_again_from_the_same_text() {
         let first = kept_subject("app.kept.7".to_owned());
         let again = kept_subject("app.kept.7".to_owned());
         assert_eq!(first.as_str(), "app.kept.7");
