@@ -544,7 +544,8 @@ const KEPT_SUBJECTS: usize = 1024;
 const KEPT_SUBJECT_LEN: usize = 256;
 
 /// Subjects published to, each kept once for the life of the program (see [`kept_subject`]).
-static SUBJECTS: std::sync::Mutex<Option<HashSet<&'static str>>> = std::sync::Mutex::new(None);
+static SUBJECTS: std::sync::LazyLock<std::sync::Mutex<HashSet<&'static str>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// `name` as a subject whose copies cost nothing to make and drop: text kept for the life of the
 /// program, so that the copy the client takes for each message, dropped on its connection's
@@ -556,11 +557,7 @@ fn kept_subject(name: String) -> async_nats::Subject {
     let mut subjects = SUBJECTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    keep_subject(
-        subjects.get_or_insert_with(HashSet::new),
-        name,
-        KEPT_SUBJECTS,
-    )
+    keep_subject(&mut subjects, name, KEPT_SUBJECTS)
 }
 
 /// [`kept_subject`] with the names kept so far and how many may be kept.
@@ -1710,13 +1707,18 @@ mod tests {
         let a2 = keep_subject(&mut kept, "a.1".to_owned(), 2);
         assert_eq!(a2.as_str().as_ptr(), a.as_str().as_ptr());
         assert_eq!(b.as_str(), "a.2");
-        // A name too long to keep is made apart too.
+        // A name too long to keep is made apart each time too, with room to spare.
         let long = "x".repeat(KEPT_SUBJECT_LEN + 1);
-        let l1 = keep_subject(&mut HashSet::new(), long.clone(), 10);
-        let mut none = HashSet::new();
-        let l2 = keep_subject(&mut none, long.clone(), 10);
-        assert!(none.is_empty());
+        let mut room = HashSet::new();
+        let l1 = keep_subject(&mut room, long.clone(), 10);
+        let l2 = keep_subject(&mut room, long.clone(), 10);
+        assert!(room.is_empty(), "nothing kept");
         assert_eq!(l1.as_str(), long);
         assert_ne!(l1.as_str().as_ptr(), l2.as_str().as_ptr());
+        // At the longest kept, it is kept.
+        let longest = "z".repeat(KEPT_SUBJECT_LEN);
+        let k1 = keep_subject(&mut room, longest.clone(), 10);
+        let k2 = keep_subject(&mut room, longest, 10);
+        assert_eq!(k1.as_str().as_ptr(), k2.as_str().as_ptr());
     }
 }
