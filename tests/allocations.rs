@@ -144,6 +144,26 @@ async fn async_handlers_and_filters_that_complete_at_once_allocate_nothing_per_e
         dispatched(100) + dispatched(10_000)
     );
 
+    // The same events given to `ingest_all`, ten at a time, to the nexus with filters and to
+    // the one without.
+    for (nexus, kinds) in [(&nexus, 2), (&plain, 3)] {
+        let before = allocations();
+        for batch in 0..1_000 {
+            let mut events =
+                (batch * 10..batch * 10 + 10).map(|i| Event::new(i, 1 + (i % kinds) as i64, 0, 1));
+            nexus.ingest_all(&mut events).await.unwrap();
+        }
+        let per_event = (allocations() - before) as f64 / 10_000.0;
+        assert_eq!(
+            per_event, 0.0,
+            "allocations per event, ingest_all ({kinds} types)"
+        );
+    }
+    assert_eq!(
+        plain.stats().dispatched,
+        dispatched(100) + 2 * dispatched(10_000)
+    );
+
     // Two handlers of one type in `multiple` mode.
     let several = AsyncEventNexus::builder().multiple(true).build();
     for _ in 0..2 {

@@ -19,6 +19,8 @@ fn ingest_futures_are_send() {
     fn is_send<T: Send>(_: &T) {}
     let nexus = nexus::AsyncEventNexus::new();
     is_send(&nexus.ingest(nexus::Event::new(1, 1, 0, ())));
+    let mut events = std::iter::once(nexus::Event::new(1, 1, 0, ()));
+    is_send(&nexus.ingest_all(&mut events));
     is_send(&nexus.loop_forever());
     is_send(&nexus.cleanup());
 }

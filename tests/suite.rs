@@ -15,6 +15,7 @@ mod event_handlers;
 mod event_names;
 mod event_sources;
 mod faults;
+mod ingest_all;
 mod life_cycle;
 mod priority;
 mod reliability;

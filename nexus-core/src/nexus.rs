@@ -21,7 +21,8 @@ use crate::policy::{ErrorPolicy, NexusStats, TypeCounts};
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, EventQueue};
 use crate::source::{EventProducer, IntoSource, SourceBox, SourceCounters};
 
-use dispatch::{Check, Dispatcher};
+pub(crate) use dispatch::Check;
+use dispatch::Dispatcher;
 pub(crate) use dispatch::{Counted, innermost_is};
 use table::{FilterEntry, HandlerEntry, Table};
 
@@ -636,6 +637,79 @@ impl AsyncEventNexus {
         dispatch::Dispatch::new(&self.inner, event, Check::Running)
     }
 
+    /// Dispatches the events `events` gives, in order, each with every secondary event it leads
+    /// to, as a loop of [`ingest`](Self::ingest) would; the nexus's gate is taken once for as
+    /// long as no other task waits for it, rather than once per event.
+    ///
+    /// An event is taken from `events` only when its dispatch begins, so those not yet taken
+    /// stay in `events` whatever happens: when this returns an error, when the nexus stops
+    /// midway, when the future is dropped. Another task waiting for the gate gets it between two
+    /// events, and the events after them wait their turn behind it. Between events whose
+    /// handlers complete at once this does not return to the runtime, as a loop of `ingest`
+    /// would not: give it a bounded number of events at a time where other tasks share the
+    /// thread. A handler of this nexus that calls it queues each event as a secondary one, as
+    /// `ingest` does. A panic in `events.next()` unwinds to the caller and leaves the nexus as
+    /// after the event before it.
+    ///
+    /// ```
+    /// use nexus_core::{AsyncEventNexus, Event, EventQueue};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nexus_core::NexusError> {
+    /// let nexus = AsyncEventNexus::new();
+    /// nexus.add_handler(1, |event: Event, _queue: EventQueue| async move {
+    ///     println!("reading {}", event.id);
+    /// })?;
+    /// let _running = nexus.start()?;
+    /// # tokio::task::yield_now().await;
+    /// let mut readings = (0..3).map(|id| Event::new(id, 1, 0, ()));
+    /// nexus.ingest_all(&mut readings).await?;
+    /// assert_eq!(nexus.stats().dispatched, 3);
+    /// # nexus.stop();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first error, as `ingest` returns it for an event or its secondary events: the
+    /// events after that one are left in `events` (call again to go on with them). A refused
+    /// event ([`NexusError::NotRunning`], ...) is handed back in the error.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future cancels the event under way as it cancels an `ingest`'s (counted,
+    /// given to the error policy); the events after it were never taken from `events`.
+    pub async fn ingest_all<I>(&self, events: &mut I) -> Result<(), NexusError>
+    where
+        I: Iterator<Item = Event> + Send + ?Sized,
+    {
+        let mut fed = |slot: &mut Option<Event>| match events.next() {
+            Some(event) => {
+                *slot = Some(event);
+                true
+            }
+            None => false,
+        };
+        self.ingest_runs(Check::Running, &mut fed).await
+    }
+
+    /// Dispatches the events `fed` puts in the slot it is given, in runs: each run holds the
+    /// gate while nothing stops it (see `Dispatch::run`), and the next begins with the event
+    /// after it. Ready once `fed` has no more, or with the first error.
+    pub(crate) async fn ingest_runs(
+        &self,
+        check: Check,
+        fed: dispatch::Feed<'_>,
+    ) -> Result<(), NexusError> {
+        let mut first = None;
+        while fed(&mut first) {
+            let Some(event) = first.take() else { break };
+            dispatch::Dispatch::run(&self.inner, event, check, &mut *fed).await?;
+        }
+        Ok(())
+    }
+
     /// `ingest` for a producer's event: also taken while a shutdown drains producers.
     #[inline]
     pub(crate) fn ingest_from_producer(
@@ -643,16 +717,6 @@ impl AsyncEventNexus {
         event: Event,
     ) -> impl Future<Output = Result<(), NexusError>> + Send + '_ {
         dispatch::Dispatch::new(&self.inner, event, Check::Producer)
-    }
-
-    /// A producer's `event`, then those `feed` gives, in one hold of the gate while nothing
-    /// stops the run (see `Dispatch::run`).
-    pub(crate) fn ingest_run_from_producer<'a>(
-        &'a self,
-        event: Event,
-        feed: dispatch::Feed<'a>,
-    ) -> impl Future<Output = Result<(), NexusError>> + Send + 'a {
-        dispatch::Dispatch::run(&self.inner, event, feed)
     }
 
     /// Whether a producer's event is taken now: the loop starting or running, or a shutdown

@@ -10,7 +10,7 @@ use futures_core::stream::BoxStream;
 use crate::error::NexusError;
 use crate::event::Event;
 use crate::factory::EventFactory;
-use crate::nexus::{AsyncEventNexus, WeakNexus};
+use crate::nexus::{AsyncEventNexus, Check, WeakNexus};
 
 /// Anything that creates events. Both methods are optional.
 ///
@@ -684,14 +684,10 @@ impl Delivery<'_> {
             }
             None => false,
         };
-        let mut first = None;
-        while fed(&mut first) {
-            let Some(event) = first.take() else { break };
-            if let Err(err) = nexus.ingest_run_from_producer(event, &mut fed).await {
-                return Err(link.failed(nexus, err));
-            }
-        }
-        Ok(())
+        nexus
+            .ingest_runs(Check::Producer, &mut fed)
+            .await
+            .map_err(|err| link.failed(nexus, err))
     }
 }
 

@@ -1140,8 +1140,8 @@ impl<'a> Dispatch<'a, Feed<'a>> {
     /// any; the caller goes on with a new run. Each event taken from `feed` is begun at once,
     /// so none is between the feed and the dispatch when the run is dropped.
     #[inline]
-    pub(crate) fn run(inner: &'a Inner, event: Event, feed: Feed<'a>) -> Self {
-        Self::with(inner, event, Check::Producer, feed)
+    pub(crate) fn run(inner: &'a Inner, event: Event, check: Check, feed: Feed<'a>) -> Self {
+        Self::with(inner, event, check, feed)
     }
 }
 
