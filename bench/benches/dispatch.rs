@@ -30,11 +30,14 @@
 //! time, found in a fast map and called through a `dyn` pointer, each call making its future on
 //! its own stack and polling it once (a fanout's copies made in the call): what keeping those
 //! guarantees for handlers chosen at run time costs at least, written as tightly as the bench
-//! knows how (it takes every call to complete at once, having nowhere to keep one that waits). And nexus has one case more on the single and filter paths,
+//! knows how (it takes every call to complete at once, having nowhere to keep one that waits).
+//! And nexus has one case more on the single and filter paths,
 //! `nexus_plain`: its handler (or filters) plain closures, as the dynamic floor's are, where
 //! `nexus` and the static floor call async ones; and one more on the single path,
 //! `nexus_async_fn`: its handler an `async fn` given to `add_handler`; and `nexus_macro`: its
-//! handler an `async fn` under `#[handler]`.
+//! handler an `async fn` under `#[handler]`. The single, filter and fanout paths have
+//! `nexus_all` too: the same events given to one `ingest_all`, which takes the gate once for
+//! the whole batch where each `ingest` takes it once an event.
 //!
 //! The `named` path is ingest into one handler with the event's type a name made at run time,
 //! as names read off the wire are (shared text, a reference counted for each event's copy),
@@ -197,14 +200,40 @@ async fn timed_ingests(
 
 // ----- nexus paths and their floors ---------------------------------------------------------
 
-async fn nexus_single(n: u64) -> Duration {
+/// Starts `nexus`, times one `ingest_all` of `ingests` events made by `make`, then stops it.
+async fn timed_ingest_all(
+    nexus: &AsyncEventNexus,
+    ingests: u64,
+    make: impl Fn(u64) -> Event + Send,
+) -> Duration {
+    let running = running_nexus(nexus);
+    settle().await;
+    let start = Instant::now();
+    let mut events = (0..ingests).map(make);
+    nexus.ingest_all(&mut events).await.expect("ingest_all");
+    let took = start.elapsed();
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
+fn single_nexus() -> AsyncEventNexus {
     let nexus = AsyncEventNexus::new();
     nexus
         .add_handler(TYPE, |event: Event, _queue: EventQueue| async move {
             body(&event)
         })
         .expect("handler");
-    timed_ingests(&nexus, n, event).await
+    nexus
+}
+
+async fn nexus_single(n: u64) -> Duration {
+    timed_ingests(&single_nexus(), n, event).await
+}
+
+/// The single path's events given to one `ingest_all`.
+async fn nexus_single_all(n: u64) -> Duration {
+    timed_ingest_all(&single_nexus(), n, event).await
 }
 
 /// The benchmark's handler as an `async fn`.
@@ -599,7 +628,7 @@ async fn locked_single(n: u64) -> Duration {
     start.elapsed()
 }
 
-async fn nexus_filters(n: u64) -> Duration {
+fn filters_nexus() -> AsyncEventNexus {
     let nexus = AsyncEventNexus::new();
     for _ in 0..4 {
         nexus.add_filter(|event: &Event, _queue: &EventQueue| passing_filter(event));
@@ -609,7 +638,16 @@ async fn nexus_filters(n: u64) -> Duration {
             body(&event)
         })
         .expect("handler");
-    timed_ingests(&nexus, n, event).await
+    nexus
+}
+
+async fn nexus_filters(n: u64) -> Duration {
+    timed_ingests(&filters_nexus(), n, event).await
+}
+
+/// The filter path's events given to one `ingest_all`.
+async fn nexus_filters_all(n: u64) -> Duration {
+    timed_ingest_all(&filters_nexus(), n, event).await
 }
 
 /// The filter path with plain (not async) filters and handler, the kind the dynamic floor calls.
@@ -1035,7 +1073,7 @@ async fn gate_alone(n: u64) -> Duration {
     start.elapsed()
 }
 
-async fn nexus_fanout(n: u64) -> Duration {
+fn fanout_nexus() -> AsyncEventNexus {
     let nexus = AsyncEventNexus::new();
     let fanout = EventFanout::new();
     for _ in 0..FANOUT {
@@ -1044,7 +1082,16 @@ async fn nexus_fanout(n: u64) -> Duration {
         ));
     }
     nexus.add_consumer(TYPE, fanout).expect("fanout");
-    timed_ingests(&nexus, n, event).await
+    nexus
+}
+
+async fn nexus_fanout(n: u64) -> Duration {
+    timed_ingests(&fanout_nexus(), n, event).await
+}
+
+/// The fanout path's events given to one `ingest_all`.
+async fn nexus_fanout_all(n: u64) -> Duration {
+    timed_ingest_all(&fanout_nexus(), n, event).await
 }
 
 async fn nexus_multiple(n: u64) -> Duration {
@@ -1681,6 +1728,7 @@ fn main() {
 
     let mut cases = vec![
         case("single", "nexus", n, nexus_single),
+        case("single", "nexus_all", n, nexus_single_all),
         case("single", "nexus_plain", n, nexus_single_plain),
         case("single", "nexus_async_fn", n, nexus_single_async_fn),
         case("single", "nexus_macro", n, nexus_single_macro),
@@ -1694,6 +1742,7 @@ fn main() {
         case("named", "nexus", n, nexus_named),
         case("named", "static", n, static_named),
         case("filters4", "nexus", n, nexus_filters),
+        case("filters4", "nexus_all", n, nexus_filters_all),
         case("filters4", "nexus_plain", n, nexus_filters_plain),
         case("filters4", "naive", n, floor_filters),
         case("filters4", "dynamic", n, dynamic_filters),
@@ -1706,6 +1755,7 @@ fn main() {
         case("chain10", "static", n, static_chain),
         case("chain10", "static_guarded", n, guarded_chain),
         case("fanout8", "nexus", n, nexus_fanout),
+        case("fanout8", "nexus_all", n, nexus_fanout_all),
         case("fanout8", "nexus_multiple", n, nexus_multiple),
         case("fanout8", "naive", n, floor_fanout),
         case("fanout8", "dynamic", n, dynamic_fanout),
@@ -1848,13 +1898,16 @@ fn main() {
 
     for (name, what) in [
         ("single", "nexus"),
+        ("single", "nexus_all"),
         ("single", "nexus_plain"),
         ("single", "nexus_async_fn"),
         ("single", "nexus_macro"),
         ("filters4", "nexus"),
+        ("filters4", "nexus_all"),
         ("filters4", "nexus_plain"),
         ("chain10", "nexus"),
         ("fanout8", "nexus"),
+        ("fanout8", "nexus_all"),
         ("fanout8", "nexus_multiple"),
     ] {
         let prefix = if what == "nexus" {
