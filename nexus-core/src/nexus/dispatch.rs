@@ -1039,11 +1039,11 @@ pub(crate) enum Check {
     Producer,
 }
 
-/// Where a run of a producer's events comes from ([`Dispatch::run`]): puts the next event in the
-/// slot it is given (the dispatch's cursor) and says so, or says the run is over. Put in place:
-/// an event returned as an `Option<Event>` was copied twice more on its way to the cursor, each
-/// copy reading in 16-byte pieces what the one before had written in others, and waiting for
-/// those stores.
+/// Where a run's events come from ([`Dispatch::run`]: a producer, or the iterator given to
+/// `ingest_all`): puts the next event in the slot it is given (the dispatch's cursor) and says
+/// so, or says the run is over. Put in place: an event returned as an `Option<Event>` was copied
+/// twice more on its way to the cursor, each copy reading in 16-byte pieces what the one before
+/// had written in others, and waiting for those stores.
 pub(crate) type Feed<'a> = &'a mut (dyn FnMut(&mut Option<Event>) -> bool + Send);
 
 /// What a dispatch goes on with once its event is over: nothing (`()`, an `ingest`), or the
@@ -1132,10 +1132,10 @@ impl<'a> Dispatch<'a> {
 }
 
 impl<'a> Dispatch<'a, Feed<'a>> {
-    /// Dispatches a producer's `event` as [`new`](Self::new) does, then, holding the gate on,
-    /// the events `feed` gives, each with its secondary events, for as long as: each ends
-    /// without an error for the caller, no other task waits for the gate, and the nexus takes
-    /// events (running, and not in bit mode, which refuses some). Ready once `feed` gives
+    /// Dispatches `event` as [`new`](Self::new) does (refused as `check` says), then, holding
+    /// the gate on, the events `feed` gives, each with its secondary events, for as long as:
+    /// each ends without an error for the caller, no other task waits for the gate, and the
+    /// nexus takes events (running, and not in bit mode, which refuses some). Ready once `feed` gives
     /// `None` or the run stops for one of those reasons, with the error of its last event, if
     /// any; the caller goes on with a new run. Each event taken from `feed` is begun at once,
     /// so none is between the feed and the dispatch when the run is dropped.
