@@ -284,3 +284,38 @@ async fn a_batch_from_a_handler_of_the_same_nexus_is_queued() {
     );
     assert_balanced(&nexus.stats(), 4);
 }
+
+/// Filters see every event of a batch as they see an `ingest`'s: one consumes an event, one
+/// waits before passing another, one fails on a third (under `Continue`, which goes on); the
+/// handler gets the rest, in order.
+#[tokio::test(start_paused = true)]
+async fn filters_consume_wait_and_fail_within_a_batch_as_within_an_ingest() {
+    let nexus = AsyncEventNexus::builder()
+        .error_policy(nexus::ErrorPolicy::Continue)
+        .build();
+    let probe = Probe::new();
+    nexus.add_filter(|event: &Event, _queue: &EventQueue| {
+        let id = event.id;
+        async move {
+            if id == 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            match id {
+                3 => Err("filter failed on 3"),
+                _ => Ok(id == 1),
+            }
+        }
+    });
+    nexus.add_handler(1, probe.handler("seen")).unwrap();
+    let _task = running(&nexus).await;
+    let mut events = ones(0..6).into_iter();
+    nexus.ingest_all(&mut events).await.unwrap();
+    assert_eq!(probe.ids("seen"), [0, 2, 4, 5]);
+    let stats = nexus.stats();
+    assert_balanced(&stats, 6);
+    assert_eq!(
+        (stats.dispatched, stats.filtered, stats.failed),
+        (4, 1, 1),
+        "{stats:?}"
+    );
+}

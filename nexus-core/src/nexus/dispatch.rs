@@ -1469,21 +1469,34 @@ impl<'a, T: Then> Live<'a, T> {
             if self.own.is_none() {
                 let Dispatcher { table, spare, .. } = &mut **guard;
                 let only = match &self.cursor.event {
-                    Some(event) if table.filters.is_empty() => only_handler(inner, table, event),
-                    _ => None,
+                    Some(event) => only_handler(inner, table, event),
+                    None => None,
                 };
                 if let Some((entry, table_type)) = only {
+                    // As `straight` calls them: the filters, then the one handler.
                     let cursor = &mut self.cursor;
-                    if let Some(waiting) = call_only(
-                        entry,
-                        table_type,
-                        &mut cursor.event,
-                        inner,
-                        cx,
-                        spare,
-                        &mut self.first_error,
-                    ) {
-                        cursor.at = At::Handler(1);
+                    let first_error = &mut self.first_error;
+                    let filtered = if table.filters.is_empty() {
+                        Filtered::Passed
+                    } else {
+                        filter_all(inner, table, &mut cursor.event, cx, spare, first_error)
+                    };
+                    let waiting = match filtered {
+                        Filtered::Passed => call_only(
+                            entry,
+                            table_type,
+                            &mut cursor.event,
+                            inner,
+                            cx,
+                            spare,
+                            first_error,
+                        )
+                        .map(|waiting| (waiting, At::Handler(1))),
+                        Filtered::Over => None,
+                        Filtered::Waits(waiting, at) => Some((waiting, At::Filter(at))),
+                    };
+                    if let Some((waiting, at)) = waiting {
+                        cursor.at = at;
                         cursor.waiting = Some(waiting);
                         return Poll::Pending;
                     }
