@@ -1469,37 +1469,37 @@ impl<'a, T: Then> Live<'a, T> {
             if self.own.is_none() {
                 let Dispatcher { table, spare, .. } = &mut **guard;
                 let only = match &self.cursor.event {
-                    Some(event) => only_handler(inner, table, event),
-                    None => None,
+                    Some(event) if table.filters.is_empty() => only_handler(inner, table, event),
+                    _ => None,
                 };
                 if let Some((entry, table_type)) = only {
-                    // As `straight` calls them: the filters, then the one handler.
                     let cursor = &mut self.cursor;
-                    let first_error = &mut self.first_error;
-                    let filtered = if table.filters.is_empty() {
-                        Filtered::Passed
-                    } else {
-                        filter_all(inner, table, &mut cursor.event, cx, spare, first_error)
-                    };
-                    let waiting = match filtered {
-                        Filtered::Passed => call_only(
-                            entry,
-                            table_type,
-                            &mut cursor.event,
-                            inner,
-                            cx,
-                            spare,
-                            first_error,
-                        )
-                        .map(|waiting| (waiting, At::Handler(1))),
-                        Filtered::Over => None,
-                        Filtered::Waits(waiting, at) => Some((waiting, At::Filter(at))),
-                    };
-                    if let Some((waiting, at)) = waiting {
-                        cursor.at = at;
+                    if let Some(waiting) = call_only(
+                        entry,
+                        table_type,
+                        &mut cursor.event,
+                        inner,
+                        cx,
+                        spare,
+                        &mut self.first_error,
+                    ) {
+                        cursor.at = At::Handler(1);
                         cursor.waiting = Some(waiting);
                         return Poll::Pending;
                     }
+                    continue;
+                }
+                if !table.filters.is_empty()
+                    && let Some(called) = filter_and_call(
+                        &mut self.cursor,
+                        table,
+                        inner,
+                        cx,
+                        spare,
+                        &mut self.first_error,
+                    )
+                {
+                    ready!(called);
                     continue;
                 }
                 ready!(
@@ -1752,6 +1752,35 @@ fn filter_all(
     first_error: &mut Option<Box<NexusError>>,
 ) -> Filtered {
     filter_through(inner, table, slot, 0, cx, spare, first_error)
+}
+
+/// As [`straight`] calls them: the cursor's event's filters, then, if they all pass it, its one
+/// handler, when that handler is all there is to call ([`only_handler`]); `None` when it is
+/// not, for the general course. `Pending` when a call has to wait, kept in the cursor. Out of
+/// line, so that an event that meets no filter is called with none of this around it.
+#[inline(never)]
+fn filter_and_call(
+    cursor: &mut Cursor,
+    table: &Table,
+    inner: &Inner,
+    cx: &mut Context<'_>,
+    spare: &mut Spare,
+    first_error: &mut Option<Box<NexusError>>,
+) -> Option<Poll<()>> {
+    let (entry, table_type) = only_handler(inner, table, cursor.event.as_ref()?)?;
+    let slot = &mut cursor.event;
+    let (waiting, at) = match filter_through(inner, table, slot, 0, cx, spare, first_error) {
+        Filtered::Passed => match call_only(entry, table_type, slot, inner, cx, spare, first_error)
+        {
+            Some(waiting) => (waiting, At::Handler(1)),
+            None => return Some(Poll::Ready(())),
+        },
+        Filtered::Over => return Some(Poll::Ready(())),
+        Filtered::Waits(waiting, at) => (waiting, At::Filter(at)),
+    };
+    cursor.at = at;
+    cursor.waiting = Some(waiting);
+    Some(Poll::Pending)
 }
 
 /// Calls `entry`, the one handler of the event in `slot` and all there is to call
