@@ -10,19 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::support::{Log, Make, running, with_both_lanes};
+use crate::support::{Log, Make, assert_balanced, running, with_both_lanes};
 use nexus::bus::AsyncEventBoundary;
 use nexus::sources::{ChannelProducer, Timer, TimerKind};
 use nexus::{
-    AsyncEventNexus, ErrorPolicy, Event, EventQueue, EventSource, Handler, NexusError, NexusStats,
+    AsyncEventNexus, ErrorPolicy, Event, EventQueue, EventSource, Handler, NexusError,
     SimpleEventConverter, async_trait,
 };
-
-/// The counts balance, and `ingested` is exactly what the test sent.
-fn assert_balanced(stats: &NexusStats, sent: u64) {
-    assert!(stats.balanced(), "the counts do not balance: {stats:?}");
-    assert_eq!(stats.ingested, sent, "{stats:?}");
-}
 
 /// A handler that takes `ms` milliseconds, then logs `"{tag}:{id}"`.
 fn slow_handler(
@@ -1518,16 +1512,7 @@ async fn a_run_whose_next_panics_leaves_the_nexus_as_after_the_event_before() {
     .await
     .unwrap_err();
     assert!(panicked.is_panic());
-    assert_eq!(probe.ids("seen"), [0, 1, 2]);
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        nexus.ingest(Event::new(9, 1, 0, ())),
-    )
-    .await
-    .expect("the gate was left held")
-    .unwrap();
-    assert_eq!(probe.ids("seen"), [0, 1, 2, 9]);
-    assert_balanced(&nexus.stats(), 4);
+    crate::support::assert_going_on_after_a_panic_at_3(&nexus, &probe).await;
 }
 
 /// A run dropped while one of its events waits in its handler: that event is cancelled and

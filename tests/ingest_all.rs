@@ -5,15 +5,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::support::running;
+use crate::support::{assert_balanced, running};
 use nexus::testing::Probe;
-use nexus::{AsyncEventNexus, Event, EventQueue, NexusError, NexusStats};
-
-/// The counts balance, and `ingested` is exactly what the test sent.
-fn assert_balanced(stats: &NexusStats, sent: u64) {
-    assert!(stats.balanced(), "the counts do not balance: {stats:?}");
-    assert_eq!(stats.ingested, sent, "{stats:?}");
-}
+use nexus::{AsyncEventNexus, Event, EventQueue, NexusError};
 
 fn ones(ids: std::ops::Range<u64>) -> VecDeque<Event> {
     ids.map(|id| Event::new(id, 1, 0, ())).collect()
@@ -238,16 +232,7 @@ async fn a_panic_in_the_iterator_leaves_the_nexus_as_after_the_event_before() {
         .unwrap_err()
     };
     assert!(panicked.is_panic());
-    assert_eq!(probe.ids("seen"), [0, 1, 2]);
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        nexus.ingest(Event::new(9, 1, 0, ())),
-    )
-    .await
-    .expect("the gate was left held")
-    .unwrap();
-    assert_eq!(probe.ids("seen"), [0, 1, 2, 9]);
-    assert_balanced(&nexus.stats(), 4);
+    crate::support::assert_going_on_after_a_panic_at_3(&nexus, &probe).await;
 }
 
 /// A handler that gives a batch to its own nexus does not wait for the gate it holds: each

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use nexus::{AsyncEventNexus, Event, EventQueue, LoopState};
+use nexus::{AsyncEventNexus, Event, EventQueue, LoopState, NexusStats};
 
 /// A list of what happened, in order, shared between handlers and the test.
 #[derive(Clone, Default)]
@@ -70,6 +70,31 @@ macro_rules! with_both_lanes {
 }
 #[allow(unused_imports)]
 pub(crate) use with_both_lanes;
+
+/// The counts balance, and `ingested` is exactly what the test sent.
+pub fn assert_balanced(stats: &NexusStats, sent: u64) {
+    assert!(stats.balanced(), "the counts do not balance: {stats:?}");
+    assert_eq!(stats.ingested, sent, "{stats:?}");
+}
+
+/// After a panic in whatever fed it events 0 to 4 (of type 1, seen by `probe`'s handler
+/// `"seen"`), as event 3 was to be taken: events 0 to 2 were dispatched, the gate was given
+/// back, and the nexus takes the next event as before.
+pub async fn assert_going_on_after_a_panic_at_3(
+    nexus: &AsyncEventNexus,
+    probe: &nexus::testing::Probe,
+) {
+    assert_eq!(probe.ids("seen"), [0, 1, 2]);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        nexus.ingest(Event::new(9, 1, 0, ())),
+    )
+    .await
+    .expect("the gate was left held")
+    .unwrap();
+    assert_eq!(probe.ids("seen"), [0, 1, 2, 9]);
+    assert_balanced(&nexus.stats(), 4);
+}
 
 /// Starts the loop in the background and waits until it is `LOOPING`.
 pub async fn running(
