@@ -5,8 +5,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
 use crate::support::{assert_balanced, running};
-use nexus::testing::Probe;
+use nexus::testing::{Probe, WrappedFuture};
 use nexus::{AsyncEventNexus, Event, EventQueue, NexusError};
 
 fn ones(ids: std::ops::Range<u64>) -> VecDeque<Event> {
@@ -168,20 +170,8 @@ async fn a_batch_dropped_midway_holds_only_the_event_it_was_dispatching() {
 async fn a_task_waiting_for_the_gate_goes_between_two_events_of_a_batch() {
     let nexus = AsyncEventNexus::new();
     let probe = Probe::new();
-    let (open, opened) = tokio::sync::watch::channel(false);
-    let held = move |event: Event, _queue: EventQueue| {
-        let mut opened = opened.clone();
-        async move {
-            if event.id == 0 {
-                opened
-                    .wait_for(|open| *open)
-                    .await
-                    .expect("the test holds the sender");
-            }
-            Ok::<(), NexusError>(())
-        }
-    };
-    nexus.add_handler(1, probe.wrap("seen", held)).unwrap();
+    let (open, held) = held_until_opened(&probe, 0);
+    nexus.add_handler(1, held).unwrap();
     let _task = running(&nexus).await;
     let batch = {
         let nexus = nexus.clone();
@@ -202,6 +192,31 @@ async fn a_task_waiting_for_the_gate_goes_between_two_events_of_a_batch() {
     other.await.unwrap().unwrap();
     assert_eq!(probe.ids("seen"), [0, 100, 1, 2, 3]);
     assert_balanced(&nexus.stats(), 5);
+}
+
+/// A handler recorded by `probe` as `"seen"`, whose call for the event `id` waits until the
+/// test opens it (sends `true`).
+fn held_until_opened(
+    probe: &Probe,
+    id: u64,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    impl Fn(Event, EventQueue) -> WrappedFuture<NexusError> + Send + Sync + 'static,
+) {
+    let (open, opened) = tokio::sync::watch::channel(false);
+    let held = probe.wrap("seen", move |event: Event, _queue: EventQueue| {
+        let mut opened = opened.clone();
+        async move {
+            if event.id == id {
+                opened
+                    .wait_for(|open| *open)
+                    .await
+                    .expect("the test holds the sender");
+            }
+            Ok::<(), NexusError>(())
+        }
+    });
+    (open, held)
 }
 
 /// Waits until `probe` has recorded `calls` calls.
@@ -303,4 +318,32 @@ async fn filters_consume_wait_and_fail_within_a_batch_as_within_an_ingest() {
         (4, 1, 1),
         "{stats:?}"
     );
+}
+
+/// Dropped while it waits for the gate another task holds (its other await point), the batch
+/// counts the event it was to begin with as cancelled; the rest were never taken.
+#[tokio::test(start_paused = true)]
+async fn a_batch_dropped_while_waiting_for_the_gate_holds_only_its_first_event() {
+    let nexus = AsyncEventNexus::new();
+    let probe = Probe::new();
+    let (open, held) = held_until_opened(&probe, 100);
+    nexus.add_handler(1, held).unwrap();
+    let _task = running(&nexus).await;
+    let holder = {
+        let nexus = nexus.clone();
+        tokio::spawn(async move { nexus.ingest(Event::new(100, 1, 0, ())).await })
+    };
+    probe_wait(&probe, 1).await;
+    let mut events = ones(0..4).into_iter();
+    assert!(
+        nexus.ingest_all(&mut events).now_or_never().is_none(),
+        "the batch waits for the gate"
+    );
+    assert_eq!(events.map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+    open.send(true).unwrap();
+    holder.await.unwrap().unwrap();
+    assert_eq!(probe.ids("seen"), [100]);
+    let stats = nexus.stats();
+    assert_balanced(&stats, 2);
+    assert_eq!((stats.dispatched, stats.cancelled), (1, 1), "{stats:?}");
 }
