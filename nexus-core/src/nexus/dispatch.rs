@@ -1135,9 +1135,9 @@ impl<'a> Dispatch<'a, Feed<'a>> {
     /// Dispatches `event` as [`new`](Self::new) does (refused as `check` says), then, holding
     /// the gate on, the events `feed` gives, each with its secondary events, for as long as:
     /// each ends without an error for the caller, no other task waits for the gate, and the
-    /// nexus takes events (running, and not in bit mode, which refuses some). Ready once `feed` gives
-    /// `None` or the run stops for one of those reasons, with the error of its last event, if
-    /// any; the caller goes on with a new run. Each event taken from `feed` is begun at once,
+    /// nexus takes events (running, and not in bit mode, which refuses some). Ready once `feed`
+    /// gives `None` or the run stops for one of those reasons, with the error of its last event,
+    /// if any; the caller goes on with a new run. Each event taken from `feed` is begun at once,
     /// so none is between the feed and the dispatch when the run is dropped.
     #[inline]
     pub(crate) fn run(inner: &'a Inner, event: Event, check: Check, feed: Feed<'a>) -> Self {
