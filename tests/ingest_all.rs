@@ -347,3 +347,59 @@ async fn a_batch_dropped_while_waiting_for_the_gate_holds_only_its_first_event()
     assert_balanced(&stats, 2);
     assert_eq!((stats.dispatched, stats.cancelled), (1, 1), "{stats:?}");
 }
+
+/// Four tasks on two threads give batches to one nexus at once: the gate passes from one batch
+/// to another as they come to wait for it, each batch's events are dispatched in their order,
+/// and every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_from_four_tasks_at_once_each_keep_their_order() {
+    const TASKS: u64 = 4;
+    const EACH: u64 = 20_000;
+    let nexus = AsyncEventNexus::new();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    nexus
+        .add_handler(1, move |event: Event, _queue: EventQueue| {
+            record.lock().unwrap().push(event.id);
+        })
+        .unwrap();
+    let _task = running(&nexus).await;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let nexus = nexus.clone();
+            tokio::spawn(async move {
+                let mut events = (0..EACH)
+                    .map(|n| Event::new(task * EACH + n, 1, 0, ()))
+                    .peekable();
+                while events.peek().is_some() {
+                    let mut batch = events.by_ref().take(64);
+                    nexus.ingest_all(&mut batch).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len() as u64, TASKS * EACH);
+    for task in 0..TASKS {
+        let own: Vec<u64> = seen
+            .iter()
+            .copied()
+            .filter(|id| id / EACH == task)
+            .collect();
+        let expected: Vec<u64> = (task * EACH..(task + 1) * EACH).collect();
+        assert!(
+            own == expected,
+            "task {task}'s events out of order or missing"
+        );
+    }
+    let interleaved = seen
+        .windows(2)
+        .filter(|w| w[0] / EACH != w[1] / EACH)
+        .count();
+    assert!(interleaved > 0, "the batches never took turns");
+    assert_balanced(&nexus.stats(), TASKS * EACH);
+}
