@@ -180,22 +180,30 @@ async fn settle() {
     }
 }
 
+/// Starts `nexus`, times `body`, then stops it.
+async fn timed_running(nexus: &AsyncEventNexus, body: impl AsyncFnOnce()) -> Duration {
+    let running = running_nexus(nexus);
+    settle().await;
+    let start = Instant::now();
+    body().await;
+    let took = start.elapsed();
+    nexus.stop();
+    let _ = running.await;
+    took
+}
+
 /// Starts `nexus`, times `ingests` ingests of the events `make` gives, then stops it.
 async fn timed_ingests(
     nexus: &AsyncEventNexus,
     ingests: u64,
     make: impl Fn(u64) -> Event,
 ) -> Duration {
-    let running = running_nexus(nexus);
-    settle().await;
-    let start = Instant::now();
-    for i in 0..ingests {
-        nexus.ingest(make(i)).await.expect("ingest");
-    }
-    let took = start.elapsed();
-    nexus.stop();
-    let _ = running.await;
-    took
+    timed_running(nexus, async || {
+        for i in 0..ingests {
+            nexus.ingest(make(i)).await.expect("ingest");
+        }
+    })
+    .await
 }
 
 // ----- nexus paths and their floors ---------------------------------------------------------
@@ -206,15 +214,11 @@ async fn timed_ingest_all(
     ingests: u64,
     make: impl Fn(u64) -> Event + Send,
 ) -> Duration {
-    let running = running_nexus(nexus);
-    settle().await;
-    let start = Instant::now();
-    let mut events = (0..ingests).map(make);
-    nexus.ingest_all(&mut events).await.expect("ingest_all");
-    let took = start.elapsed();
-    nexus.stop();
-    let _ = running.await;
-    took
+    timed_running(nexus, async || {
+        let mut events = (0..ingests).map(make);
+        nexus.ingest_all(&mut events).await.expect("ingest_all");
+    })
+    .await
 }
 
 fn single_nexus() -> AsyncEventNexus {
