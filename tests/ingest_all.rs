@@ -11,6 +11,7 @@ use crate::support::{assert_balanced, running};
 use nexus::testing::{Probe, WrappedFuture};
 use nexus::{AsyncEventNexus, Event, EventQueue, NexusError};
 
+/// Events of type 1 with the ids `ids`, in order.
 fn ones(ids: std::ops::Range<u64>) -> VecDeque<Event> {
     ids.map(|id| Event::new(id, 1, 0, ())).collect()
 }

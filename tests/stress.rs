@@ -197,10 +197,6 @@ async fn a_million_events_are_each_accounted_for_once() {
         total,
         "every event ended one way: handled, or handed back to its task or thread: {stats:?}"
     );
-    assert!(
-        kept > 0,
-        "batches refused after the stop left their later events with their tasks: {stats:?}"
-    );
     assert_eq!(
         stats.dropped, 0,
         "the shutdown delivered what the producer kept"
