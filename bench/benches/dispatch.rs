@@ -19,7 +19,11 @@
 //! Each floor clones the queue handle for each call, as a nexus hands one to each handler. The
 //! single path has one reference more, `dynamic_locked`: the dynamic floor with its table behind
 //! a `std::sync::Mutex` locked for each event, what one-at-a-time dispatch from any thread adds
-//! at least (an uncontended lock and unlock, two locked instructions). The single, filter, chain
+//! at least (an uncontended lock and unlock, two locked instructions). The single, filter and
+//! fanout paths have `static_serialized` (and the single path `dynamic_serialized`): that floor
+//! with each event dispatched under the cheapest lock there is, taken with one compare-and-swap
+//! and given back with a plain store, as a spin lock is: the least that ingest of one event at a
+//! time, from any thread, costs beside the floor, whatever else it keeps. The single, filter, chain
 //! and fanout paths have one more, `static_guarded`: the static floor with what a nexus keeps
 //! for each event (the running check, the gate, the counts, the queue looked at, the thread's
 //! cause and mark, each call guarded against a panic; on the chain, each secondary event put and
@@ -97,11 +101,13 @@ use tokio::sync::Notify;
 const TYPE: i64 = 99;
 /// The cases that are floors or references, not nexus or a peer: no ratio of their own, grey in
 /// the chart.
-const FLOORS: [&str; 8] = [
+const FLOORS: [&str; 10] = [
     "naive",
     "dynamic",
     "static",
     "dynamic_locked",
+    "static_serialized",
+    "dynamic_serialized",
     "static_guarded",
     "dynamic_guarded",
     "floor_mpsc",
@@ -632,6 +638,70 @@ async fn locked_single(n: u64) -> Duration {
     start.elapsed()
 }
 
+/// Takes `lock` as the cheapest lock that keeps events from any thread one at a time takes it:
+/// one compare-and-swap, a locked instruction on x86. A dispatcher that may be called from
+/// several threads at once and dispatches their events one at a time must, for each event, take
+/// something of the kind: a lock's taking needs an atomic read-modify-write or a full fence
+/// (Attiya, Guerraoui, Hendler, Kuznetsov, Michael and Vechev, "Laws of Order", POPL 2011).
+#[inline(always)]
+fn take(lock: &AtomicBool) {
+    if black_box(lock)
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        unreachable!("one task");
+    }
+}
+
+/// Gives `lock` back with a plain store, as a spin lock does: its waiters would spin rather than
+/// be woken, so that the release needs no locked instruction. (A nexus's gate wakes its waiters,
+/// and its release is a locked `xchg` for that; see the `gate` path.)
+#[inline(always)]
+fn give_back(lock: &AtomicBool) {
+    black_box(lock).store(false, Ordering::Release);
+}
+
+/// The static floor, each event dispatched under the cheapest lock ([`take`], [`give_back`]): the
+/// least that ingest of one event at a time, from any thread, costs on this machine beside the
+/// static floor.
+async fn serialized_single(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let lock = AtomicBool::new(false);
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        take(&lock);
+        match event.event_type.as_int() {
+            Some(TYPE) => direct_handler(event, queue.clone()).await,
+            _ => unreachable!("one type"),
+        }
+        give_back(&lock);
+    }
+    start.elapsed()
+}
+
+/// The dynamic floor under the cheapest lock, taken for each event (see [`serialized_single`]).
+async fn dynamic_serialized_single(n: u64) -> Duration {
+    let mut table: FxHashMap<i64, SyncHandler> = FxHashMap::default();
+    table.insert(
+        TYPE,
+        Box::new(|event: Event, _queue: EventQueue| body(&event)),
+    );
+    let queue = AsyncEventNexus::new().queue().clone();
+    let lock = AtomicBool::new(false);
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        take(&lock);
+        let handler = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handler");
+        handler(event, queue.clone());
+        give_back(&lock);
+    }
+    start.elapsed()
+}
+
 fn filters_nexus() -> AsyncEventNexus {
     let nexus = AsyncEventNexus::new();
     for _ in 0..4 {
@@ -714,6 +784,30 @@ async fn static_filters(n: u64) -> Duration {
             Some(TYPE) => direct_handler(event, queue.clone()).await,
             _ => unreachable!("one type"),
         }
+    }
+    start.elapsed()
+}
+
+/// The static floor of four filters under the cheapest lock, taken for each event (see
+/// [`serialized_single`]).
+async fn serialized_filters(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let lock = AtomicBool::new(false);
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        take(&lock);
+        let consumed = passing_filter(&event).await
+            || passing_filter(&event).await
+            || passing_filter(&event).await
+            || passing_filter(&event).await;
+        if !consumed {
+            match event.event_type.as_int() {
+                Some(TYPE) => direct_handler(event, queue.clone()).await,
+                _ => unreachable!("one type"),
+            }
+        }
+        give_back(&lock);
     }
     start.elapsed()
 }
@@ -1140,6 +1234,29 @@ async fn static_fanout(n: u64) -> Duration {
             }
             _ => unreachable!("one type"),
         }
+    }
+    start.elapsed()
+}
+
+/// The static floor of the fanout under the cheapest lock, taken for each event (see
+/// [`serialized_single`]).
+async fn serialized_fanout(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let lock = AtomicBool::new(false);
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        take(&lock);
+        match event.event_type.as_int() {
+            Some(TYPE) => {
+                for _ in 1..FANOUT {
+                    direct_handler(event.clone(), queue.clone()).await;
+                }
+                direct_handler(event, queue.clone()).await;
+            }
+            _ => unreachable!("one type"),
+        }
+        give_back(&lock);
     }
     start.elapsed()
 }
@@ -1740,6 +1857,8 @@ fn main() {
         case("single", "dynamic", n, dynamic_single),
         case("single", "static", n, static_single),
         case("single", "dynamic_locked", n, locked_single),
+        case("single", "static_serialized", n, serialized_single),
+        case("single", "dynamic_serialized", n, dynamic_serialized_single),
         case("single", "static_guarded", n, guarded_single),
         case("single", "dynamic_guarded", n, dynamic_guarded_single),
         case("gate", "locked_pair", n, gate_alone),
@@ -1751,6 +1870,7 @@ fn main() {
         case("filters4", "naive", n, floor_filters),
         case("filters4", "dynamic", n, dynamic_filters),
         case("filters4", "static", n, static_filters),
+        case("filters4", "static_serialized", n, serialized_filters),
         case("filters4", "static_guarded", n, guarded_filters),
         case("filters4", "dynamic_guarded", n, dynamic_guarded_filters),
         case("chain10", "nexus", n, nexus_chain),
@@ -1764,6 +1884,7 @@ fn main() {
         case("fanout8", "naive", n, floor_fanout),
         case("fanout8", "dynamic", n, dynamic_fanout),
         case("fanout8", "static", n, static_fanout),
+        case("fanout8", "static_serialized", n, serialized_fanout),
         case("fanout8", "static_guarded", n, guarded_fanout),
         case("fanout8", "dynamic_guarded", n, dynamic_guarded_fanout),
         case("producer", "nexus", n, nexus_producer),
@@ -1870,8 +1991,11 @@ fn main() {
                 "{:.2}x the single path's static floor",
                 value / ns("single", "static")
             ),
-            ("single", "dynamic_locked") => {
+            ("single", "dynamic_locked" | "dynamic_serialized") => {
                 format!("{:.2}x dynamic", value / ns("single", "dynamic"))
+            }
+            (_, "static_serialized") => {
+                format!("{:.2}x static", value / ns(c.name, "static"))
             }
             (_, "static_guarded" | "dynamic_guarded") => {
                 format!("{:.2}x static", value / ns(c.name, "static"))
@@ -1932,6 +2056,21 @@ fn main() {
     push(
         "single_dynamic_locked_vs_dynamic",
         ns("single", "dynamic_locked") / ns("single", "dynamic"),
+        3,
+    );
+    // What the cheapest lock around each event adds to the static and dynamic floors: the least
+    // that ingest of one event at a time, from any thread, costs beside them, whatever else it
+    // keeps.
+    for name in ["single", "filters4", "fanout8"] {
+        push(
+            &format!("{name}_static_serialized_vs_static"),
+            ns(name, "static_serialized") / ns(name, "static"),
+            3,
+        );
+    }
+    push(
+        "single_dynamic_serialized_vs_dynamic",
+        ns("single", "dynamic_serialized") / ns("single", "dynamic"),
         3,
     );
     // What the guarantees a nexus keeps for each event cost the static floor at least.
