@@ -352,27 +352,14 @@ async fn static_named(n: u64) -> Duration {
 /// The static floor: a `match` on the type and a direct call of an async handler, with the queue
 /// handle cloned for each call as a nexus hands one over. Nothing is boxed or looked up.
 async fn static_single(n: u64) -> Duration {
-    static_single_under(n, &Unserialized).await
-}
-
-/// The static floor, each event dispatched under the cheapest lock ([`SpinLock`]): the least that
-/// ingest of one event at a time, from any thread, costs on this machine beside the static floor.
-async fn serialized_single(n: u64) -> Duration {
-    static_single_under(n, &SpinLock::default()).await
-}
-
-/// The static floor, each event dispatched under `lock`.
-async fn static_single_under(n: u64, lock: &impl Serial) -> Duration {
     let queue = AsyncEventNexus::new().queue().clone();
     let start = Instant::now();
     for i in 0..n {
         let event = event(i);
-        lock.take();
         match event.event_type.as_int() {
             Some(TYPE) => direct_handler(event, queue.clone()).await,
             _ => unreachable!("one type"),
         }
-        lock.give_back();
     }
     start.elapsed()
 }
@@ -613,16 +600,6 @@ async fn dynamic_guarded_single(n: u64) -> Duration {
 /// The dynamic floor: handlers chosen at run time from a fast map of `dyn Fn`, called without a
 /// future, the queue handle cloned for each call.
 async fn dynamic_single(n: u64) -> Duration {
-    dynamic_single_under(n, &Unserialized)
-}
-
-/// The dynamic floor under the cheapest lock, taken for each event (see [`serialized_single`]).
-async fn dynamic_serialized_single(n: u64) -> Duration {
-    dynamic_single_under(n, &SpinLock::default())
-}
-
-/// The dynamic floor, each event dispatched under `lock`.
-fn dynamic_single_under(n: u64, lock: &impl Serial) -> Duration {
     let mut table: FxHashMap<i64, SyncHandler> = FxHashMap::default();
     table.insert(
         TYPE,
@@ -632,12 +609,10 @@ fn dynamic_single_under(n: u64, lock: &impl Serial) -> Duration {
     let start = Instant::now();
     for i in 0..n {
         let event = event(i);
-        lock.take();
         let handler = table
             .get(&event.event_type.as_int().unwrap_or_default())
             .expect("handler");
         handler(event, queue.clone());
-        lock.give_back();
     }
     start.elapsed()
 }
@@ -665,53 +640,68 @@ async fn locked_single(n: u64) -> Duration {
     start.elapsed()
 }
 
-/// How a floor serializes its events: not at all ([`Unserialized`]), or under the cheapest lock
-/// ([`SpinLock`]). A floor and its serialized twin are one function, so that they differ by the
-/// lock alone.
-trait Serial {
-    /// Taken before an event's dispatch.
-    fn take(&self);
-    /// Given back after it.
-    fn give_back(&self);
+/// Takes `lock` as the cheapest lock that keeps events from any thread one at a time takes it:
+/// one compare-and-swap, a locked instruction on x86. A dispatcher that may be called from
+/// several threads at once and dispatches their events one at a time must, for each event, take
+/// something of the kind: a lock's taking needs an atomic read-modify-write or a full fence
+/// (Attiya, Guerraoui, Hendler, Kuznetsov, Michael and Vechev, "Laws of Order", POPL 2011).
+#[inline(always)]
+fn take(lock: &AtomicBool) {
+    if black_box(lock)
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        unreachable!("one task");
+    }
 }
 
-/// No lock: the floor as it is.
-struct Unserialized;
-
-impl Serial for Unserialized {
-    #[inline(always)]
-    fn take(&self) {}
-
-    #[inline(always)]
-    fn give_back(&self) {}
+/// Gives `lock` back with a plain store, as a spin lock does: its waiters would spin rather than
+/// be woken, so that the release needs no locked instruction. (A nexus's gate wakes its waiters,
+/// and its release is a locked `xchg` for that; see the `gate` path.)
+#[inline(always)]
+fn give_back(lock: &AtomicBool) {
+    black_box(lock).store(false, Ordering::Release);
 }
 
-/// The cheapest lock that keeps events from any thread one at a time: taken with one
-/// compare-and-swap, a locked instruction on x86, and given back with a plain store, as a spin
-/// lock is (its waiters would spin rather than be woken, so that the release needs no locked
-/// instruction; a nexus's gate wakes its waiters, and its release is a locked `xchg` for that,
-/// see the `gate` path). A dispatcher that may be called from several threads at once and
-/// dispatches their events one at a time must, for each event, take something of the kind: a
-/// lock's taking needs an atomic read-modify-write or a full fence (Attiya, Guerraoui, Hendler,
-/// Kuznetsov, Michael and Vechev, "Laws of Order", POPL 2011).
-#[derive(Default)]
-struct SpinLock(AtomicBool);
-
-impl Serial for SpinLock {
-    #[inline(always)]
-    fn take(&self) {
-        if black_box(&self.0)
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            unreachable!("one task");
+/// The static floor, each event dispatched under the cheapest lock ([`take`], [`give_back`]): the
+/// least that ingest of one event at a time, from any thread, costs on this machine beside the
+/// static floor.
+async fn serialized_single(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let lock = AtomicBool::new(false);
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        take(&lock);
+        match event.event_type.as_int() {
+            Some(TYPE) => direct_handler(event, queue.clone()).await,
+            _ => unreachable!("one type"),
         }
+        give_back(&lock);
     }
+    start.elapsed()
+}
 
-    #[inline(always)]
-    fn give_back(&self) {
-        black_box(&self.0).store(false, Ordering::Release);
+/// The dynamic floor under the cheapest lock, taken for each event (see [`serialized_single`]).
+async fn dynamic_serialized_single(n: u64) -> Duration {
+    let mut table: FxHashMap<i64, SyncHandler> = FxHashMap::default();
+    table.insert(
+        TYPE,
+        Box::new(|event: Event, _queue: EventQueue| body(&event)),
+    );
+    let queue = AsyncEventNexus::new().queue().clone();
+    let lock = AtomicBool::new(false);
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        take(&lock);
+        let handler = table
+            .get(&event.event_type.as_int().unwrap_or_default())
+            .expect("handler");
+        handler(event, queue.clone());
+        give_back(&lock);
     }
+    start.elapsed()
 }
 
 fn filters_nexus() -> AsyncEventNexus {
@@ -781,22 +771,34 @@ async fn floor_filters(n: u64) -> Duration {
 }
 
 async fn static_filters(n: u64) -> Duration {
-    static_filters_under(n, &Unserialized).await
+    let queue = AsyncEventNexus::new().queue().clone();
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        if passing_filter(&event).await
+            || passing_filter(&event).await
+            || passing_filter(&event).await
+            || passing_filter(&event).await
+        {
+            continue;
+        }
+        match event.event_type.as_int() {
+            Some(TYPE) => direct_handler(event, queue.clone()).await,
+            _ => unreachable!("one type"),
+        }
+    }
+    start.elapsed()
 }
 
 /// The static floor of four filters under the cheapest lock, taken for each event (see
 /// [`serialized_single`]).
 async fn serialized_filters(n: u64) -> Duration {
-    static_filters_under(n, &SpinLock::default()).await
-}
-
-/// The static floor of four filters, each event dispatched under `lock`.
-async fn static_filters_under(n: u64, lock: &impl Serial) -> Duration {
     let queue = AsyncEventNexus::new().queue().clone();
+    let lock = AtomicBool::new(false);
     let start = Instant::now();
     for i in 0..n {
         let event = event(i);
-        lock.take();
+        take(&lock);
         let consumed = passing_filter(&event).await
             || passing_filter(&event).await
             || passing_filter(&event).await
@@ -807,7 +809,7 @@ async fn static_filters_under(n: u64, lock: &impl Serial) -> Duration {
                 _ => unreachable!("one type"),
             }
         }
-        lock.give_back();
+        give_back(&lock);
     }
     start.elapsed()
 }
@@ -1221,22 +1223,10 @@ async fn floor_fanout(n: u64) -> Duration {
 }
 
 async fn static_fanout(n: u64) -> Duration {
-    static_fanout_under(n, &Unserialized).await
-}
-
-/// The static floor of the fanout under the cheapest lock, taken for each event (see
-/// [`serialized_single`]).
-async fn serialized_fanout(n: u64) -> Duration {
-    static_fanout_under(n, &SpinLock::default()).await
-}
-
-/// The static floor of the fanout, each event dispatched under `lock`.
-async fn static_fanout_under(n: u64, lock: &impl Serial) -> Duration {
     let queue = AsyncEventNexus::new().queue().clone();
     let start = Instant::now();
     for i in 0..n {
         let event = event(i);
-        lock.take();
         match event.event_type.as_int() {
             Some(TYPE) => {
                 for _ in 1..FANOUT {
@@ -1246,7 +1236,29 @@ async fn static_fanout_under(n: u64, lock: &impl Serial) -> Duration {
             }
             _ => unreachable!("one type"),
         }
-        lock.give_back();
+    }
+    start.elapsed()
+}
+
+/// The static floor of the fanout under the cheapest lock, taken for each event (see
+/// [`serialized_single`]).
+async fn serialized_fanout(n: u64) -> Duration {
+    let queue = AsyncEventNexus::new().queue().clone();
+    let lock = AtomicBool::new(false);
+    let start = Instant::now();
+    for i in 0..n {
+        let event = event(i);
+        take(&lock);
+        match event.event_type.as_int() {
+            Some(TYPE) => {
+                for _ in 1..FANOUT {
+                    direct_handler(event.clone(), queue.clone()).await;
+                }
+                direct_handler(event, queue.clone()).await;
+            }
+            _ => unreachable!("one type"),
+        }
+        give_back(&lock);
     }
     start.elapsed()
 }
