@@ -640,8 +640,8 @@ async fn locked_single(n: u64) -> Duration {
     start.elapsed()
 }
 
-/// Takes `lock` as the cheapest lock that keeps events from any thread one at a time takes it:
-/// one compare-and-swap, a locked instruction on x86. A dispatcher that may be called from
+/// Takes `lock`, the cheapest lock that keeps events from any thread one at a time: with one
+/// compare-and-swap, a locked instruction on x86. A dispatcher that may be called from
 /// several threads at once and dispatches their events one at a time must, for each event, take
 /// something of the kind: a lock's taking needs an atomic read-modify-write or a full fence
 /// (Attiya, Guerraoui, Hendler, Kuznetsov, Michael and Vechev, "Laws of Order", POPL 2011).
